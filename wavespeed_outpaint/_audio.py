@@ -1,0 +1,88 @@
+"""Recognise a local audio file by its content and read its duration from its header."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import attrs
+import mutagen
+from mutagen.flac import FLAC
+from mutagen.mp3 import MP3
+from mutagen.wave import WAVE
+
+MAX_AUDIO_SECONDS = 60 * 60
+# The official SDK's cap; the docs name 50 MB and 300 MB elsewhere, so it is an option.
+DEFAULT_MAX_UPLOAD_BYTES = 200 * 1024 * 1024
+
+CONTENT_TYPES = {"mp3": "audio/mpeg", "wav": "audio/wav", "flac": "audio/flac"}
+
+
+@attrs.frozen
+class AudioInfo:
+    format: str  # "mp3", "wav" or "flac"
+    duration: float  # seconds, as the file's header states it
+    size: int  # bytes
+
+    @property
+    def content_type(self) -> str:
+        return CONTENT_TYPES[self.format]
+
+
+class AudioProblem(Exception):
+    """Why a file cannot be sent as outpaint input; the text says what to change."""
+
+
+def sniff_format(head: bytes) -> str | None:
+    """The format the first bytes announce, whatever the file's name says."""
+    if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
+        return "wav"
+    if head[:4] == b"fLaC" or (head[:3] == b"ID3" and b"fLaC" in head[10:]):
+        return "flac"
+    if head[:3] == b"ID3":
+        return "mp3"
+    # An MPEG audio frame starts with 11 set sync bits, a valid version and layer III.
+    if len(head) >= 2 and head[0] == 0xFF and (head[1] & 0xE0) == 0xE0 and (head[1] & 0x06):
+        return "mp3"
+    return None
+
+
+_READERS = {"mp3": MP3, "wav": WAVE, "flac": FLAC}
+
+
+def probe_audio(path: Path, *, max_bytes: int = DEFAULT_MAX_UPLOAD_BYTES) -> AudioInfo:
+    """Check that `path` is an MP3, WAV or FLAC file the model accepts."""
+    try:
+        size = os.stat(path).st_size
+        with open(path, "rb") as f:
+            head = f.read(4096)
+    except FileNotFoundError:
+        raise AudioProblem("no such file; give an existing file or an https:// URL") from None
+    except IsADirectoryError:
+        raise AudioProblem("is a folder; give one audio file") from None
+    except OSError as exc:
+        raise AudioProblem(f"cannot be read ({exc.strerror})") from None
+    if size == 0:
+        raise AudioProblem("the file is empty")
+    if size > max_bytes:
+        raise AudioProblem(
+            f"the file is {size / 1e6:.1f} MB, over the upload limit of "
+            f"{max_bytes / 1e6:.1f} MB; pass an https:// URL instead or raise the limit"
+        )
+    fmt = sniff_format(head)
+    if fmt is None:
+        raise AudioProblem(
+            "the content is not MP3, WAV or FLAC audio (the file's name does not matter)"
+        )
+    try:
+        info = _READERS[fmt](path).info
+    except (mutagen.MutagenError, ValueError, ZeroDivisionError) as exc:
+        raise AudioProblem(f"looks like {fmt.upper()} but its header is broken ({exc})") from None
+    duration = float(getattr(info, "length", 0.0) or 0.0)
+    if duration <= 0:
+        raise AudioProblem(f"the {fmt.upper()} file holds no audio")
+    if duration > MAX_AUDIO_SECONDS:
+        raise AudioProblem(
+            f"the audio lasts {duration / 60:.1f} minutes; the model takes at most 60 minutes"
+        )
+    return AudioInfo(format=fmt, duration=duration, size=size)

@@ -1,0 +1,519 @@
+"""The emulator's HTTP face: the WaveSpeed v3 endpoints of PROTOCOL.md over `Service`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import json
+import logging
+import math
+import numbers
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import aiohttp
+from aiohttp import web
+
+from .._signing import signature
+from ..models import MODEL_ID, is_loopback_host
+from . import _audio
+from ._config import EmulatorConfig
+from ._service import InsufficientBalance, Service, Task, parse_iso
+
+log = logging.getLogger("wavespeed_outpaint.emulator")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+CHUNK = 64 * 1024
+MAX_UPLOAD_BYTES = 200 * 1024 * 1024
+
+
+def envelope(data: Any, *, status: int = 200, message: str = "success") -> web.Response:
+    body = {"code": status, "message": message, "data": data}
+    return web.json_response(body, status=status)
+
+
+def refuse(status: int, message: str, *, retry_after: float | None = None) -> web.Response:
+    response = envelope(None, status=status, message=message)
+    if retry_after is not None:
+        response.headers["Retry-After"] = _seconds_text(retry_after)
+    return response
+
+
+def _seconds_text(seconds: float) -> str:
+    return str(int(seconds)) if float(seconds).is_integer() else f"{seconds:.3f}"
+
+
+class Dropped(Exception):
+    """Raised after the connection was cut on purpose, to end the handler."""
+
+
+def drop_connection(request: web.Request) -> None:
+    if request.transport is not None:
+        request.transport.abort()
+    raise Dropped
+
+
+def base_url_of(request: web.Request) -> str:
+    return f"{request.scheme}://{request.host}"
+
+
+class EmulatorApp:
+    """Builds the aiohttp application and owns its background work."""
+
+    def __init__(self, config: EmulatorConfig) -> None:
+        self.service = Service(config)
+        self.config = config
+        self._outputs_dir = tempfile.TemporaryDirectory(prefix="outpaint-emulator-")
+        self._rendered: dict[str, asyncio.Future[Path]] = {}
+        self._decoded: dict[str, asyncio.Future[Any]] = {}
+        self._webhook_heap: list[tuple[float, int, str]] = []
+        self._webhook_wakeup = asyncio.Event()
+        self._background: set[asyncio.Task[None]] = set()
+        self._http: aiohttp.ClientSession | None = None
+        # Set by the runner once the port is known, so webhook bodies carry output URLs.
+        self.own_base_url = ""
+        self.app = self._build()
+
+    # -- wiring ------------------------------------------------------------------------
+
+    def _build(self) -> web.Application:
+        app = web.Application(middlewares=[self._faults_and_errors], client_max_size=MAX_UPLOAD_BYTES)
+        r = app.router
+        r.add_post("/api/v3/predictions", self.list_predictions)
+        r.add_get("/api/v3/predictions", self.list_predictions)
+        r.add_get("/api/v3/predictions/{id}/result", self.result)
+        r.add_get("/api/v3/predictions/{id}", self.result)
+        r.add_post("/api/v3/media/uploads", self.upload_ticket)
+        r.add_post("/api/v3/media/upload/binary", self.upload_binary)
+        r.add_get("/api/v3/balance", self.balance)
+        r.add_get("/api/v3/account/balance", self.balance)
+        r.add_get("/api/v3/webhook/secret", self.webhook_secret)
+        r.add_post("/api/v3/{model:.+}", self.submit)
+        r.add_put("/_upload/{token}", self.upload_put)
+        r.add_get("/media/{token}/{name}", self.media)
+        r.add_get("/outputs/{id}/{name}", self.output)
+        r.add_get("/_emulator/stats", self.stats)
+        app.on_startup.append(self._on_startup)
+        app.on_cleanup.append(self._on_cleanup)
+        return app
+
+    async def _on_startup(self, app: web.Application) -> None:
+        self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.config.webhook_timeout))
+        self._spawn(self._webhook_loop())
+
+    async def _on_cleanup(self, app: web.Application) -> None:
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        if self._http is not None:
+            await self._http.close()
+        self._outputs_dir.cleanup()
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    @web.middleware
+    async def _faults_and_errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        is_api = request.path.startswith("/api/v3/")
+        if is_api and self.service.fault("slow"):
+            await asyncio.sleep(self.config.faults.slow_seconds)
+        try:
+            return await handler(request)
+        except Dropped:
+            return web.Response(status=500)  # never reaches the client: the socket is gone
+
+    def _authorized(self, request: web.Request) -> bool:
+        header = request.headers.get("Authorization", "")
+        scheme, _, key = header.partition(" ")
+        return scheme == "Bearer" and key in self.config.api_keys
+
+    def _unauthorized(self) -> web.Response:
+        return refuse(401, "Unauthorized: invalid or missing API key")
+
+    def _injected_error(self, kind: str) -> web.Response | None:
+        if self.service.fault(kind):
+            status = self.service._fault_rng.choice((500, 502, 503))
+            return refuse(status, "internal server error (emulated fault)")
+        return None
+
+    def _injected_429(self, kind: str) -> web.Response | None:
+        if self.service.fault(kind):
+            return refuse(429, "Too many requests (emulated fault)", retry_after=self.config.faults.retry_after)
+        return None
+
+    # -- submit ------------------------------------------------------------------------
+
+    async def submit(self, request: web.Request) -> web.StreamResponse:
+        svc = self.service
+        svc.counters.submit_requests += 1
+        if not self._authorized(request):
+            return self._unauthorized()
+        model = request.match_info["model"]
+        if model != MODEL_ID:
+            return refuse(404, f"model {model!r} not found")
+        refused = self._injected_error("submit_5xx") or self._injected_429("submit_429")
+        if refused is not None:
+            return refused
+        try:
+            body = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return refuse(400, "request body must be a JSON object")
+        if not isinstance(body, dict):
+            return refuse(400, "request body must be a JSON object")
+        problem = validate_input(body)
+        if problem:
+            return refuse(400, problem)
+        webhook = request.query.get("webhook") or body.get("webhook_url")
+        if webhook and body.get("enable_base64_output"):
+            return refuse(400, "webhook cannot be combined with enable_base64_output")
+        now = time.time()
+        wait = svc.start_limit_wait(now)
+        if wait:
+            return refuse(429, "Rate limit exceeded: too many tasks started this minute",
+                          retry_after=math.ceil(wait))
+        stored = {
+            "audio": body["audio"],
+            "tags": body["tags"],
+            "extend_before_duration": body.get("extend_before_duration", 0),
+            "extend_after_duration": body.get("extend_after_duration", 30),
+            "lyrics": body.get("lyrics", ""),
+            "seed": body.get("seed", -1),
+        }
+        try:
+            task = svc.create_task(stored, now, webhook if isinstance(webhook, str) else None)
+        except InsufficientBalance:
+            return refuse(self.config.insufficient_balance_status,
+                          "Insufficient balance: please top up your account to continue")
+        if task.media is not None:
+            await self._check_decodable(task)
+        if task.webhook_url:
+            heapq.heappush(self._webhook_heap, (task.finish_at, svc.counters.tasks_created, task.id))
+            self._webhook_wakeup.set()
+        if svc.fault("submit_lost"):
+            drop_connection(request)
+        if svc.fault("submit_500_after_create"):
+            return refuse(500, "internal server error (emulated fault)")
+        if body.get("enable_sync_mode"):
+            return await self._sync_answer(request, task)
+        return envelope(svc.prediction(task, time.time(), base_url_of(request)))
+
+    async def _sync_answer(self, request: web.Request, task: Task) -> web.Response:
+        await asyncio.sleep(max(0.0, min(task.finish_at, task.created + self.config.sync_timeout) - time.time()))
+        data = self.service.prediction(task, time.time(), base_url_of(request))
+        if data["status"] in ("created", "processing"):
+            data.update(status="processing", code=5004, error="Sync mode timed out; the task goes on")
+        return envelope(data)
+
+    async def _check_decodable(self, task: Task) -> None:
+        assert task.media is not None
+        token = task.media.token
+        if token not in self._decoded:
+            self._decoded[token] = asyncio.ensure_future(asyncio.to_thread(_audio.decode, task.media.data or b""))
+        try:
+            samples, rate = await asyncio.shield(self._decoded[token])
+        except Exception as exc:  # noqa: BLE001 - whatever the decoder says, the task fails
+            self.service.fail_undecodable(task, f"the audio could not be decoded ({exc})")
+            return
+        if samples.shape[0] / rate > 3600:
+            self.service.fail_undecodable(task, "the audio is longer than 60 minutes")
+
+    # -- status ------------------------------------------------------------------------
+
+    async def result(self, request: web.Request) -> web.StreamResponse:
+        svc = self.service
+        task_id = request.match_info["id"]
+        svc.counters.result_gets[task_id] += 1
+        if not self._authorized(request):
+            return self._unauthorized()
+        refused = self._injected_error("result_5xx") or self._injected_429("result_429")
+        if refused is not None:
+            return refused
+        if svc.fault("result_drop"):
+            drop_connection(request)
+        task = svc.tasks.get(task_id)
+        if task is None:
+            return refuse(404, f"prediction {task_id} not found")
+        return envelope(svc.prediction(task, time.time(), base_url_of(request)))
+
+    async def list_predictions(self, request: web.Request) -> web.StreamResponse:
+        svc = self.service
+        svc.counters.list_requests += 1
+        if not self._authorized(request):
+            return self._unauthorized()
+        refused = self._injected_error("result_5xx") or self._injected_429("result_429")
+        if refused is not None:
+            return refused
+        if request.method == "POST":
+            try:
+                query = await request.json()
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                return refuse(400, "request body must be a JSON object")
+            if not isinstance(query, dict):
+                return refuse(400, "request body must be a JSON object")
+        else:
+            query = dict(request.query)
+        try:
+            page = int(query["page"])
+            page_size = int(query["page_size"])
+        except (KeyError, TypeError, ValueError):
+            return refuse(400, "page and page_size are required integers")
+        if page < 1 or not 1 <= page_size <= 100:
+            return refuse(400, "page must be >= 1 and page_size from 1 to 100")
+        status = query.get("status")
+        if status not in (None, "", "completed", "failed", "processing"):
+            return refuse(400, "status must be one of completed, failed, processing")
+        try:
+            after = parse_iso(query["created_after"]) if query.get("created_after") else None
+            before = parse_iso(query["created_before"]) if query.get("created_before") else None
+        except (TypeError, ValueError):
+            return refuse(400, "created_after and created_before must be ISO 8601 times")
+        model = query.get("model")
+        now = time.time()
+        found = [] if model not in (None, "", MODEL_ID) else svc.list_window(
+            now, status=status or None, after=after, before=before
+        )
+        base = base_url_of(request)
+        items = [svc.prediction(t, now, base) for t in found[(page - 1) * page_size : page * page_size]]
+        return envelope({"page": page, "total": len(found), "items": items})
+
+    # -- account -----------------------------------------------------------------------
+
+    async def balance(self, request: web.Request) -> web.StreamResponse:
+        if not self._authorized(request):
+            return self._unauthorized()
+        data: dict[str, Any] = {"balance": round(self.config.balance_usd, 6)}
+        if request.path.endswith("/account/balance"):
+            data["currency"] = "USD"
+        return envelope(data)
+
+    async def webhook_secret(self, request: web.Request) -> web.StreamResponse:
+        if not self._authorized(request):
+            return self._unauthorized()
+        return envelope({"secret": self.config.webhook_secret})
+
+    async def stats(self, request: web.Request) -> web.StreamResponse:
+        return web.json_response(self.service.stats(time.time()))
+
+    # -- uploads -----------------------------------------------------------------------
+
+    async def upload_ticket(self, request: web.Request) -> web.StreamResponse:
+        svc = self.service
+        svc.counters.upload_requests += 1
+        if not self._authorized(request):
+            return self._unauthorized()
+        refused = self._injected_error("upload_5xx")
+        if refused is not None:
+            return refused
+        try:
+            body = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return refuse(400, "request body must be a JSON object")
+        if not isinstance(body, dict):
+            return refuse(400, "request body must be a JSON object")
+        filename, size = body.get("filename"), body.get("size")
+        if not isinstance(filename, str) or not filename:
+            return refuse(400, "filename is required")
+        if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
+            return refuse(400, "size must be a positive integer")
+        if size > MAX_UPLOAD_BYTES:
+            return refuse(400, f"size exceeds the {MAX_UPLOAD_BYTES // 2**20} MB upload limit")
+        content_type = body.get("content_type") or "application/octet-stream"
+        media = svc.new_upload(filename, size, str(content_type))
+        base = base_url_of(request)
+        return envelope({
+            "upload": {"method": "PUT", "url": f"{base}/_upload/{media.token}",
+                       "headers": {"Content-Type": media.content_type}},
+            "download_url": f"{base}/media/{media.token}/{quote(filename)}",
+        })
+
+    async def upload_put(self, request: web.Request) -> web.StreamResponse:
+        svc = self.service
+        media = svc.media.get(request.match_info["token"])
+        if media is None:
+            return web.Response(status=404, text="no such upload ticket")
+        if "Authorization" in request.headers:
+            # A pre-signed storage URL refuses a second credential; it would also leak the key.
+            return web.Response(status=400, text="Only one auth mechanism allowed")
+        if svc.fault("upload_5xx"):
+            return web.Response(status=503, text="service unavailable (emulated fault)")
+        data = bytearray()
+        async for chunk in request.content.iter_chunked(CHUNK):
+            data += chunk
+            if len(data) > media.size:
+                break
+        if len(data) != media.size:
+            return web.Response(status=400, text=f"body is not the {media.size} bytes the ticket announced")
+        media.data = bytes(data)
+        return web.Response(status=200)
+
+    async def upload_binary(self, request: web.Request) -> web.StreamResponse:
+        svc = self.service
+        svc.counters.upload_requests += 1
+        if not self._authorized(request):
+            return self._unauthorized()
+        refused = self._injected_error("upload_5xx")
+        if refused is not None:
+            return refused
+        try:
+            form = await request.post()
+        except ValueError:
+            return refuse(400, "expected a multipart form with a field 'file'")
+        field = form.get("file")
+        if not isinstance(field, web.FileField):
+            return refuse(400, "expected a multipart form with a field 'file'")
+        data = field.file.read()
+        if not data:
+            return refuse(400, "the file is empty")
+        media = svc.store_upload(field.filename or "upload", field.content_type, data)
+        return envelope({
+            "type": "audio",
+            "download_url": f"{base_url_of(request)}/media/{media.token}/{quote(media.filename)}",
+            "filename": media.filename,
+            "size": len(data),
+        })
+
+    async def media(self, request: web.Request) -> web.StreamResponse:
+        media = self.service.media.get(request.match_info["token"])
+        if media is None or media.data is None:
+            return web.Response(status=404, text="not found")
+        return web.Response(body=media.data, content_type=media.content_type)
+
+    # -- outputs -----------------------------------------------------------------------
+
+    async def output(self, request: web.Request) -> web.StreamResponse:
+        svc = self.service
+        svc.counters.download_requests += 1
+        task = svc.tasks.get(request.match_info["id"])
+        now = time.time()
+        if task is None or task.status(now) != "completed" or task.media is None:
+            return web.Response(status=404, text="not found")
+        ttl = self.config.output_ttl
+        if task.expired_output or (ttl is not None and now > task.finish_at + ttl):
+            return web.Response(status=403, text="Request has expired")
+        path = await self._render(task)
+        size = path.stat().st_size
+        response = web.StreamResponse(headers={"Content-Type": "audio/wav"})
+        response.content_length = size
+        await response.prepare(request)
+        truncate_at = size // 2 if svc.fault("truncated_download") else None
+        sent = 0
+        with open(path, "rb") as f:
+            while chunk := f.read(CHUNK):
+                if truncate_at is not None and sent + len(chunk) > truncate_at:
+                    await response.write(chunk[: truncate_at - sent])
+                    drop_connection(request)
+                await response.write(chunk)
+                sent += len(chunk)
+        await response.write_eof()
+        svc.counters.downloads_completed += 1
+        return response
+
+    async def _render(self, task: Task) -> Path:
+        if task.id not in self._rendered:
+            self._rendered[task.id] = asyncio.ensure_future(self._render_to_file(task))
+        return await asyncio.shield(self._rendered[task.id])
+
+    async def _render_to_file(self, task: Task) -> Path:
+        assert task.media is not None
+        samples, rate = await asyncio.shield(self._decoded[task.media.token])
+        data = await asyncio.to_thread(
+            _audio.render_outpaint,
+            samples,
+            rate,
+            float(task.input["extend_before_duration"]),
+            float(task.input["extend_after_duration"]),
+            task.seed,
+        )
+        path = Path(self._outputs_dir.name) / f"{task.id}.wav"
+        await asyncio.to_thread(path.write_bytes, data)
+        return path
+
+    # -- webhooks ----------------------------------------------------------------------
+
+    async def _webhook_loop(self) -> None:
+        heap = self._webhook_heap
+        while True:
+            self._webhook_wakeup.clear()
+            now = time.time()
+            while heap and heap[0][0] <= now:
+                _, _, task_id = heapq.heappop(heap)
+                self._schedule_webhook(self.service.tasks[task_id])
+            timeout = heap[0][0] - now if heap else None
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._webhook_wakeup.wait(), timeout)
+
+    def _schedule_webhook(self, task: Task) -> None:
+        svc = self.service
+        if svc.fault("webhook_lost"):
+            return
+        delay = self.config.faults.webhook_late_seconds if svc.fault("webhook_late") else 0.0
+        copies = 2 if svc.fault("webhook_duplicated") else 1
+        bad_signature = svc.fault("webhook_bad_signature")
+        for _ in range(copies):
+            self._spawn(self._deliver(task, delay, bad_signature))
+
+    async def _deliver(self, task: Task, delay: float, bad_signature: bool) -> None:
+        url = task.webhook_url
+        assert url is not None and self._http is not None
+        target = urlsplit(url)
+        if target.scheme not in ("http", "https") or not is_loopback_host(target.hostname):
+            log.warning("webhook for %s not sent: the emulator only calls loopback hosts", task.id)
+            return
+        if delay:
+            await asyncio.sleep(delay)
+        data = self.service.prediction(task, time.time(), self.own_base_url)
+        data["input"] = task.input
+        body = json.dumps(data).encode()
+        webhook_id = f"msg_{uuid.uuid4().hex}"
+        secret = "whsec_wrong-secret" if bad_signature else self.config.webhook_secret
+        retry_delay = self.config.webhook_retry_delay
+        for attempt in range(self.config.webhook_attempts):
+            timestamp = str(int(time.time()))
+            headers = {
+                "Content-Type": "application/json",
+                "webhook-id": webhook_id,
+                "webhook-timestamp": timestamp,
+                "webhook-signature": signature(secret, webhook_id, timestamp, body),
+            }
+            self.service.counters.webhook_attempts += 1
+            try:
+                async with self._http.post(url, data=body, headers=headers) as response:
+                    if 200 <= response.status < 300:
+                        self.service.counters.webhooks_delivered += 1
+                        return
+            except (aiohttp.ClientError, asyncio.TimeoutError):
+                pass
+            if attempt + 1 < self.config.webhook_attempts:
+                await asyncio.sleep(retry_delay * 2**attempt)
+
+
+def validate_input(body: dict[str, Any]) -> str | None:
+    """The service's 400 messages: each names the field and what it must be."""
+    audio = body.get("audio")
+    if not isinstance(audio, str) or not audio:
+        return "audio is required: the URL of an MP3, WAV or FLAC file"
+    if urlsplit(audio).scheme not in ("http", "https"):
+        return "audio must be an http(s) URL"
+    tags = body.get("tags")
+    if not isinstance(tags, str) or not tags.strip():
+        return "tags is required: comma-separated genre and mood tags"
+    for name, default in (("extend_before_duration", 0), ("extend_after_duration", 30)):
+        value = body.get(name, default)
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value <= 240:
+            return f"{name} must be a number from 0 to 240"
+    if not isinstance(body.get("lyrics", ""), str):
+        return "lyrics must be a string"
+    seed = body.get("seed", -1)
+    if isinstance(seed, bool) or not isinstance(seed, int) or not (seed == -1 or 0 <= seed <= 2_147_483_647):
+        return "seed must be -1 or an integer from 0 to 2147483647"
+    if float(body.get("extend_before_duration", 0)) + float(body.get("extend_after_duration", 30)) == 0:
+        return "extend_before_duration and extend_after_duration are both 0: nothing to generate"
+    return None

@@ -1,0 +1,106 @@
+"""What the emulator can be told: the account, the time model and the faults."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+DEFAULT_API_KEY = "emulator-key"
+DEFAULT_WEBHOOK_SECRET = "whsec_emulator-webhook-secret"
+
+
+@attrs.frozen
+class Tier:
+    """An account tier's limits (PROTOCOL.md, "Rate limits and concurrency")."""
+
+    name: str
+    starts_per_minute: int
+    running_at_once: int
+
+
+TIERS = {
+    tier.name: tier
+    for tier in (
+        Tier("bronze", 2, 2),
+        Tier("silver", 500, 300),
+        Tier("gold", 3000, 3000),
+        Tier("ultra", 5000, 10000),
+    )
+}
+
+# The kinds of fault, each with its own probability per occasion.
+FAULT_KINDS = (
+    "submit_429",  # submit refused with 429 and Retry-After; no task created
+    "submit_5xx",  # submit answered 500 / 502 / 503 before any task is created
+    "submit_lost",  # task created, then the connection dropped before the answer
+    "submit_500_after_create",  # task created, then a 500 answered
+    "result_429",  # a result GET (or list request) answered 429
+    "result_5xx",  # a result GET (or list request) answered 500 / 502 / 503
+    "result_drop",  # a result GET's connection dropped
+    "slow",  # any API answer delayed by `slow_seconds`
+    "upload_5xx",  # an upload step answered 503
+    "truncated_download",  # an output download cut short
+    "task_failed",  # a task ends failed with a code from `failure_codes`
+    "task_cancelled",  # a task ends cancelled
+    "task_timeout",  # a task ends timeout
+    "expired_output",  # an output URL answers 403 as if expired
+    "webhook_lost",  # a webhook is never sent
+    "webhook_duplicated",  # a webhook is sent twice
+    "webhook_late",  # a webhook is sent `webhook_late_seconds` late
+    "webhook_bad_signature",  # a webhook signed with the wrong secret
+)
+
+
+def _check_probabilities(inst: Faults, attribute: attrs.Attribute[Any], value: Any) -> None:
+    for kind, p in value.items():
+        if kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault kind {kind!r}; known: {', '.join(FAULT_KINDS)}")
+        if not 0 <= p <= 1:
+            raise ValueError(f"fault {kind!r} has probability {p}; give 0 to 1")
+
+
+@attrs.define
+class Faults:
+    """Fault injection: a probability per kind, drawn from one seeded generator."""
+
+    probabilities: dict[str, float] = attrs.field(factory=dict, validator=_check_probabilities)
+    seed: int = 0
+    retry_after: float = 1.0  # seconds sent in Retry-After on injected 429s
+    slow_seconds: float = 0.5
+    webhook_late_seconds: float = 1.0
+    failure_codes: tuple[int, ...] = (1403, 1405, 5000, 5003)
+
+    @classmethod
+    def every_kind(cls, probability: float, *, seed: int = 0, **kw: Any) -> Faults:
+        return cls({kind: probability for kind in FAULT_KINDS}, seed=seed, **kw)
+
+
+@attrs.define
+class EmulatorConfig:
+    """The emulated account and service. Mutable so a test can change it mid-run."""
+
+    api_keys: frozenset[str] = frozenset({DEFAULT_API_KEY})
+    # Per-minute start limit and tasks running at once; None means no limit.
+    starts_per_minute: int | None = None
+    running_at_once: int = 10_000
+    # Each task takes time_scale × generated seconds × (1 ± jitter) + base_seconds.
+    time_scale: float = 0.01
+    jitter: float = 0.1
+    base_seconds: float = 0.02
+    balance_usd: float = 1_000.0
+    # No status is documented for "cannot pay"; clients must go by the message.
+    insufficient_balance_status: int = 400
+    sync_timeout: float = 30.0
+    output_ttl: float | None = None  # seconds an output stays downloadable
+    webhook_secret: str = DEFAULT_WEBHOOK_SECRET
+    webhook_attempts: int = 3
+    webhook_retry_delay: float = 0.2
+    webhook_timeout: float = 5.0
+    seed: int = 0
+    faults: Faults = attrs.field(factory=Faults)
+
+    @classmethod
+    def for_tier(cls, name: str, **kw: Any) -> EmulatorConfig:
+        tier = TIERS[name]
+        return cls(starts_per_minute=tier.starts_per_minute, running_at_once=tier.running_at_once, **kw)

@@ -1,0 +1,288 @@
+"""The emulated account: media, tasks on a queue of workers, balance, limits and counters.
+
+Nothing here speaks HTTP; `_app.py` turns requests into calls on `Service`. A task's
+status is worked out from the clock (queued, then running, then final), so ten thousand
+tasks cost no timers: only webhook delivery needs a loop, in `_app.py`.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import heapq
+import json
+import random
+import time
+import uuid
+from datetime import datetime, timezone
+from typing import Any
+
+import attrs
+
+from ..models import MODEL_ID, PRICE_PER_SECOND_USD
+from ._config import EmulatorConfig
+
+
+@attrs.define
+class Media:
+    token: str
+    filename: str
+    content_type: str
+    size: int  # announced on the ticket
+    data: bytes | None = None  # None until the PUT arrives
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.data or b"").hexdigest()
+
+
+@attrs.define
+class Task:
+    id: str
+    input: dict[str, Any]
+    fingerprint: str
+    created: float
+    start_at: float
+    finish_at: float
+    final_status: str
+    seed: int
+    media: Media | None
+    code: int = 0
+    error: str = ""
+    webhook_url: str | None = None
+    first_reported_at: float | None = None
+    expired_output: bool = False
+
+    def status(self, now: float) -> str:
+        if now < self.start_at:
+            return "created"
+        if now < self.finish_at:
+            return "processing"
+        return self.final_status
+
+    @property
+    def generated_seconds(self) -> float:
+        return float(self.input["extend_before_duration"]) + float(self.input["extend_after_duration"])
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_iso(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+@attrs.define
+class Counters:
+    submit_requests: int = 0
+    tasks_created: int = 0
+    per_fingerprint: collections.Counter[str] = attrs.field(factory=collections.Counter)
+    result_gets: collections.Counter[str] = attrs.field(factory=collections.Counter)
+    list_requests: int = 0
+    upload_requests: int = 0
+    download_requests: int = 0
+    downloads_completed: int = 0
+    webhook_attempts: int = 0
+    webhooks_delivered: int = 0
+    faults_injected: collections.Counter[str] = attrs.field(factory=collections.Counter)
+
+
+class InsufficientBalance(Exception):
+    pass
+
+
+class Service:
+    def __init__(self, config: EmulatorConfig) -> None:
+        self.config = config
+        self.tasks: dict[str, Task] = {}
+        self.order: list[Task] = []  # creation order, so `created` ascends
+        self.media: dict[str, Media] = {}
+        self.counters = Counters()
+        self.charged_usd = 0.0
+        self._workers: list[float] = []  # heap of the times each worker is next free
+        self._starts: collections.deque[float] = collections.deque()
+        self._rng = random.Random(config.seed)
+        self._fault_rng = random.Random(config.faults.seed)
+
+    # -- faults ------------------------------------------------------------------------
+
+    def fault(self, kind: str) -> bool:
+        p = self.config.faults.probabilities.get(kind, 0.0)
+        if p and self._fault_rng.random() < p:
+            self.counters.faults_injected[kind] += 1
+            return True
+        return False
+
+    # -- media -------------------------------------------------------------------------
+
+    def new_upload(self, filename: str, size: int, content_type: str) -> Media:
+        media = Media(uuid.uuid4().hex, filename, content_type, size)
+        self.media[media.token] = media
+        return media
+
+    def store_upload(self, filename: str, content_type: str, data: bytes) -> Media:
+        media = self.new_upload(filename, len(data), content_type)
+        media.data = data
+        return media
+
+    def media_for_url(self, url: str) -> Media | None:
+        """The emulator hosts media at `/media/<token>/<name>`, whatever host name was used."""
+        parts = url.split("/media/", 1)
+        if len(parts) != 2:
+            return None
+        media = self.media.get(parts[1].split("/", 1)[0])
+        return media if media is not None and media.data is not None else None
+
+    # -- limits ------------------------------------------------------------------------
+
+    def start_limit_wait(self, now: float) -> float:
+        """Seconds until another start fits the per-minute limit; 0 when it fits now."""
+        limit = self.config.starts_per_minute
+        while self._starts and self._starts[0] <= now - 60:
+            self._starts.popleft()
+        if limit is None or len(self._starts) < limit:
+            return 0.0
+        return max(0.001, self._starts[0] + 60 - now)
+
+    # -- tasks -------------------------------------------------------------------------
+
+    def fingerprint(self, body: dict[str, Any], media: Media | None) -> str:
+        """Identifies a request by what it asks for: the audio's content, not its URL."""
+        keyed = {k: v for k, v in body.items() if k not in ("webhook_url", "enable_sync_mode")}
+        if media is not None:
+            keyed["audio"] = "sha256:" + media.sha256
+        return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()
+
+    def create_task(self, body: dict[str, Any], now: float, webhook_url: str | None) -> Task:
+        cfg = self.config
+        generated = float(body["extend_before_duration"]) + float(body["extend_after_duration"])
+        cost = generated * PRICE_PER_SECOND_USD
+        if cost > cfg.balance_usd + 1e-12:
+            raise InsufficientBalance
+        cfg.balance_usd -= cost
+        self.charged_usd += cost
+        self._starts.append(now)
+
+        duration = cfg.base_seconds + cfg.time_scale * generated * (
+            1 + cfg.jitter * self._rng.uniform(-1, 1)
+        )
+        # A queue in front of `running_at_once` workers: start on the first free one.
+        while len(self._workers) < cfg.running_at_once:
+            heapq.heappush(self._workers, 0.0)
+        start = max(now, heapq.heappop(self._workers))
+        finish = start + max(0.0, duration)
+        heapq.heappush(self._workers, finish)
+
+        media = self.media_for_url(str(body["audio"]))
+        seed = int(body.get("seed", -1))
+        task = Task(
+            id=uuid.uuid4().hex,
+            input=body,
+            fingerprint=self.fingerprint(body, media),
+            created=now,
+            start_at=start,
+            finish_at=finish,
+            final_status="completed",
+            seed=seed if seed >= 0 else self._rng.randrange(2**31),
+            media=media,
+            webhook_url=webhook_url,
+        )
+        self._decide_outcome(task)
+        self.tasks[task.id] = task
+        self.order.append(task)
+        self.counters.tasks_created += 1
+        self.counters.per_fingerprint[task.fingerprint] += 1
+        return task
+
+    def _decide_outcome(self, task: Task) -> None:
+        if task.media is None:
+            task.final_status, task.code = "failed", 1402
+            task.error = "media access failed: the audio URL could not be fetched"
+        elif self.fault("task_failed"):
+            task.final_status = "failed"
+            task.code = self._fault_rng.choice(self.config.faults.failure_codes)
+            task.error = f"task execution failed (emulated fault, code {task.code})"
+        elif self.fault("task_cancelled"):
+            task.final_status, task.error = "cancelled", "task cancelled (emulated fault)"
+        elif self.fault("task_timeout"):
+            task.final_status, task.code = "timeout", 5004
+            task.error = "task timed out (emulated fault)"
+        elif self.fault("expired_output"):
+            task.expired_output = True
+
+    def fail_undecodable(self, task: Task, reason: str) -> None:
+        task.final_status, task.code, task.error = "failed", 1402, f"media access failed: {reason}"
+
+    def prediction(self, task: Task, now: float, base_url: str) -> dict[str, Any]:
+        status = task.status(now)
+        done = status == "completed"
+        data: dict[str, Any] = {
+            "id": task.id,
+            "model": MODEL_ID,
+            "outputs": [f"{base_url}/outputs/{task.id}/outpaint.wav"] if done else [],
+            "urls": {"get": f"{base_url}/api/v3/predictions/{task.id}/result"},
+            "has_nsfw_contents": [False] if done else [],
+            "status": status,
+            "created_at": iso(task.created),
+            "error": task.error if status in ("failed", "cancelled", "timeout") else "",
+            "timings": {"inference": round((task.finish_at - task.start_at) * 1000)}
+            if status not in ("created", "processing")
+            else {},
+        }
+        if status in ("failed", "timeout") and task.code:
+            data["code"] = task.code
+        if status not in ("created", "processing") and task.first_reported_at is None:
+            task.first_reported_at = now
+        return data
+
+    def list_window(
+        self, now: float, *, status: str | None, after: float | None, before: float | None
+    ) -> list[Task]:
+        """Tasks matching the filters, newest first (the list endpoint's order)."""
+        wanted = {"processing": ("created", "processing")}.get(status or "", (status,))
+        found = []
+        for task in reversed(self.order):
+            if before is not None and task.created > before:
+                continue
+            if after is not None and task.created < after:
+                break
+            if status is None or task.status(now) in wanted:
+                found.append(task)
+        return found
+
+    def last_completion(self) -> float | None:
+        return max((t.finish_at for t in self.order), default=None)
+
+    def stats(self, now: float) -> dict[str, Any]:
+        c = self.counters
+        lags = [
+            t.first_reported_at - t.finish_at
+            for t in self.order
+            if t.first_reported_at is not None
+        ]
+        finished = sum(1 for t in self.order if t.finish_at <= now)
+        first_created = self.order[0].created if self.order else None
+        return {
+            "submit_requests": c.submit_requests,
+            "tasks_created": c.tasks_created,
+            "tasks_finished": finished,
+            "duplicate_submissions": sum(n - 1 for n in c.per_fingerprint.values() if n > 1),
+            "fingerprints": len(c.per_fingerprint),
+            "result_gets": sum(c.result_gets.values()),
+            "list_requests": c.list_requests,
+            "status_requests": sum(c.result_gets.values()) + c.list_requests,
+            "upload_requests": c.upload_requests,
+            "download_requests": c.download_requests,
+            "downloads_completed": c.downloads_completed,
+            "webhook_attempts": c.webhook_attempts,
+            "webhooks_delivered": c.webhooks_delivered,
+            "detected": len(lags),
+            "detection_lag_mean": sum(lags) / len(lags) if lags else None,
+            "detection_lag_p95": sorted(lags)[int(0.95 * (len(lags) - 1))] if lags else None,
+            "first_created": first_created,
+            "last_completion": self.last_completion(),
+            "charged_usd": round(self.charged_usd, 6),
+            "balance_usd": round(self.config.balance_usd, 6),
+            "faults_injected": dict(c.faults_injected),
+        }

@@ -1,0 +1,291 @@
+"""The data the SDK passes around: frozen, validated when built."""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+import math
+import numbers
+import os
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import attrs
+
+from ._audio import DEFAULT_MAX_UPLOAD_BYTES, AudioProblem, probe_audio
+from .errors import ValidationError
+
+__all__ = [
+    "MODEL_ID",
+    "PRICE_PER_SECOND_USD",
+    "OutpaintRequest",
+    "Prediction",
+    "Status",
+    "is_loopback_host",
+]
+
+MODEL_ID = "wavespeed-ai/ace-step/audio-outpaint"
+PRICE_PER_SECOND_USD = 0.0002
+MAX_EXTEND_SECONDS = 240
+MAX_SEED = 2_147_483_647
+
+
+def is_loopback_host(host: str | None) -> bool:
+    if not host:
+        return False
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _is_url(text: str) -> bool:
+    return "://" in text[:16]
+
+
+def _audio_converter(value: Any) -> Any:
+    """URLs stay text; local paths become Paths so the request carries one form."""
+    if isinstance(value, str) and not _is_url(value):
+        return Path(value).expanduser()
+    if isinstance(value, os.PathLike):
+        return Path(value).expanduser()
+    return value
+
+
+def _check_audio(inst: OutpaintRequest, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if isinstance(value, str):
+        parts = urlsplit(value)
+        if parts.scheme == "https" and parts.hostname:
+            return
+        if parts.scheme == "http" and parts.hostname:
+            if is_loopback_host(parts.hostname):
+                return
+            raise ValidationError(
+                "audio", value, "plain http:// is only allowed for loopback hosts; use https://"
+            )
+        raise ValidationError("audio", value, "give an https:// URL or a local file path")
+    if not isinstance(value, Path):
+        raise ValidationError("audio", value, "give an https:// URL (str) or a local file path")
+    try:
+        probe_audio(value, max_bytes=inst.max_upload_bytes)
+    except AudioProblem as exc:
+        raise ValidationError("audio", str(value), str(exc)) from None
+
+
+def _check_tags(inst: OutpaintRequest, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if not isinstance(value, str) or not value.strip():
+        raise ValidationError("tags", value, "give non-empty text, e.g. 'lofi, chill'")
+
+
+def _check_extend(inst: OutpaintRequest, attribute: attrs.Attribute[Any], value: Any) -> None:
+    name = attribute.name
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValidationError(name, value, "give a number of seconds from 0 to 240")
+    if math.isnan(float(value)) or not 0 <= value <= MAX_EXTEND_SECONDS:
+        raise ValidationError(name, value, "must be from 0 to 240 seconds")
+
+
+def _check_lyrics(inst: OutpaintRequest, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if not isinstance(value, str):
+        raise ValidationError("lyrics", value, "give text; '[inst]' asks for no vocals")
+
+
+def _check_seed(inst: OutpaintRequest, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValidationError("seed", value, "give an integer: -1 (random) or 0 to 2147483647")
+    if value != -1 and not 0 <= value <= MAX_SEED:
+        raise ValidationError("seed", value, "must be -1 (random) or 0 to 2147483647")
+
+
+def _check_upload_limit(inst: OutpaintRequest, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValidationError("max_upload_bytes", value, "give a positive number of bytes")
+
+
+@attrs.frozen
+class OutpaintRequest:
+    """One outpaint task: the audio to extend, the style, and how much to add.
+
+    Field names are the API's. `audio` is an https:// URL or a local MP3 / WAV / FLAC
+    file (recognised by its content), which the client uploads before submitting.
+    An invalid value raises `ValidationError` here, before anything can be sent.
+    """
+
+    # Checked first, because the audio validator reads it.
+    max_upload_bytes: int = attrs.field(
+        default=DEFAULT_MAX_UPLOAD_BYTES,
+        validator=_check_upload_limit,
+        kw_only=True,
+        repr=False,
+        eq=False,
+    )
+    audio: str | Path = attrs.field(converter=_audio_converter, validator=_check_audio)
+    tags: str = attrs.field(validator=_check_tags)
+    extend_before_duration: float = attrs.field(default=0, validator=_check_extend)
+    extend_after_duration: float = attrs.field(default=30, validator=_check_extend)
+    lyrics: str = attrs.field(default="", validator=_check_lyrics)
+    seed: int = attrs.field(default=-1, validator=_check_seed)
+
+    def __attrs_post_init__(self) -> None:
+        if self.generated_seconds == 0:
+            raise ValidationError(
+                "extend_before_duration, extend_after_duration",
+                (self.extend_before_duration, self.extend_after_duration),
+                "both are 0, so nothing would be generated; set at least one above 0",
+            )
+
+    @property
+    def is_local(self) -> bool:
+        return isinstance(self.audio, Path)
+
+    @property
+    def generated_seconds(self) -> float:
+        return float(self.extend_before_duration) + float(self.extend_after_duration)
+
+    @property
+    def cost_usd(self) -> float:
+        """What the service charges for this task: $0.0002 per generated second."""
+        return round(self.generated_seconds * PRICE_PER_SECOND_USD, 10)
+
+    def payload(self, audio_url: str | None = None) -> dict[str, Any]:
+        """The submit body. A local file needs the URL its upload returned."""
+        if audio_url is None:
+            if isinstance(self.audio, Path):
+                raise ValidationError(
+                    "audio", str(self.audio), "a local file must be uploaded first; pass its URL"
+                )
+            audio_url = self.audio
+        return {
+            "audio": audio_url,
+            "tags": self.tags,
+            "extend_before_duration": _json_number(self.extend_before_duration),
+            "extend_after_duration": _json_number(self.extend_after_duration),
+            "lyrics": self.lyrics,
+            "seed": self.seed,
+        }
+
+
+def _json_number(value: float) -> float | int:
+    """Whole numbers go out as ints, like the API's own examples."""
+    as_float = float(value)
+    return int(as_float) if as_float.is_integer() else as_float
+
+
+class Status(str, enum.Enum):
+    """A prediction's status. Unknown strings are kept as plain text, not rejected."""
+
+    CREATED = "created"
+    PROCESSING = "processing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    # Final in the official clients, though not in the documented four.
+    CANCELLED = "cancelled"
+    TIMEOUT = "timeout"
+    DELETED = "deleted"
+
+    @property
+    def is_final(self) -> bool:
+        return self not in (Status.CREATED, Status.PROCESSING)
+
+
+def parse_status(value: Any) -> Status | str:
+    try:
+        return Status(value)
+    except ValueError:
+        return str(value)
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def _str_list(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        return ()
+    return tuple(str(item) for item in value if isinstance(item, str))
+
+
+@attrs.frozen
+class Prediction:
+    """A task as the service reports it. `raw` keeps the whole object it came from."""
+
+    id: str
+    status: Status | str
+    outputs: tuple[str, ...] = ()
+    error: str = ""
+    code: int | None = None
+    created_at: datetime | None = None
+    inference_ms: int | None = None
+    has_nsfw_contents: tuple[bool, ...] = ()
+    raw: dict[str, Any] = attrs.field(factory=dict, repr=False, eq=False)
+
+    @classmethod
+    def from_data(cls, data: dict[str, Any]) -> Prediction:
+        """Build from the envelope's `data` (or a webhook body). Needs at least an id."""
+        timings = data.get("timings")
+        inference = timings.get("inference") if isinstance(timings, dict) else None
+        code = data.get("code")
+        nsfw = data.get("has_nsfw_contents")
+        return cls(
+            id=str(data["id"]),
+            status=parse_status(data.get("status", "")),
+            outputs=_str_list(data.get("outputs")),
+            error=data.get("error") if isinstance(data.get("error"), str) else "",
+            code=code if isinstance(code, int) and not isinstance(code, bool) else None,
+            created_at=_parse_time(data.get("created_at")),
+            inference_ms=int(inference) if isinstance(inference, (int, float)) else None,
+            has_nsfw_contents=tuple(bool(x) for x in nsfw) if isinstance(nsfw, list) else (),
+            raw=data,
+        )
+
+    @property
+    def status_text(self) -> str:
+        return self.status.value if isinstance(self.status, Status) else self.status
+
+    @property
+    def is_final(self) -> bool:
+        """Unknown statuses count as final, as in the official clients' wait loops."""
+        if isinstance(self.status, Status):
+            return self.status.is_final
+        return True
+
+    @property
+    def ok(self) -> bool:
+        return self.status is Status.COMPLETED
+
+    @property
+    def retryable(self) -> bool | None:
+        """For a task that did not complete: can a new submit help?
+
+        The docs: 1xxx codes mean the input must change, 5xxx codes are the service's
+        trouble and a retry with back-off may help. None when there is no code to go by.
+        """
+        if self.code is None or self.code == 0:
+            if self.status in (Status.TIMEOUT, Status.CANCELLED):
+                return True
+            return None
+        if 5000 <= self.code < 6000:
+            return True
+        if 1000 <= self.code < 2000:
+            return False
+        return None
+
+    @property
+    def advice(self) -> str:
+        if self.ok:
+            return ""
+        retryable = self.retryable
+        if retryable is True:
+            return "The service's own trouble: submitting again later may succeed"
+        if retryable is False:
+            return "The input must change before submitting again"
+        return ""
