@@ -75,7 +75,7 @@ def probe_audio(path: Path, *, max_bytes: int = DEFAULT_MAX_UPLOAD_BYTES) -> Aud
             "the content is not MP3, WAV or FLAC audio (the file's name does not matter)"
         )
     try:
-        info = _READERS[fmt](path).info
+        info = _READERS[fmt](path).info  # type: ignore[no-untyped-call]
     except (mutagen.MutagenError, ValueError, ZeroDivisionError) as exc:
         raise AudioProblem(f"looks like {fmt.upper()} but its header is broken ({exc})") from None
     duration = float(getattr(info, "length", 0.0) or 0.0)

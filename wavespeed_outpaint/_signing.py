@@ -23,7 +23,9 @@ def signature(secret: str, webhook_id: str, timestamp: str, body: bytes) -> str:
     return f"{SIGNATURE_VERSION},{digest}"
 
 
-def signature_matches(secret: str, webhook_id: str, timestamp: str, body: bytes, header: str) -> bool:
+def signature_matches(
+    secret: str, webhook_id: str, timestamp: str, body: bytes, header: str
+) -> bool:
     """Constant-time check of a `webhook-signature` header (several may be space-separated)."""
     expected = signature(secret, webhook_id, timestamp, body)
     return any(hmac.compare_digest(expected, candidate) for candidate in header.split())

@@ -85,7 +85,8 @@ def _check_extend(inst: OutpaintRequest, attribute: attrs.Attribute[Any], value:
     name = attribute.name
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise ValidationError(name, value, "give a number of seconds from 0 to 240")
-    if math.isnan(float(value)) or not 0 <= value <= MAX_EXTEND_SECONDS:
+    seconds = float(value)
+    if math.isnan(seconds) or not 0 <= seconds <= MAX_EXTEND_SECONDS:
         raise ValidationError(name, value, "must be from 0 to 240 seconds")
 
 
@@ -235,11 +236,12 @@ class Prediction:
         inference = timings.get("inference") if isinstance(timings, dict) else None
         code = data.get("code")
         nsfw = data.get("has_nsfw_contents")
+        error = data.get("error")
         return cls(
             id=str(data["id"]),
             status=parse_status(data.get("status", "")),
             outputs=_str_list(data.get("outputs")),
-            error=data.get("error") if isinstance(data.get("error"), str) else "",
+            error=error if isinstance(error, str) else "",
             code=code if isinstance(code, int) and not isinstance(code, bool) else None,
             created_at=_parse_time(data.get("created_at")),
             inference_ms=int(inference) if isinstance(inference, (int, float)) else None,

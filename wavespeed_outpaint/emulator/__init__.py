@@ -11,6 +11,7 @@ Needs the `emulator` extra (numpy, soundfile).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import Any
 
@@ -44,7 +45,9 @@ __all__ = [
 class Emulator:
     """The emulator on a loopback port, started and stopped with `async with`."""
 
-    def __init__(self, config: EmulatorConfig | None = None, *, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self, config: EmulatorConfig | None = None, *, host: str = "127.0.0.1", port: int = 0
+    ) -> None:
         self.config = config if config is not None else EmulatorConfig()
         self._host = host
         self._port = port
@@ -84,13 +87,14 @@ class Emulator:
 
 async def _serve_forever(config: EmulatorConfig, host: str, port: int) -> None:
     async with Emulator(config, host=host, port=port) as emulator:
-        print(f"emulator listening on {emulator.base_url} (API key: accepted keys as configured)", flush=True)
+        print(
+            f"emulator listening on {emulator.base_url} (API key: accepted keys as configured)",
+            flush=True,
+        )
         await asyncio.Event().wait()
 
 
 def serve(config: EmulatorConfig, host: str = "127.0.0.1", port: int = 8000) -> None:
     """Run the emulator until interrupted (the `wavespeed-outpaint emulator` command)."""
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve_forever(config, host, port))
-    except KeyboardInterrupt:
-        pass

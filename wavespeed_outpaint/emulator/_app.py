@@ -8,7 +8,6 @@ import heapq
 import json
 import logging
 import math
-import numbers
 import tempfile
 import time
 import uuid
@@ -83,7 +82,9 @@ class EmulatorApp:
     # -- wiring ------------------------------------------------------------------------
 
     def _build(self) -> web.Application:
-        app = web.Application(middlewares=[self._faults_and_errors], client_max_size=MAX_UPLOAD_BYTES)
+        app = web.Application(
+            middlewares=[self._faults_and_errors], client_max_size=MAX_UPLOAD_BYTES
+        )
         r = app.router
         r.add_post("/api/v3/predictions", self.list_predictions)
         r.add_get("/api/v3/predictions", self.list_predictions)
@@ -104,7 +105,9 @@ class EmulatorApp:
         return app
 
     async def _on_startup(self, app: web.Application) -> None:
-        self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.config.webhook_timeout))
+        self._http = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=self.config.webhook_timeout)
+        )
         self._spawn(self._webhook_loop())
 
     async def _on_cleanup(self, app: web.Application) -> None:
@@ -121,7 +124,9 @@ class EmulatorApp:
         task.add_done_callback(self._background.discard)
 
     @web.middleware
-    async def _faults_and_errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+    async def _faults_and_errors(
+        self, request: web.Request, handler: Handler
+    ) -> web.StreamResponse:
         is_api = request.path.startswith("/api/v3/")
         if is_api and self.service.fault("slow"):
             await asyncio.sleep(self.config.faults.slow_seconds)
@@ -146,7 +151,11 @@ class EmulatorApp:
 
     def _injected_429(self, kind: str) -> web.Response | None:
         if self.service.fault(kind):
-            return refuse(429, "Too many requests (emulated fault)", retry_after=self.config.faults.retry_after)
+            return refuse(
+                429,
+                "Too many requests (emulated fault)",
+                retry_after=self.config.faults.retry_after,
+            )
         return None
 
     # -- submit ------------------------------------------------------------------------
@@ -177,8 +186,11 @@ class EmulatorApp:
         now = time.time()
         wait = svc.start_limit_wait(now)
         if wait:
-            return refuse(429, "Rate limit exceeded: too many tasks started this minute",
-                          retry_after=math.ceil(wait))
+            return refuse(
+                429,
+                "Rate limit exceeded: too many tasks started this minute",
+                retry_after=math.ceil(wait),
+            )
         stored = {
             "audio": body["audio"],
             "tags": body["tags"],
@@ -190,12 +202,16 @@ class EmulatorApp:
         try:
             task = svc.create_task(stored, now, webhook if isinstance(webhook, str) else None)
         except InsufficientBalance:
-            return refuse(self.config.insufficient_balance_status,
-                          "Insufficient balance: please top up your account to continue")
+            return refuse(
+                self.config.insufficient_balance_status,
+                "Insufficient balance: please top up your account to continue",
+            )
         if task.media is not None:
             await self._check_decodable(task)
         if task.webhook_url:
-            heapq.heappush(self._webhook_heap, (task.finish_at, svc.counters.tasks_created, task.id))
+            heapq.heappush(
+                self._webhook_heap, (task.finish_at, svc.counters.tasks_created, task.id)
+            )
             self._webhook_wakeup.set()
         if svc.fault("submit_lost"):
             drop_connection(request)
@@ -206,17 +222,23 @@ class EmulatorApp:
         return envelope(svc.prediction(task, time.time(), base_url_of(request)))
 
     async def _sync_answer(self, request: web.Request, task: Task) -> web.Response:
-        await asyncio.sleep(max(0.0, min(task.finish_at, task.created + self.config.sync_timeout) - time.time()))
+        await asyncio.sleep(
+            max(0.0, min(task.finish_at, task.created + self.config.sync_timeout) - time.time())
+        )
         data = self.service.prediction(task, time.time(), base_url_of(request))
         if data["status"] in ("created", "processing"):
-            data.update(status="processing", code=5004, error="Sync mode timed out; the task goes on")
+            data.update(
+                status="processing", code=5004, error="Sync mode timed out; the task goes on"
+            )
         return envelope(data)
 
     async def _check_decodable(self, task: Task) -> None:
         assert task.media is not None
         token = task.media.token
         if token not in self._decoded:
-            self._decoded[token] = asyncio.ensure_future(asyncio.to_thread(_audio.decode, task.media.data or b""))
+            self._decoded[token] = asyncio.ensure_future(
+                asyncio.to_thread(_audio.decode, task.media.data or b"")
+            )
         try:
             samples, rate = await asyncio.shield(self._decoded[token])
         except Exception as exc:  # noqa: BLE001 - whatever the decoder says, the task fails
@@ -277,11 +299,15 @@ class EmulatorApp:
             return refuse(400, "created_after and created_before must be ISO 8601 times")
         model = query.get("model")
         now = time.time()
-        found = [] if model not in (None, "", MODEL_ID) else svc.list_window(
-            now, status=status or None, after=after, before=before
+        found = (
+            []
+            if model not in (None, "", MODEL_ID)
+            else svc.list_window(now, status=status or None, after=after, before=before)
         )
         base = base_url_of(request)
-        items = [svc.prediction(t, now, base) for t in found[(page - 1) * page_size : page * page_size]]
+        items = [
+            svc.prediction(t, now, base) for t in found[(page - 1) * page_size : page * page_size]
+        ]
         return envelope({"page": page, "total": len(found), "items": items})
 
     # -- account -----------------------------------------------------------------------
@@ -328,11 +354,16 @@ class EmulatorApp:
         content_type = body.get("content_type") or "application/octet-stream"
         media = svc.new_upload(filename, size, str(content_type))
         base = base_url_of(request)
-        return envelope({
-            "upload": {"method": "PUT", "url": f"{base}/_upload/{media.token}",
-                       "headers": {"Content-Type": media.content_type}},
-            "download_url": f"{base}/media/{media.token}/{quote(filename)}",
-        })
+        return envelope(
+            {
+                "upload": {
+                    "method": "PUT",
+                    "url": f"{base}/_upload/{media.token}",
+                    "headers": {"Content-Type": media.content_type},
+                },
+                "download_url": f"{base}/media/{media.token}/{quote(filename)}",
+            }
+        )
 
     async def upload_put(self, request: web.Request) -> web.StreamResponse:
         svc = self.service
@@ -350,7 +381,9 @@ class EmulatorApp:
             if len(data) > media.size:
                 break
         if len(data) != media.size:
-            return web.Response(status=400, text=f"body is not the {media.size} bytes the ticket announced")
+            return web.Response(
+                status=400, text=f"body is not the {media.size} bytes the ticket announced"
+            )
         media.data = bytes(data)
         return web.Response(status=200)
 
@@ -373,12 +406,15 @@ class EmulatorApp:
         if not data:
             return refuse(400, "the file is empty")
         media = svc.store_upload(field.filename or "upload", field.content_type, data)
-        return envelope({
-            "type": "audio",
-            "download_url": f"{base_url_of(request)}/media/{media.token}/{quote(media.filename)}",
-            "filename": media.filename,
-            "size": len(data),
-        })
+        base = base_url_of(request)
+        return envelope(
+            {
+                "type": "audio",
+                "download_url": f"{base}/media/{media.token}/{quote(media.filename)}",
+                "filename": media.filename,
+                "size": len(data),
+            }
+        )
 
     async def media(self, request: web.Request) -> web.StreamResponse:
         media = self.service.media.get(request.match_info["token"])
@@ -405,7 +441,8 @@ class EmulatorApp:
         await response.prepare(request)
         truncate_at = size // 2 if svc.fault("truncated_download") else None
         sent = 0
-        with open(path, "rb") as f:
+        # Outputs are small local files; a blocking read per chunk is fine in the emulator.
+        with open(path, "rb") as f:  # noqa: ASYNC230
             while chunk := f.read(CHUNK):
                 if truncate_at is not None and sent + len(chunk) > truncate_at:
                     await response.write(chunk[: truncate_at - sent])
@@ -462,7 +499,8 @@ class EmulatorApp:
 
     async def _deliver(self, task: Task, delay: float, bad_signature: bool) -> None:
         url = task.webhook_url
-        assert url is not None and self._http is not None
+        assert url is not None
+        assert self._http is not None
         target = urlsplit(url)
         if target.scheme not in ("http", "https") or not is_loopback_host(target.hostname):
             log.warning("webhook for %s not sent: the emulator only calls loopback hosts", task.id)
@@ -507,13 +545,20 @@ def validate_input(body: dict[str, Any]) -> str | None:
         return "tags is required: comma-separated genre and mood tags"
     for name, default in (("extend_before_duration", 0), ("extend_after_duration", 30)):
         value = body.get(name, default)
-        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value <= 240:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 240:
             return f"{name} must be a number from 0 to 240"
     if not isinstance(body.get("lyrics", ""), str):
         return "lyrics must be a string"
     seed = body.get("seed", -1)
-    if isinstance(seed, bool) or not isinstance(seed, int) or not (seed == -1 or 0 <= seed <= 2_147_483_647):
+    if (
+        isinstance(seed, bool)
+        or not isinstance(seed, int)
+        or not (seed == -1 or 0 <= seed <= 2_147_483_647)
+    ):
         return "seed must be -1 or an integer from 0 to 2147483647"
-    if float(body.get("extend_before_duration", 0)) + float(body.get("extend_after_duration", 30)) == 0:
+    if (
+        float(body.get("extend_before_duration", 0)) + float(body.get("extend_after_duration", 30))
+        == 0
+    ):
         return "extend_before_duration and extend_after_duration are both 0: nothing to generate"
     return None

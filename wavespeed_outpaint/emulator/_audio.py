@@ -69,7 +69,9 @@ def render_outpaint(
     return buf.getvalue()
 
 
-def make_track(seconds: float, rate: int = 22_050, *, channels: int = 1, seed: int = 0) -> np.ndarray:
+def make_track(
+    seconds: float, rate: int = 22_050, *, channels: int = 1, seed: int = 0
+) -> np.ndarray:
     """A short musical test track: a few notes with a beat, for demos and tests."""
     rng = np.random.default_rng(seed)
     frames = round(seconds * rate)
@@ -85,5 +87,7 @@ def make_track(seconds: float, rate: int = 22_050, *, channels: int = 1, seed: i
 def encode(samples: np.ndarray, rate: int, fmt: str) -> bytes:
     """Encode to "wav", "flac" or "mp3" bytes."""
     buf = io.BytesIO()
-    sf.write(buf, samples, rate, format=fmt.upper(), **({"subtype": "PCM_16"} if fmt != "mp3" else {}))
+    sf.write(
+        buf, samples, rate, format=fmt.upper(), **({"subtype": "PCM_16"} if fmt != "mp3" else {})
+    )
     return buf.getvalue()

@@ -103,4 +103,6 @@ class EmulatorConfig:
     @classmethod
     def for_tier(cls, name: str, **kw: Any) -> EmulatorConfig:
         tier = TIERS[name]
-        return cls(starts_per_minute=tier.starts_per_minute, running_at_once=tier.running_at_once, **kw)
+        return cls(
+            starts_per_minute=tier.starts_per_minute, running_at_once=tier.running_at_once, **kw
+        )

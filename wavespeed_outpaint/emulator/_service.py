@@ -12,7 +12,6 @@ import hashlib
 import heapq
 import json
 import random
-import time
 import uuid
 from datetime import datetime, timezone
 from typing import Any
@@ -62,11 +61,17 @@ class Task:
 
     @property
     def generated_seconds(self) -> float:
-        return float(self.input["extend_before_duration"]) + float(self.input["extend_after_duration"])
+        return float(self.input["extend_before_duration"]) + float(
+            self.input["extend_after_duration"]
+        )
 
 
 def iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return (
+        datetime.fromtimestamp(ts, timezone.utc)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
+    )
 
 
 def parse_iso(text: str) -> float:
@@ -257,9 +262,7 @@ class Service:
     def stats(self, now: float) -> dict[str, Any]:
         c = self.counters
         lags = [
-            t.first_reported_at - t.finish_at
-            for t in self.order
-            if t.first_reported_at is not None
+            t.first_reported_at - t.finish_at for t in self.order if t.first_reported_at is not None
         ]
         finished = sum(1 for t in self.order if t.finish_at <= now)
         first_created = self.order[0].created if self.order else None

@@ -1,0 +1,54 @@
+"""wavespeed-outpaint: run many ACE-Step Audio Outpaint tasks at once, safely.
+
+Everything a user needs is importable from here; the modules starting with `_` are
+private.
+"""
+
+from .client import OutpaintClient, PredictionPage
+from .errors import (
+    APIError,
+    AuthenticationError,
+    BadRequestError,
+    ConfigurationError,
+    InsufficientBalanceError,
+    NotFoundError,
+    OutpaintError,
+    ProtocolError,
+    RateLimitedError,
+    ServerError,
+    TaskFailedError,
+    TransportError,
+    UnknownSubmissionError,
+    ValidationError,
+)
+from .models import MODEL_ID, PRICE_PER_SECOND_USD, OutpaintRequest, Prediction, Status
+from .options import DEFAULT_BASE_URL, ClientOptions
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "MODEL_ID",
+    "PRICE_PER_SECOND_USD",
+    "APIError",
+    "AuthenticationError",
+    "BadRequestError",
+    "ClientOptions",
+    "ConfigurationError",
+    "InsufficientBalanceError",
+    "NotFoundError",
+    "OutpaintClient",
+    "OutpaintError",
+    "OutpaintRequest",
+    "Prediction",
+    "PredictionPage",
+    "ProtocolError",
+    "RateLimitedError",
+    "ServerError",
+    "Status",
+    "TaskFailedError",
+    "TransportError",
+    "UnknownSubmissionError",
+    "ValidationError",
+    "__version__",
+]

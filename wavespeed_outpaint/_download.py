@@ -1,0 +1,110 @@
+"""Download one output: streamed to `<name>.part`, length checked, renamed into place.
+
+A file at the destination is therefore always whole: a cut, a crash or a cancel leaves
+no file there (the `.part` is removed on every failure this process sees).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+from pathlib import Path, PurePosixPath
+from urllib.parse import unquote, urlsplit
+
+import aiofiles
+import aiohttp
+
+from ._http import Policy, Transport
+from .errors import APIError, NotFoundError, ProtocolError, TransportError, ValidationError
+from .models import is_loopback_host
+
+CHUNK = 256 * 1024
+PART_SUFFIX = ".part"
+
+
+def check_output_url(url: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme == "https" and parts.hostname:
+        return
+    if parts.scheme == "http" and is_loopback_host(parts.hostname):
+        return
+    raise ProtocolError(f"output URL {url[:200]!r} is not an https:// URL; refusing to fetch it")
+
+
+def output_name(url: str) -> str:
+    """A safe file name from the URL's last path segment; never a path."""
+    name = PurePosixPath(unquote(urlsplit(url).path)).name
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip(".")
+    return name or "output"
+
+
+def part_path(dest: Path) -> Path:
+    return dest.with_name(dest.name + PART_SUFFIX)
+
+
+async def download(transport: Transport, url: str, dest: Path) -> Path:
+    """Fetch `url` to `dest` (a file path; an existing folder gets the URL's file name)."""
+    check_output_url(url)
+    if dest.is_dir():
+        dest = dest / output_name(url)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValidationError(
+            "dest", str(dest), f"cannot create its folder ({exc.strerror})"
+        ) from None
+    part = part_path(dest)
+    cap = transport.options.max_download_bytes
+
+    async def once() -> Path:
+        try:
+            # No auth headers: output hosts never see the API key.
+            async with transport.session.get(
+                url, timeout=transport.timeout(transport.options.download_read_timeout)
+            ) as response:
+                if response.status != 200:
+                    raise _status_error(transport, response.status, url)
+                expected = response.content_length
+                if expected is not None and expected > cap:
+                    raise ProtocolError(
+                        f"output is {expected} bytes, over max_download_bytes={cap}"
+                    )
+                received = 0
+                async with aiofiles.open(part, "wb") as f:
+                    async for chunk in response.content.iter_chunked(CHUNK):
+                        received += len(chunk)
+                        if received > cap or (expected is not None and received > expected):
+                            raise ProtocolError(
+                                f"output sent more than {min(cap, expected or cap)} bytes; refused"
+                            )
+                        await f.write(chunk)
+            if expected is not None and received != expected:
+                raise TransportError(f"download cut short: {received} of {expected} bytes")
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            raise TransportError(f"download failed: {type(exc).__name__}: {exc}") from None
+        except OSError as exc:
+            raise ValidationError(
+                "dest", str(dest), f"cannot be written ({exc.strerror})"
+            ) from None
+        os.replace(part, dest)
+        return dest
+
+    try:
+        return await transport.retrying(Policy.IDEMPOTENT, f"download {output_name(url)}", once)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            part.unlink()
+
+
+def _status_error(transport: Transport, status: int, url: str) -> APIError:
+    if status == 404:
+        return NotFoundError("output not found", status=status, hint="outputs are kept 7 days")
+    if status in (401, 403, 410):
+        return APIError(
+            "output URL refused or expired",
+            status=status,
+            hint="outputs are kept 7 days; fetch the prediction again for fresh URLs",
+        )
+    return transport.error_for(status, f"output download answered HTTP {status}")

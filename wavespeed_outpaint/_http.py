@@ -1,0 +1,295 @@
+"""The REST calls over one aiohttp session: the envelope, the error mapping, the retries.
+
+Two retry policies. `IDEMPOTENT` calls (result reads, lists, uploads, downloads) are
+retried on 429, 5xx and connection trouble. `SUBMIT` is retried only when the service
+cannot have created a task: the connection was never made, or the answer's status is
+one of `ClientOptions.submit_resend_statuses`. Everything else is raised at once, and
+the caller turns an ambiguous failure into `UnknownSubmissionError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import json
+import logging
+import platform
+import random
+import re
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
+from typing import Any, TypeVar
+
+import aiohttp
+import stamina
+
+from .errors import (
+    APIError,
+    AuthenticationError,
+    BadRequestError,
+    ConfigurationError,
+    InsufficientBalanceError,
+    NotFoundError,
+    ProtocolError,
+    RateLimitedError,
+    ServerError,
+    TransportError,
+)
+from .options import ClientOptions
+
+log = logging.getLogger("wavespeed_outpaint")
+T = TypeVar("T")
+
+CLIENT_NAME = "wavespeed-outpaint"
+CLIENT_VERSION = "0.1.0"
+REDACTED = "[redacted]"
+
+
+class Policy(enum.Enum):
+    IDEMPOTENT = "idempotent"
+    SUBMIT = "submit"
+
+
+class NotSent(TransportError):
+    """The connection was never established, so the request cannot have had an effect."""
+
+
+def redact(text: str, secret: str | None) -> str:
+    return text.replace(secret, REDACTED) if secret else text
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header: a number, or an HTTP date."""
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+        seconds = (when - datetime.now(timezone.utc)).total_seconds()
+    return max(0.0, seconds) if seconds == seconds else None
+
+
+class Transport:
+    """Owns the aiohttp session; every call to the API or an output host goes through it."""
+
+    def __init__(self, base_url: str, api_key: str | None, options: ClientOptions) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._api_key = api_key
+        self.options = options
+        self._balance_pattern = re.compile(options.insufficient_balance_pattern)
+        self._session: aiohttp.ClientSession | None = None
+
+    def __repr__(self) -> str:
+        return f"Transport(base_url={self.base_url!r})"
+
+    async def open(self) -> None:
+        connector = aiohttp.TCPConnector(limit=self.options.connection_limit)
+        # No default headers: the key is added per API call, so it can never reach an
+        # output or upload host.
+        self._session = aiohttp.ClientSession(connector=connector, raise_for_status=False)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise RuntimeError("the client is not open: use `async with OutpaintClient(...)`")
+        return self._session
+
+    def timeout(self, read: float | None = None) -> aiohttp.ClientTimeout:
+        return aiohttp.ClientTimeout(
+            total=None,
+            connect=self.options.connect_timeout,
+            sock_read=read if read is not None else self.options.read_timeout,
+        )
+
+    def auth_headers(self) -> dict[str, str]:
+        if not self._api_key:
+            raise ConfigurationError(
+                "no API key: set WAVESPEED_API_KEY or pass api_key= to OutpaintClient"
+            )
+        return {
+            "Authorization": f"Bearer {self._api_key}",
+            "X-Client-Name": CLIENT_NAME,
+            "X-Client-Version": CLIENT_VERSION,
+            "X-Client-OS": platform.system().lower() or "unknown",
+        }
+
+    # -- retries -----------------------------------------------------------------------
+
+    def _backoff(self, policy: Policy) -> Callable[[Exception], bool | float]:
+        resend = self.options.submit_resend_statuses
+
+        def decide(exc: Exception) -> bool | float:
+            if isinstance(exc, APIError):
+                if policy is Policy.SUBMIT and exc.status not in resend:
+                    return False
+                if policy is Policy.IDEMPOTENT and not (exc.status == 429 or exc.status >= 500):
+                    return False
+                if isinstance(exc, InsufficientBalanceError):
+                    return False
+                if isinstance(exc, RateLimitedError) and exc.retry_after is not None:
+                    # The server's own hint wins, with a little jitter so a pool of
+                    # waiting calls does not come back in one burst.
+                    return exc.retry_after + random.uniform(0, 0.1 * exc.retry_after + 0.05)
+                return True
+            if isinstance(exc, ProtocolError):
+                return False  # an answer that breaks the protocol will break it again
+            if isinstance(exc, TransportError):
+                return policy is Policy.IDEMPOTENT or isinstance(exc, NotSent)
+            return False
+
+        return decide
+
+    async def retrying(self, policy: Policy, what: str, attempt: Callable[[], Awaitable[T]]) -> T:
+        """Run `attempt` under `policy`'s retry rules; the last failure is raised."""
+        opts = self.options
+        decide = self._backoff(policy)
+
+        def hook(exc: Exception) -> bool | float:
+            verdict = decide(exc)
+            if verdict is not False:
+                log.info("retrying %s after: %s", what, exc)
+            return verdict
+
+        async for attempt_ctx in stamina.retry_context(
+            on=hook,
+            attempts=opts.retry_attempts,
+            timeout=opts.retry_timeout,
+            wait_initial=opts.retry_wait_initial,
+            wait_max=opts.retry_wait_max,
+            wait_jitter=opts.retry_wait_initial,
+        ):
+            with attempt_ctx:
+                return await attempt()
+        raise AssertionError("unreachable: stamina raises the last error")  # pragma: no cover
+
+    # -- API calls ---------------------------------------------------------------------
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        policy: Policy = Policy.IDEMPOTENT,
+        json_body: Any = None,
+        params: dict[str, str] | None = None,
+        prediction_id: str | None = None,
+    ) -> Any:
+        """One API call with retries; returns the envelope's `data`."""
+        url = self.base_url + path
+        headers = self.auth_headers()
+
+        async def once() -> Any:
+            try:
+                async with self.session.request(
+                    method,
+                    url,
+                    json=json_body,
+                    params=params,
+                    headers=headers,
+                    timeout=self.timeout(),
+                ) as response:
+                    body = await self.read_capped(response, self.options.max_json_bytes)
+                    return self.unwrap(response, body, prediction_id)
+            except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+                raise NotSent(f"could not connect to {self.base_url}: {exc}") from None
+            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                raise TransportError(
+                    f"{method} {path} failed after it was sent: {type(exc).__name__}: "
+                    + redact(str(exc), self._api_key)
+                ) from None
+
+        return await self.retrying(policy, f"{method} {path}", once)
+
+    async def read_capped(self, response: aiohttp.ClientResponse, cap: int) -> bytes:
+        body = bytearray()
+        async for chunk in response.content.iter_chunked(64 * 1024):
+            body += chunk
+            if len(body) > cap:
+                raise ProtocolError(
+                    f"the answer to {response.method} {response.url.path} is over "
+                    f"{cap} bytes; not a protocol answer"
+                )
+        return bytes(body)
+
+    def unwrap(
+        self, response: aiohttp.ClientResponse, body: bytes, prediction_id: str | None
+    ) -> Any:
+        """The envelope's data, or the error it describes."""
+        status = response.status
+        try:
+            doc = json.loads(body) if body else None
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            doc = None
+        if 200 <= status < 300:
+            if not isinstance(doc, dict):
+                raise ProtocolError(
+                    f"{response.method} {response.url.path}: answer is not a JSON object"
+                )
+            code = doc.get("code", 200)
+            if code in (200, 0, None):
+                return doc.get("data")
+            status = code if isinstance(code, int) and 400 <= code <= 599 else 500
+        message, code = _error_text(doc, body)
+        raise self.error_for(
+            status,
+            redact(message, self._api_key),
+            code=code,
+            prediction_id=prediction_id,
+            retry_after=parse_retry_after(response.headers.get("Retry-After")),
+        )
+
+    def error_for(
+        self,
+        status: int,
+        message: str,
+        *,
+        code: int | None = None,
+        prediction_id: str | None = None,
+        retry_after: float | None = None,
+    ) -> APIError:
+        kw: dict[str, Any] = {"status": status, "code": code, "prediction_id": prediction_id}
+        if self._balance_pattern.search(message) and status in (400, 402, 403):
+            return InsufficientBalanceError(
+                message, hint="top up the account, then run again", **kw
+            )
+        if status in (401, 403):
+            return AuthenticationError(
+                message,
+                hint="check WAVESPEED_API_KEY; a new key works after the account's first top-up",
+                **kw,
+            )
+        if status == 404:
+            return NotFoundError(message, **kw)
+        if status == 429:
+            return RateLimitedError(message, retry_after=retry_after, **kw)
+        if status >= 500:
+            return ServerError(message, **kw)
+        if status == 400:
+            return BadRequestError(message, hint="change the input as the message says", **kw)
+        return APIError(message, **kw)
+
+
+def _error_text(doc: Any, body: bytes) -> tuple[str, int | None]:
+    """The service's reason from an envelope, a bare {"error": ...} body or plain text."""
+    if isinstance(doc, dict):
+        code = doc.get("code") if isinstance(doc.get("code"), int) else None
+        for key in ("message", "error", "detail"):
+            value = doc.get(key)
+            if isinstance(value, str) and value:
+                error_code = doc.get("error_code")
+                return (f"{value} (error_code {error_code})" if error_code else value), code
+        return "", code
+    text = body[:500].decode("utf-8", "replace").strip()
+    return text, None

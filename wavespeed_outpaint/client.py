@@ -1,0 +1,325 @@
+"""OutpaintClient: the async context manager that owns the session and every call."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import AsyncIterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiofiles
+import aiohttp
+import attrs
+
+from . import _download
+from ._audio import AudioProblem, probe_audio
+from ._http import NotSent, Policy, Transport
+from .errors import (
+    APIError,
+    ConfigurationError,
+    ProtocolError,
+    TransportError,
+    UnknownSubmissionError,
+    ValidationError,
+)
+from .models import MODEL_ID, OutpaintRequest, Prediction, is_loopback_host
+from .options import DEFAULT_BASE_URL, ClientOptions
+
+__all__ = ["OutpaintClient", "PredictionPage"]
+
+SUBMIT_PATH = f"/api/v3/{MODEL_ID}"
+UPLOAD_CHUNK = 256 * 1024
+LIST_STATUSES = ("completed", "failed", "processing")
+
+
+@attrs.frozen
+class PredictionPage:
+    page: int
+    total: int
+    items: tuple[Prediction, ...]
+
+
+def _check_base_url(base_url: str, options: ClientOptions) -> str:
+    parts = urlsplit(base_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigurationError(f"base_url {base_url!r} is not an http(s) URL")
+    if (
+        parts.scheme == "http"
+        and not is_loopback_host(parts.hostname)
+        and not options.allow_insecure_http
+    ):
+        raise ConfigurationError(
+            f"base_url {base_url!r} is plain http to a host that is not loopback: the API key "
+            "would cross the network in the clear. Use https://, or pass allow_insecure_http=True"
+        )
+    return base_url.rstrip("/")
+
+
+class OutpaintClient:
+    """An async client for the ACE-Step Audio Outpaint API.
+
+        async with OutpaintClient() as client:          # key from WAVESPEED_API_KEY
+            prediction = await client.submit(OutpaintRequest("song.wav", tags="lofi"))
+
+    Options are `ClientOptions` fields, given as keywords or as `options=`.
+    """
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        *,
+        options: ClientOptions | None = None,
+        **option_overrides: Any,
+    ) -> None:
+        options = options if options is not None else ClientOptions()
+        if option_overrides:
+            try:
+                options = attrs.evolve(options, **option_overrides)
+            except TypeError:
+                known = ", ".join(a.name for a in attrs.fields(ClientOptions))
+                raise ConfigurationError(
+                    f"unknown option in {sorted(option_overrides)}; known options: {known}"
+                ) from None
+        self.options = options
+        self.base_url = _check_base_url(
+            base_url or os.environ.get("WAVESPEED_BASE_URL") or DEFAULT_BASE_URL, options
+        )
+        self._api_key = api_key or os.environ.get("WAVESPEED_API_KEY") or None
+        self._transport = Transport(self.base_url, self._api_key, options)
+        self._list_method = "POST"
+
+    def __repr__(self) -> str:
+        return f"OutpaintClient(base_url={self.base_url!r})"
+
+    async def __aenter__(self) -> OutpaintClient:
+        await self._transport.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._transport.close()
+
+    # -- uploads -----------------------------------------------------------------------
+
+    async def upload(self, path: str | os.PathLike[str]) -> str:
+        """Upload a local MP3 / WAV / FLAC file; returns the URL to send as `audio`."""
+        path = Path(path).expanduser()
+        try:
+            info = probe_audio(path, max_bytes=self.options.max_upload_bytes)
+        except AudioProblem as exc:
+            raise ValidationError("audio", str(path), str(exc)) from None
+        ticket_body = {"filename": path.name, "size": info.size, "content_type": info.content_type}
+        try:
+            ticket = await self._transport.call(
+                "POST", "/api/v3/media/uploads", json_body=ticket_body
+            )
+        except APIError as exc:
+            if exc.status not in (404, 405):
+                raise
+            return await self._upload_binary(path, info.content_type)
+        try:
+            instruction = ticket["upload"]
+            put_url, method = str(instruction["url"]), str(instruction.get("method", "PUT"))
+            put_headers = {
+                str(k): str(v) for k, v in dict(instruction.get("headers") or {}).items()
+            }
+            download_url = str(ticket["download_url"])
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise ProtocolError("the upload ticket lacks upload.url or download_url") from None
+        if method.upper() != "PUT":
+            raise ProtocolError(f"the upload ticket asks for {method!r}; only PUT is known")
+        put_headers["Content-Length"] = str(info.size)
+
+        async def put_once() -> None:
+            try:
+                # The ticket's URL is pre-signed storage: it gets no Authorization header.
+                async with self._transport.session.put(
+                    put_url,
+                    data=_file_chunks(path),
+                    headers=put_headers,
+                    timeout=self._transport.timeout(),
+                ) as response:
+                    if not 200 <= response.status < 300:
+                        text = (await response.content.read(500)).decode("utf-8", "replace")
+                        raise self._transport.error_for(
+                            response.status, f"upload PUT refused: {text}"
+                        )
+            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                raise TransportError(f"upload PUT failed: {type(exc).__name__}") from None
+
+        await self._transport.retrying(Policy.IDEMPOTENT, f"upload {path.name}", put_once)
+        return download_url
+
+    async def _upload_binary(self, path: Path, content_type: str) -> str:
+        """The older single-step upload, for services without the ticket endpoint."""
+
+        async def once() -> Any:
+            headers = self._transport.auth_headers()
+            try:
+                with path.open("rb") as f:
+                    form = aiohttp.FormData()
+                    form.add_field("file", f, filename=path.name, content_type=content_type)
+                    async with self._transport.session.post(
+                        self.base_url + "/api/v3/media/upload/binary",
+                        data=form,
+                        headers=headers,
+                        timeout=self._transport.timeout(),
+                    ) as response:
+                        body = await self._transport.read_capped(
+                            response, self.options.max_json_bytes
+                        )
+                        return self._transport.unwrap(response, body, None)
+            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                raise TransportError(f"upload failed: {type(exc).__name__}") from None
+
+        data = await self._transport.retrying(Policy.IDEMPOTENT, f"upload {path.name}", once)
+        if not isinstance(data, dict) or not isinstance(data.get("download_url"), str):
+            raise ProtocolError("the upload answer lacks download_url")
+        return str(data["download_url"])
+
+    # -- tasks -------------------------------------------------------------------------
+
+    async def submit(
+        self,
+        request: OutpaintRequest,
+        *,
+        extra: dict[str, Any] | None = None,
+        params: dict[str, str] | None = None,
+    ) -> Prediction:
+        """Start one task (uploading a local file first). Charged once, never sent twice.
+
+        Raises `UnknownSubmissionError` when the POST may have created a task but no
+        usable answer came back; the SDK does not send it again.
+        """
+        audio_url = await self.upload(request.audio) if isinstance(request.audio, Path) else None
+        body = request.payload(audio_url)
+        if extra:
+            body.update(extra)
+        sent_at = time.time()
+        try:
+            data = await self._transport.call(
+                "POST", SUBMIT_PATH, policy=Policy.SUBMIT, json_body=body, params=params
+            )
+            prediction = self._prediction(data)
+        except NotSent:
+            raise
+        except APIError as exc:
+            # A definite refusal (4xx) or a "not accepted" status means no task exists.
+            if exc.status < 500 or exc.status in self.options.submit_resend_statuses:
+                raise
+            raise UnknownSubmissionError(
+                request, sent_at=sent_at, failed_at=time.time(), cause=str(exc)
+            ) from None
+        except TransportError as exc:
+            raise UnknownSubmissionError(
+                request, sent_at=sent_at, failed_at=time.time(), cause=str(exc)
+            ) from None
+        return prediction
+
+    async def get(self, prediction_id: str) -> Prediction:
+        """The prediction's current state (safe to call as often as needed)."""
+        if not prediction_id or "/" in prediction_id:
+            raise ValidationError("prediction_id", prediction_id, "give the id a submit returned")
+        data = await self._transport.call(
+            "GET", f"/api/v3/predictions/{prediction_id}/result", prediction_id=prediction_id
+        )
+        return self._prediction(data)
+
+    def _prediction(self, data: Any) -> Prediction:
+        if not isinstance(data, dict) or not isinstance(data.get("id"), str) or not data["id"]:
+            raise ProtocolError("the answer has no prediction id")
+        return Prediction.from_data(data)
+
+    async def list_predictions(
+        self,
+        *,
+        status: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        model: str | None = MODEL_ID,
+        page_size: int = 100,
+    ) -> AsyncIterator[PredictionPage]:
+        """The account's recent predictions, newest first, a page at a time."""
+        if status is not None and status not in LIST_STATUSES:
+            raise ValidationError("status", status, f"give one of {', '.join(LIST_STATUSES)}")
+        if (
+            isinstance(page_size, bool)
+            or not isinstance(page_size, int)
+            or not 1 <= page_size <= 100
+        ):
+            raise ValidationError("page_size", page_size, "give 1 to 100")
+        query: dict[str, Any] = {"page_size": page_size}
+        if model:
+            query["model"] = model
+        if status:
+            query["status"] = status
+        if created_after is not None:
+            query["created_after"] = _iso(created_after)
+        if created_before is not None:
+            query["created_before"] = _iso(created_before)
+        page = 1
+        while True:
+            data = await self._list_page({**query, "page": page})
+            if not isinstance(data, dict) or not isinstance(data.get("items"), list):
+                raise ProtocolError("the list answer has no `items` list")
+            items = tuple(
+                Prediction.from_data(item)
+                for item in data["items"]
+                if isinstance(item, dict) and isinstance(item.get("id"), str)
+            )
+            total = data["total"] if isinstance(data.get("total"), int) else len(items)
+            yield PredictionPage(page=page, total=total, items=items)
+            if not data["items"] or page * page_size >= total:
+                return
+            page += 1
+
+    async def _list_page(self, query: dict[str, Any]) -> Any:
+        if self._list_method == "POST":
+            try:
+                return await self._transport.call("POST", "/api/v3/predictions", json_body=query)
+            except APIError as exc:
+                if exc.status not in (404, 405):
+                    raise
+                self._list_method = "GET"  # one guide page shows a GET form; remember it
+        params = {k: str(v) for k, v in query.items()}
+        return await self._transport.call("GET", "/api/v3/predictions", params=params)
+
+    # -- account -----------------------------------------------------------------------
+
+    async def balance(self) -> float:
+        """The account's balance in USD."""
+        data = await self._transport.call("GET", "/api/v3/balance")
+        value = data.get("balance") if isinstance(data, dict) else None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ProtocolError("the balance answer has no number `balance`")
+        return float(value)
+
+    async def webhook_secret(self) -> str:
+        """The account's webhook signing secret (`whsec_...`)."""
+        data = await self._transport.call("GET", "/api/v3/webhook/secret")
+        secret = data.get("secret") if isinstance(data, dict) else data
+        if not isinstance(secret, str) or not secret:
+            raise ProtocolError("the webhook secret answer has no `secret` text")
+        return secret
+
+    # -- outputs -----------------------------------------------------------------------
+
+    async def download(self, url: str, dest: str | os.PathLike[str]) -> Path:
+        """Stream an output to `dest` through a `.part` file; the key is never sent."""
+        return await _download.download(self._transport, url, Path(dest).expanduser())
+
+
+async def _file_chunks(path: Path) -> AsyncIterator[bytes]:
+    async with aiofiles.open(path, "rb") as f:
+        while chunk := await f.read(UPLOAD_CHUNK):
+            yield chunk
+
+
+def _iso(value: datetime) -> str:
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")

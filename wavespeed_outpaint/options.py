@@ -1,0 +1,64 @@
+"""The client's knobs, in one frozen object with the defaults a production batch wants."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import attrs
+
+from ._audio import DEFAULT_MAX_UPLOAD_BYTES
+from .errors import ValidationError
+
+__all__ = ["DEFAULT_BASE_URL", "ClientOptions"]
+
+DEFAULT_BASE_URL = "https://api.wavespeed.ai"
+
+
+def _positive(inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValidationError(attribute.name, value, "give a number above 0")
+
+
+def _statuses(inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if not all(isinstance(s, int) and 400 <= s <= 599 for s in value):
+        raise ValidationError(attribute.name, value, "give HTTP error statuses (400 to 599)")
+
+
+def _pattern(inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    try:
+        re.compile(value)
+    except (re.error, TypeError) as exc:
+        raise ValidationError(attribute.name, value, f"not a regular expression ({exc})") from None
+
+
+@attrs.frozen
+class ClientOptions:
+    """Time-outs, retry budget and limits. Change one with `attrs.evolve(options, x=...)`."""
+
+    connect_timeout: float = attrs.field(default=10.0, validator=_positive)
+    # Longest silence on a socket while reading an answer.
+    read_timeout: float = attrs.field(default=30.0, validator=_positive)
+    download_read_timeout: float = attrs.field(default=60.0, validator=_positive)
+    # Retries of one call: attempts, and a total time budget across them.
+    retry_attempts: int = attrs.field(default=8, validator=_positive)
+    retry_timeout: float = attrs.field(default=180.0, validator=_positive)
+    retry_wait_initial: float = attrs.field(default=0.5, validator=_positive)
+    retry_wait_max: float = attrs.field(default=30.0, validator=_positive)
+    # A submit is sent again only after these answers, which mean "not accepted"
+    # (PROTOCOL.md: 429 and 503 for sure, 502 from the gateway before the service).
+    submit_resend_statuses: frozenset[int] = attrs.field(
+        default=frozenset({429, 502, 503}), converter=frozenset, validator=_statuses
+    )
+    # No status code is documented for an empty balance: it is known by its words.
+    insufficient_balance_pattern: str = attrs.field(
+        default=r"(?i)insufficient|balance|top[ -]?up|not enough (credit|fund)",
+        validator=_pattern,
+    )
+    max_upload_bytes: int = attrs.field(default=DEFAULT_MAX_UPLOAD_BYTES, validator=_positive)
+    max_download_bytes: int = attrs.field(default=4 * 1024**3, validator=_positive)
+    # The largest JSON answer read; anything bigger is a protocol error, not a crash.
+    max_json_bytes: int = attrs.field(default=16 * 1024**2, validator=_positive)
+    connection_limit: int = attrs.field(default=100, validator=_positive)
+    # Plain http:// to a host that is not loopback sends the key in the clear.
+    allow_insecure_http: bool = False
