@@ -127,13 +127,14 @@ class EmulatorApp:
     async def _faults_and_errors(
         self, request: web.Request, handler: Handler
     ) -> web.StreamResponse:
-        is_api = request.path.startswith("/api/v3/")
-        if is_api and self.service.fault("slow"):
-            await asyncio.sleep(self.config.faults.slow_seconds)
         try:
-            return await handler(request)
+            response = await handler(request)
         except Dropped:
             return web.Response(status=500)  # never reaches the client: the socket is gone
+        if request.path.startswith("/api/v3/") and self.service.fault("slow"):
+            # The work is done (a task may exist); only the answer is late.
+            await asyncio.sleep(self.config.faults.slow_seconds)
+        return response
 
     def _authorized(self, request: web.Request) -> bool:
         header = request.headers.get("Authorization", "")
@@ -145,7 +146,7 @@ class EmulatorApp:
 
     def _injected_error(self, kind: str) -> web.Response | None:
         if self.service.fault(kind):
-            status = self.service._fault_rng.choice((500, 502, 503))
+            status = self.service.fault_choice(self.config.faults.error_statuses)
             return refuse(status, "internal server error (emulated fault)")
         return None
 
@@ -273,6 +274,8 @@ class EmulatorApp:
         refused = self._injected_error("result_5xx") or self._injected_429("result_429")
         if refused is not None:
             return refused
+        if request.method == "POST" and not self.config.list_post:
+            return refuse(405, "method not allowed")
         if request.method == "POST":
             try:
                 query = await request.json()
@@ -335,6 +338,8 @@ class EmulatorApp:
         svc.counters.upload_requests += 1
         if not self._authorized(request):
             return self._unauthorized()
+        if not self.config.ticket_uploads:
+            return refuse(404, "not found")
         refused = self._injected_error("upload_5xx")
         if refused is not None:
             return refused
@@ -427,6 +432,8 @@ class EmulatorApp:
     async def output(self, request: web.Request) -> web.StreamResponse:
         svc = self.service
         svc.counters.download_requests += 1
+        if "Authorization" in request.headers:
+            svc.counters.outputs_asked_with_key += 1
         task = svc.tasks.get(request.match_info["id"])
         now = time.time()
         if task is None or task.status(now) != "completed" or task.media is None:

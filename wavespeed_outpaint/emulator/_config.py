@@ -70,6 +70,7 @@ class Faults:
     slow_seconds: float = 0.5
     webhook_late_seconds: float = 1.0
     failure_codes: tuple[int, ...] = (1403, 1405, 5000, 5003)
+    error_statuses: tuple[int, ...] = (500, 502, 503)  # drawn from for the *_5xx kinds
 
     @classmethod
     def every_kind(cls, probability: float, *, seed: int = 0, **kw: Any) -> Faults:
@@ -92,6 +93,9 @@ class EmulatorConfig:
     # No status is documented for "cannot pay"; clients must go by the message.
     insufficient_balance_status: int = 400
     sync_timeout: float = 30.0
+    # Older deployments: no two-step upload tickets, no POST form of the list endpoint.
+    ticket_uploads: bool = True
+    list_post: bool = True
     output_ttl: float | None = None  # seconds an output stays downloadable
     webhook_secret: str = DEFAULT_WEBHOOK_SECRET
     webhook_attempts: int = 3

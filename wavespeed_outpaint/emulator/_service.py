@@ -88,6 +88,7 @@ class Counters:
     upload_requests: int = 0
     download_requests: int = 0
     downloads_completed: int = 0
+    outputs_asked_with_key: int = 0  # output GETs that carried an Authorization header
     webhook_attempts: int = 0
     webhooks_delivered: int = 0
     faults_injected: collections.Counter[str] = attrs.field(factory=collections.Counter)
@@ -118,6 +119,9 @@ class Service:
             self.counters.faults_injected[kind] += 1
             return True
         return False
+
+    def fault_choice(self, options: tuple[int, ...]) -> int:
+        return self._fault_rng.choice(options)
 
     # -- media -------------------------------------------------------------------------
 
@@ -206,7 +210,7 @@ class Service:
             task.error = "media access failed: the audio URL could not be fetched"
         elif self.fault("task_failed"):
             task.final_status = "failed"
-            task.code = self._fault_rng.choice(self.config.faults.failure_codes)
+            task.code = self.fault_choice(self.config.faults.failure_codes)
             task.error = f"task execution failed (emulated fault, code {task.code})"
         elif self.fault("task_cancelled"):
             task.final_status, task.error = "cancelled", "task cancelled (emulated fault)"
@@ -278,6 +282,7 @@ class Service:
             "upload_requests": c.upload_requests,
             "download_requests": c.download_requests,
             "downloads_completed": c.downloads_completed,
+            "outputs_asked_with_key": c.outputs_asked_with_key,
             "webhook_attempts": c.webhook_attempts,
             "webhooks_delivered": c.webhooks_delivered,
             "detected": len(lags),

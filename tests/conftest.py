@@ -1,0 +1,79 @@
+"""Fixtures: the real emulator on a loopback port, a client pointed at it, audio files."""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from wavespeed_outpaint import OutpaintClient
+from wavespeed_outpaint.emulator import DEFAULT_API_KEY, Emulator, EmulatorConfig
+from wavespeed_outpaint.emulator._audio import encode, make_track
+
+RATE = 8_000
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def fast_config(**kw: object) -> EmulatorConfig:
+    """Tasks that finish in milliseconds."""
+    defaults: dict[str, object] = {"time_scale": 0.001, "base_seconds": 0.002, "jitter": 0.0}
+    defaults.update(kw)
+    return EmulatorConfig(**defaults)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def emulator() -> AsyncIterator[Emulator]:
+    async with Emulator(fast_config()) as emu:
+        yield emu
+
+
+def fast_client(emu: Emulator, **kw: object) -> OutpaintClient:
+    """A client whose retries wait milliseconds, not seconds."""
+    options: dict[str, object] = {
+        "retry_wait_initial": 0.005,
+        "retry_wait_max": 0.02,
+        "retry_timeout": 10.0,
+        "read_timeout": 5.0,
+    }
+    options.update(kw)
+    return OutpaintClient(api_key=DEFAULT_API_KEY, base_url=emu.base_url, **options)
+
+
+@pytest.fixture
+async def client(emulator: Emulator) -> AsyncIterator[OutpaintClient]:
+    async with fast_client(emulator) as c:
+        yield c
+
+
+MakeTrack = Callable[..., Path]
+
+
+@pytest.fixture
+def make_audio(tmp_path: Path) -> MakeTrack:
+    """Write a real track: make_audio("a.wav", seconds=2.0, fmt="wav")."""
+
+    def make(name: str, seconds: float = 1.0, fmt: str | None = None, seed: int = 0) -> Path:
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(encode(make_track(seconds, RATE, seed=seed), RATE, fmt or path.suffix[1:]))
+        return path
+
+    return make
+
+
+def flac_claiming(path: Path, seconds: float) -> Path:
+    """Rewrite a FLAC's STREAMINFO so its header claims `seconds` of audio."""
+    data = bytearray(path.read_bytes())
+    # STREAMINFO starts at byte 8; bytes 10..17 of it pack rate(20) ch(3) bps(5) total(36).
+    (packed,) = struct.unpack(">Q", bytes(data[18:26]))
+    rate = packed >> 44
+    packed = (packed & ~((1 << 36) - 1)) | int(seconds * rate)
+    data[18:26] = struct.pack(">Q", packed)
+    path.write_bytes(bytes(data))
+    return path
