@@ -127,10 +127,14 @@ class Transport:
 
     # -- retries -----------------------------------------------------------------------
 
-    def _backoff(self, policy: Policy) -> Callable[[Exception], bool | float]:
+    def _backoff(
+        self, policy: Policy, retry_rate_limits: bool
+    ) -> Callable[[Exception], bool | float]:
         resend = self.options.submit_resend_statuses
 
         def decide(exc: Exception) -> bool | float:
+            if isinstance(exc, RateLimitedError) and not retry_rate_limits:
+                return False  # the caller paces a whole pool on 429s
             if isinstance(exc, APIError):
                 if policy is Policy.SUBMIT and exc.status not in resend:
                     return False
@@ -151,10 +155,17 @@ class Transport:
 
         return decide
 
-    async def retrying(self, policy: Policy, what: str, attempt: Callable[[], Awaitable[T]]) -> T:
+    async def retrying(
+        self,
+        policy: Policy,
+        what: str,
+        attempt: Callable[[], Awaitable[T]],
+        *,
+        retry_rate_limits: bool = True,
+    ) -> T:
         """Run `attempt` under `policy`'s retry rules; the last failure is raised."""
         opts = self.options
-        decide = self._backoff(policy)
+        decide = self._backoff(policy, retry_rate_limits)
 
         def hook(exc: Exception) -> bool | float:
             verdict = decide(exc)
@@ -185,6 +196,7 @@ class Transport:
         json_body: Any = None,
         params: dict[str, str] | None = None,
         prediction_id: str | None = None,
+        retry_rate_limits: bool = True,
     ) -> Any:
         """One API call with retries; returns the envelope's `data`."""
         url = self.base_url + path
@@ -210,7 +222,9 @@ class Transport:
                     + redact(str(exc), self._api_key)
                 ) from None
 
-        return await self.retrying(policy, f"{method} {path}", once)
+        return await self.retrying(
+            policy, f"{method} {path}", once, retry_rate_limits=retry_rate_limits
+        )
 
     async def read_capped(self, response: aiohttp.ClientResponse, cap: int) -> bytes:
         body = bytearray()

@@ -5,28 +5,43 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from datetime import datetime, timezone
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
 
 import aiofiles
 import aiohttp
+import anyio
 import attrs
+from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectSendStream
 
 from . import _download
 from ._audio import AudioProblem, probe_audio
+from ._engine import BatchState, Engine
 from ._http import NotSent, Policy, Transport
+from ._journal import Journal
 from .errors import (
     APIError,
     ConfigurationError,
+    OutpaintError,
     ProtocolError,
+    TaskFailedError,
     TransportError,
     UnknownSubmissionError,
     ValidationError,
 )
-from .models import MODEL_ID, OutpaintRequest, Prediction, is_loopback_host
+from .models import (
+    MODEL_ID,
+    OutpaintRequest,
+    OutpaintResult,
+    Prediction,
+    Status,
+    is_loopback_host,
+)
 from .options import DEFAULT_BASE_URL, ClientOptions
 
 __all__ = ["OutpaintClient", "PredictionPage"]
@@ -92,16 +107,175 @@ class OutpaintClient:
         self._api_key = api_key or os.environ.get("WAVESPEED_API_KEY") or None
         self._transport = Transport(self.base_url, self._api_key, options)
         self._list_method = "POST"
+        self._engine: Engine | None = None
+        self._journal: Journal | None = None
+        self._task_group: TaskGroup | None = None
 
     def __repr__(self) -> str:
         return f"OutpaintClient(base_url={self.base_url!r})"
 
     async def __aenter__(self) -> OutpaintClient:
         await self._transport.open()
+        self._engine = Engine(self)
+        self._journal = Journal(None)  # outpaint() calls without a journal of their own
+        self._engine.attach(self._journal)
+        # Every background task (the shared poller, batches) lives in this group, and
+        # leaving the client cancels and awaits them all.
+        self._task_group = anyio.create_task_group()
+        await self._task_group.__aenter__()
+        self._task_group.start_soon(self._engine.poller.run)
         return self
 
-    async def __aexit__(self, *exc: object) -> None:
-        await self._transport.close()
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            if self._task_group is not None:
+                self._task_group.cancel_scope.cancel()
+                await self._task_group.__aexit__(exc_type, exc, tb)
+        finally:
+            self._task_group = None
+            if self._journal is not None:
+                self._journal.close()
+                self._journal = None
+            await self._transport.close()
+
+    def _running_engine(self) -> Engine:
+        if self._engine is None or self._task_group is None:
+            raise RuntimeError("the client is not open: use `async with OutpaintClient(...)`")
+        return self._engine
+
+    # -- the pipeline ------------------------------------------------------------------
+
+    async def outpaint(
+        self, request: OutpaintRequest, out_dir: str | os.PathLike[str] | None = None
+    ) -> OutpaintResult:
+        """Run one task to the end: upload, submit, wait, and download into `out_dir`.
+
+        Shares the client's poller with every other task, so thousands of concurrent
+        callers cost one poll loop. Raises on failure: `TaskFailedError` when the task
+        failed, `UnknownSubmissionError` when its submit could not be settled.
+        """
+        engine = self._running_engine()
+        assert self._journal is not None
+        batch = BatchState(
+            self._journal, Path(out_dir).expanduser() if out_dir is not None else None
+        )
+        result = await engine.run(request, None, batch)
+        if result is None:
+            assert batch.fatal is not None
+            raise batch.fatal
+        if result.status is Status.UNKNOWN:
+            row_time = result.submitted_at or time.time()
+            raise UnknownSubmissionError(
+                request, sent_at=row_time, failed_at=row_time, cause=result.error or "answer lost"
+            )
+        if result.status is not Status.COMPLETED:
+            raise TaskFailedError(
+                Prediction(
+                    result.prediction_id or "",
+                    result.status,
+                    error=result.error or "",
+                    code=result.code,
+                )
+            )
+        if result.error:
+            raise TransportError(result.error)
+        return result
+
+    async def outpaint_many(
+        self,
+        requests: BatchInput,
+        out_dir: str | os.PathLike[str] | None = None,
+        *,
+        journal: str | os.PathLike[str] | None = None,
+        resubmit_unknown: bool = False,
+        retry_failed: bool = False,
+    ) -> AsyncIterator[OutpaintResult]:
+        """Run many tasks at once; yields each result as it finishes.
+
+        `requests` is any iterable or async iterable, read lazily, of `OutpaintRequest`
+        or `(OutpaintRequest, output_name)` pairs; an output name such as `album/song`
+        places the files under `out_dir` (default: the input's own name). A failed task
+        is a result with `.error`; the batch goes on. When the account cannot pay or the
+        key is refused, submitting stops, the tasks already in flight are collected,
+        and then that error is raised.
+
+        With `journal` (a file path), running the same batch again skips what finished,
+        polls what was submitted and never submits a task twice.
+        """
+        engine = self._running_engine()
+        assert self._task_group is not None
+        batch_journal = Journal(journal)
+        engine.attach(batch_journal)
+        batch = BatchState(
+            batch_journal,
+            Path(out_dir).expanduser() if out_dir is not None else None,
+            resubmit_unknown=resubmit_unknown,
+            retry_failed=retry_failed,
+        )
+        send, receive = anyio.create_memory_object_stream[OutpaintResult](0)
+        finished = anyio.Event()
+        scope = anyio.CancelScope()
+        self._task_group.start_soon(self._produce, engine, requests, batch, send, scope, finished)
+        try:
+            async with receive:
+                async for result in receive:
+                    yield result
+        finally:
+            scope.cancel()
+            with anyio.CancelScope(shield=True):
+                await finished.wait()
+            engine.detach(batch_journal)
+            batch_journal.close()
+        if batch.fatal is not None:
+            raise batch.fatal
+
+    async def _produce(
+        self,
+        engine: Engine,
+        requests: BatchInput,
+        batch: BatchState,
+        send: MemoryObjectSendStream[OutpaintResult],
+        scope: anyio.CancelScope,
+        finished: anyio.Event,
+    ) -> None:
+        """Feed requests to the engine, never more than the pipeline can hold at once."""
+        admission = anyio.Semaphore(self.options.max_in_flight + self.options.parallel_downloads)
+
+        async def one(
+            item: OutpaintRequest | tuple[OutpaintRequest, str],
+            out: MemoryObjectSendStream[OutpaintResult],
+        ) -> None:
+            async with out:
+                try:
+                    request, stem = _unpack(item)
+                    result = await engine.run(request, stem, batch)
+                except OutpaintError as exc:
+                    if not isinstance(item, (OutpaintRequest, tuple)):
+                        raise
+                    request = item if isinstance(item, OutpaintRequest) else item[0]
+                    result = OutpaintResult(request, Status.FAILED, error=str(exc))
+                finally:
+                    admission.release()
+                if result is not None:
+                    await out.send(result)
+
+        try:
+            with scope:
+                async with send, anyio.create_task_group() as tg:
+                    async for item in _items(requests):
+                        if batch.stopped:
+                            break
+                        await admission.acquire()
+                        tg.start_soon(one, item, send.clone())
+        except Exception as exc:  # noqa: BLE001 - handed to the consumer, who raises it
+            batch.fatal = batch.fatal or exc
+        finally:
+            finished.set()
 
     # -- uploads -----------------------------------------------------------------------
 
@@ -193,32 +367,45 @@ class OutpaintClient:
         """Start one task (uploading a local file first). Charged once, never sent twice.
 
         Raises `UnknownSubmissionError` when the POST may have created a task but no
-        usable answer came back; the SDK does not send it again.
+        usable answer came back; the SDK does not send it again. `extra` adds body
+        fields and `params` query parameters (e.g. `{"webhook": url}`).
         """
         audio_url = await self.upload(request.audio) if isinstance(request.audio, Path) else None
         body = request.payload(audio_url)
         if extra:
             body.update(extra)
+        return await self._post_submit(request, body, params=params)
+
+    async def _post_submit(
+        self,
+        request: OutpaintRequest,
+        body: dict[str, Any],
+        *,
+        params: dict[str, str] | None = None,
+        pooled: bool = False,
+    ) -> Prediction:
+        """The submit POST. `pooled`: a 429 is raised for the pool's pacer to handle."""
         sent_at = time.time()
         try:
             data = await self._transport.call(
-                "POST", SUBMIT_PATH, policy=Policy.SUBMIT, json_body=body, params=params
+                "POST",
+                SUBMIT_PATH,
+                policy=Policy.SUBMIT,
+                json_body=body,
+                params=params,
+                retry_rate_limits=not pooled,
             )
-            prediction = self._prediction(data)
+            return self._prediction(data)
         except NotSent:
             raise
         except APIError as exc:
             # A definite refusal (4xx) or a "not accepted" status means no task exists.
             if exc.status < 500 or exc.status in self.options.submit_resend_statuses:
                 raise
-            raise UnknownSubmissionError(
-                request, sent_at=sent_at, failed_at=time.time(), cause=str(exc)
-            ) from None
+            cause = str(exc)
         except TransportError as exc:
-            raise UnknownSubmissionError(
-                request, sent_at=sent_at, failed_at=time.time(), cause=str(exc)
-            ) from None
-        return prediction
+            cause = str(exc)
+        raise UnknownSubmissionError(request, sent_at=sent_at, failed_at=time.time(), cause=cause)
 
     async def get(self, prediction_id: str) -> Prediction:
         """The prediction's current state (safe to call as often as needed)."""
@@ -311,6 +498,38 @@ class OutpaintClient:
     async def download(self, url: str, dest: str | os.PathLike[str]) -> Path:
         """Stream an output to `dest` through a `.part` file; the key is never sent."""
         return await _download.download(self._transport, url, Path(dest).expanduser())
+
+
+BatchInput = (
+    Iterable[OutpaintRequest | tuple[OutpaintRequest, str]]
+    | AsyncIterable[OutpaintRequest | tuple[OutpaintRequest, str]]
+)
+
+
+async def _items(
+    requests: BatchInput,
+) -> AsyncIterator[OutpaintRequest | tuple[OutpaintRequest, str]]:
+    if isinstance(requests, AsyncIterable):
+        async for item in requests:
+            yield item
+    else:
+        for item in requests:
+            yield item
+
+
+def _unpack(item: object) -> tuple[OutpaintRequest, str | None]:
+    if isinstance(item, OutpaintRequest):
+        return item, None
+    if (
+        isinstance(item, tuple)
+        and len(item) == 2
+        and isinstance(item[0], OutpaintRequest)
+        and isinstance(item[1], str)
+    ):
+        return item[0], item[1]
+    raise ValidationError(
+        "requests", item, "give OutpaintRequest items or (OutpaintRequest, output_name) pairs"
+    )
 
 
 async def _file_chunks(path: Path) -> AsyncIterator[bytes]:

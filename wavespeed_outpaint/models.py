@@ -21,6 +21,7 @@ __all__ = [
     "MODEL_ID",
     "PRICE_PER_SECOND_USD",
     "OutpaintRequest",
+    "OutpaintResult",
     "Prediction",
     "Status",
     "is_loopback_host",
@@ -187,10 +188,12 @@ class Status(str, enum.Enum):
     CANCELLED = "cancelled"
     TIMEOUT = "timeout"
     DELETED = "deleted"
+    # Client-side, never sent by the service: a submit whose outcome cannot be known.
+    UNKNOWN = "unknown"
 
     @property
     def is_final(self) -> bool:
-        return self not in (Status.CREATED, Status.PROCESSING)
+        return self not in (Status.CREATED, Status.PROCESSING, Status.UNKNOWN)
 
 
 def parse_status(value: Any) -> Status | str:
@@ -291,3 +294,38 @@ class Prediction:
         if retryable is False:
             return "The input must change before submitting again"
         return ""
+
+
+@attrs.frozen
+class OutpaintResult:
+    """How one task of a batch ended. A failure is a value here, not an exception.
+
+    `status` is the prediction's final status, or `Status.UNKNOWN` for a submit whose
+    outcome could not be settled. `files` are whole files under `out_dir` (empty when
+    no `out_dir` was given). `skipped` means an earlier run with the same journal had
+    already finished it. `delivered_by` says how the result was learned: "poll", "list",
+    "webhook", "submit", or "journal".
+    """
+
+    request: OutpaintRequest
+    status: Status | str
+    prediction_id: str | None = None
+    outputs: tuple[str, ...] = ()
+    files: tuple[Path, ...] = ()
+    error: str | None = None
+    code: int | None = None
+    skipped: bool = False
+    delivered_by: str | None = None
+    submitted_at: float | None = None
+    finished_at: float | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status is Status.COMPLETED and self.error is None
+
+    @property
+    def retryable(self) -> bool | None:
+        """True when submitting a failed task again may help, False when its input must change."""
+        if self.ok:
+            return None
+        return Prediction(self.prediction_id or "", self.status, code=self.code).retryable

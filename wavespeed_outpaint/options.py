@@ -20,6 +20,11 @@ def _positive(inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
         raise ValidationError(attribute.name, value, "give a number above 0")
 
 
+def _optional_positive(inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is not None:
+        _positive(inst, attribute, value)
+
+
 def _statuses(inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     if not all(isinstance(s, int) and 400 <= s <= 599 for s in value):
         raise ValidationError(attribute.name, value, "give HTTP error statuses (400 to 599)")
@@ -62,3 +67,24 @@ class ClientOptions:
     connection_limit: int = attrs.field(default=100, validator=_positive)
     # Plain http:// to a host that is not loopback sends the key in the clear.
     allow_insecure_http: bool = False
+
+    # -- the batch engine --
+    # Tasks submitted and not yet final, across every batch and outpaint() of the client
+    # (the top tier runs 10,000 at once).
+    max_in_flight: int = attrs.field(default=1000, validator=_positive)
+    parallel_submits: int = attrs.field(default=16, validator=_positive)
+    parallel_downloads: int = attrs.field(default=16, validator=_positive)
+    parallel_status_requests: int = attrs.field(default=16, validator=_positive)
+    # Task starts per minute (the account tier's limit); None: no pacing until a 429.
+    starts_per_minute: float | None = attrs.field(default=None, validator=_optional_positive)
+    # Seconds from submit to a final status before a task is reported as not finished
+    # (it goes on at the service; the journal collects it on the next run).
+    task_deadline: float | None = attrs.field(default=None, validator=_optional_positive)
+    # Never two result GETs of one task closer than this (the docs advise >= 2 s).
+    min_check_interval: float = attrs.field(default=2.0, validator=_positive)
+    # Seconds of service work per generated second, before finished tasks teach better.
+    initial_work_per_second: float = attrs.field(default=0.1, validator=_positive)
+    # An unknown submit counts as "no task created" only if the list still shows none
+    # this long after its window closed.
+    settle_grace: float = attrs.field(default=15.0, validator=_positive)
+    clock_skew: float = attrs.field(default=2.0, validator=_positive)

@@ -1,0 +1,460 @@
+"""One task's way through the pipeline, shared by `outpaint()` and `outpaint_many()`.
+
+    journal lookup → upload (once per content) → paced submit → shared poller → downloads
+
+Every state change is written to the journal before the next step acts on it, so a
+killed process resumes where it stopped: submitted tasks are polled again, never
+re-submitted; a submit that was on the wire is settled through the list endpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import attrs
+
+from ._journal import Journal, State, TaskRow
+from ._naming import checked_stem, default_stem, output_paths
+from ._pacing import StartPacer
+from ._poller import PollOptions, SharedPoller
+from ._settle import OpenSubmit, Outcome, Settler
+from .errors import (
+    APIError,
+    AuthenticationError,
+    InsufficientBalanceError,
+    OutpaintError,
+    RateLimitedError,
+    UnknownSubmissionError,
+    ValidationError,
+)
+from .models import OutpaintRequest, OutpaintResult, Prediction, Status, parse_status
+
+if TYPE_CHECKING:
+    from .client import OutpaintClient
+
+log = logging.getLogger("wavespeed_outpaint.engine")
+
+HASH_CHUNK = 1024 * 1024
+
+
+@attrs.define
+class BatchState:
+    """What one batch (or one outpaint() call) decides and shares across its tasks."""
+
+    journal: Journal
+    out_dir: Path | None
+    resubmit_unknown: bool = False
+    retry_failed: bool = False
+    # Why submitting stopped: the account cannot pay, the key was refused, bad input.
+    fatal: BaseException | None = None
+
+    @property
+    def stopped(self) -> bool:
+        return self.fatal is not None
+
+
+@attrs.define
+class _Shared:
+    done: anyio.Event = attrs.field(factory=anyio.Event)
+    result: OutpaintResult | None = None
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def fingerprint(request: OutpaintRequest, content_hash: str | None) -> str:
+    """The task's identity: the audio's content (or its URL) plus every parameter."""
+    body: dict[str, Any] = request.payload("sha256:" + content_hash if content_hash else None)
+    body["extend_before_duration"] = float(request.extend_before_duration)
+    body["extend_after_duration"] = float(request.extend_after_duration)
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+class Engine:
+    def __init__(self, client: OutpaintClient) -> None:
+        opts = client.options
+        self._client = client
+        self.options = opts
+        self.poller = SharedPoller(
+            client,
+            PollOptions(
+                min_check_interval=opts.min_check_interval,
+                parallel_status_requests=opts.parallel_status_requests,
+                initial_work_per_second=opts.initial_work_per_second,
+                clock_skew=opts.clock_skew,
+            ),
+        )
+        self.pacer = StartPacer(opts.starts_per_minute)
+        self.in_flight = anyio.CapacityLimiter(opts.max_in_flight)
+        self._submits = anyio.CapacityLimiter(opts.parallel_submits)
+        self._downloads = anyio.CapacityLimiter(opts.parallel_downloads)
+        self._hashes: dict[tuple[str, int, int], str] = {}
+        self._uploading: dict[str, anyio.Event] = {}
+        self._upload_urls: dict[str, str] = {}
+        self._on_the_wire: dict[str, OpenSubmit] = {}
+        self._journals: list[Journal] = []
+        # Tasks being driven now, so a second caller with the same request shares it.
+        self._driving: dict[str, _Shared] = {}
+        self.settler = Settler(
+            client,
+            clock_skew=opts.clock_skew,
+            grace=opts.settle_grace,
+            open_submits=self._open_submits,
+            known_ids=self._known_ids,
+        )
+
+    def attach(self, journal: Journal) -> None:
+        self._journals.append(journal)
+
+    def detach(self, journal: Journal) -> None:
+        self._journals.remove(journal)
+
+    def _known_ids(self) -> set[str]:
+        known: set[str] = set()
+        for journal in self._journals:
+            known |= journal.known_prediction_ids()
+        return known
+
+    def _open_submits(self) -> list[OpenSubmit]:
+        """Submits that could own an unseen prediction: on the wire now, or unsettled."""
+        found = dict(self._on_the_wire)
+        for journal in self._journals:
+            for row in journal.open_submits():
+                if row.fingerprint not in found and row.sent_at is not None:
+                    found[row.fingerprint] = self._open_submit(row)
+        return list(found.values())
+
+    def _open_submit(self, row: TaskRow) -> OpenSubmit:
+        assert row.sent_at is not None
+        # A crash leaves no failure time: the service had until our read time-out.
+        ends_at = (
+            row.failed_at if row.failed_at is not None else row.sent_at + self.options.read_timeout
+        )
+        return OpenSubmit(row.fingerprint, row.request, row.sent_at, ends_at)
+
+    # -- identity and uploads ----------------------------------------------------------
+
+    async def content_hash(self, path: Path) -> str:
+        stat = path.stat()
+        key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+        if key not in self._hashes:
+            self._hashes[key] = await anyio.to_thread.run_sync(_sha256_file, path)
+        return self._hashes[key]
+
+    async def _audio_url(
+        self, request: OutpaintRequest, content_hash: str | None, journal: Journal
+    ) -> str:
+        """The URL to submit: the user's, or one upload per file content."""
+        if not isinstance(request.audio, Path):
+            return request.audio
+        assert content_hash is not None
+        url = self._upload_urls.get(content_hash) or journal.upload_url(content_hash)
+        while url is None:
+            pending = self._uploading.get(content_hash)
+            if pending is not None:
+                await pending.wait()  # another task is uploading the same content
+                url = self._upload_urls.get(content_hash)
+                continue
+            done = self._uploading[content_hash] = anyio.Event()
+            try:
+                if await self.content_hash(request.audio) != content_hash:
+                    raise ValidationError(
+                        "audio",
+                        str(request.audio),
+                        "the file changed after it was checked; run again",
+                    )
+                url = self._upload_urls[content_hash] = await self._client.upload(request.audio)
+            finally:
+                del self._uploading[content_hash]
+                done.set()
+        journal.remember_upload(content_hash, url)
+        return url
+
+    # -- one task ----------------------------------------------------------------------
+
+    async def run(
+        self, request: OutpaintRequest, stem: str | None, batch: BatchState
+    ) -> OutpaintResult | None:
+        """Take one request as far as it goes; None when the batch stopped before it."""
+        journal = batch.journal
+        content_hash = (
+            await self.content_hash(request.audio) if isinstance(request.audio, Path) else None
+        )
+        fp = fingerprint(request, content_hash)
+        running = self._driving.get(fp)
+        if running is not None:
+            # The same task is already on its way for another caller: share its outcome.
+            await running.done.wait()
+            if running.result is None:
+                return None
+            return attrs.evolve(running.result, request=request)
+        shared = self._driving[fp] = _Shared()
+        try:
+            if journal.get(fp) is None:
+                journal.add(
+                    fp, request.payload("") | {"audio": None}, str(request.audio), request.cost_usd
+                )
+            if batch.out_dir is not None:
+                wanted = checked_stem(stem) if stem else default_stem(request)
+                journal.claim_stem(fp, wanted, f"{wanted}-{fp[:8]}")
+            shared.result = await self._drive(request, fp, content_hash, batch)
+            return shared.result
+        finally:
+            del self._driving[fp]
+            shared.done.set()
+
+    async def _drive(
+        self, request: OutpaintRequest, fp: str, content_hash: str | None, batch: BatchState
+    ) -> OutpaintResult | None:
+        journal = batch.journal
+        row = self._row(journal, fp)
+        # Finished by an earlier run?
+        if row.state == State.DOWNLOADED and all(os.path.exists(f) for f in row.files):
+            return self._result(request, row, skipped=True)
+        if row.state == State.FAILED and not batch.retry_failed:
+            return self._result(request, row, skipped=True)
+        if row.state in (State.COMPLETED, State.DOWNLOADED):
+            if batch.out_dir is None:
+                return self._result(request, row, skipped=True)
+            return await self._download(request, row, batch)
+        if batch.stopped:
+            return None
+        async with self.in_flight:
+            if row.state in (State.SUBMITTING, State.UNKNOWN):
+                row = await self._settle(row, batch)
+            if row.state in (State.PENDING, State.FAILED):
+                row = await self._submit(request, row, content_hash, batch)
+            if row.state == State.PENDING:
+                return None  # the batch stopped before this task was sent
+            if row.state != State.SUBMITTED:
+                return self._result(request, row)
+            row = await self._wait(request, row, batch)
+        if row.state != State.COMPLETED or batch.out_dir is None:
+            return self._result(request, row)
+        return await self._download(request, row, batch)
+
+    @staticmethod
+    def _row(journal: Journal, fp: str) -> TaskRow:
+        row = journal.get(fp)
+        assert row is not None
+        return row
+
+    async def _submit(
+        self, request: OutpaintRequest, row: TaskRow, content_hash: str | None, batch: BatchState
+    ) -> TaskRow:
+        """Send the task; returns its row SUBMITTED, FAILED, UNKNOWN, or PENDING if stopped."""
+        journal, fp = batch.journal, row.fingerprint
+        try:
+            url = await self._audio_url(request, content_hash, journal)
+        except OutpaintError as exc:
+            journal.update(fp, state=State.FAILED, status=Status.FAILED.value, error=str(exc))
+            return self._row(journal, fp)
+        payload = request.payload(url)
+        while not batch.stopped:
+            await self.pacer.slot()
+            if batch.stopped:
+                break
+            async with self._submits:
+                sent_at = time.time()
+                # Written before the POST leaves: from here a crash is settled, not re-sent.
+                journal.update(
+                    fp, state=State.SUBMITTING, sent_at=sent_at, failed_at=None, request=payload
+                )
+                self._on_the_wire[fp] = OpenSubmit(
+                    fp, payload, sent_at, sent_at + self.options.read_timeout
+                )
+                try:
+                    prediction = await self._client._post_submit(request, payload, pooled=True)
+                except RateLimitedError as exc:
+                    # Not accepted, so nothing exists: the whole pool waits, then this retries.
+                    self.pacer.rate_limited(exc.retry_after)
+                    journal.update(fp, state=State.PENDING)
+                    continue
+                except UnknownSubmissionError as exc:
+                    journal.update(
+                        fp, state=State.UNKNOWN, failed_at=exc.failed_at, error=exc.cause
+                    )
+                except (InsufficientBalanceError, AuthenticationError) as exc:
+                    # The account takes no more tasks: stop the batch; this one stays pending.
+                    journal.update(fp, state=State.PENDING, error=str(exc))
+                    batch.fatal = batch.fatal or exc
+                    break
+                except APIError as exc:
+                    journal.update(
+                        fp,
+                        state=State.FAILED,
+                        status=Status.FAILED.value,
+                        error=str(exc),
+                        code=exc.code,
+                    )
+                    return self._row(journal, fp)
+                except OutpaintError as exc:  # never connected, even after retries
+                    journal.update(
+                        fp, state=State.FAILED, status=Status.FAILED.value, error=str(exc)
+                    )
+                    return self._row(journal, fp)
+                else:
+                    self.pacer.accepted()
+                    journal.update(
+                        fp,
+                        state=State.SUBMITTED,
+                        prediction_id=prediction.id,
+                        error=None,
+                        status=prediction.status_text,
+                        created_at=_created(prediction, sent_at),
+                    )
+                    if prediction.is_final:
+                        self._record_final(journal, fp, prediction, "submit")
+                    return self._row(journal, fp)
+                finally:
+                    self._on_the_wire.pop(fp, None)
+            row = await self._settle(self._row(journal, fp), batch)
+            if row.state != State.PENDING:
+                return row
+            # The list proved that no task was created: sending again is safe.
+        return self._row(journal, fp)
+
+    async def _settle(self, row: TaskRow, batch: BatchState) -> TaskRow:
+        """A submit whose answer was lost: adopt its task, or prove there is none."""
+        journal, fp = batch.journal, row.fingerprint
+        settlement = await self.settler.settle(self._open_submit(row))
+        if settlement.outcome is Outcome.ADOPTED:
+            prediction = settlement.prediction
+            assert prediction is not None
+            log.info("a lost submit was found again as prediction %s", prediction.id)
+            journal.update(
+                fp,
+                state=State.SUBMITTED,
+                prediction_id=prediction.id,
+                error=None,
+                status=prediction.status_text,
+                created_at=_created(prediction, row.sent_at),
+            )
+            if prediction.is_final:
+                self._record_final(journal, fp, prediction, "list")
+        elif settlement.outcome is Outcome.ABSENT or batch.resubmit_unknown:
+            journal.update(fp, state=State.PENDING)
+        else:
+            journal.update(
+                fp,
+                state=State.UNKNOWN,
+                status=Status.UNKNOWN.value,
+                error=(
+                    "the submit's answer was lost and the list endpoint cannot tell which task, "
+                    "if any, it created; it was not sent again (resubmit_unknown=True sends it)"
+                ),
+            )
+        return self._row(journal, fp)
+
+    async def _wait(self, request: OutpaintRequest, row: TaskRow, batch: BatchState) -> TaskRow:
+        journal, fp = batch.journal, row.fingerprint
+        assert row.prediction_id is not None
+        created = row.created_at or row.sent_at or time.time()
+        prediction = Prediction(
+            row.prediction_id,
+            parse_status(row.status or "processing"),
+            created_at=_datetime(created),
+        )
+        deadline = self.options.task_deadline
+        try:
+            with anyio.fail_after(deadline if deadline is not None else float("inf")):
+                final, via = await self.poller.wait(prediction, request.generated_seconds)
+        except TimeoutError:
+            journal.update(
+                fp,
+                error=(
+                    f"no final status within task_deadline={deadline:g} s; the task goes on at "
+                    "the service and the next run with this journal collects it"
+                ),
+            )
+            return self._row(journal, fp)
+        except OutpaintError as exc:
+            journal.update(fp, error=str(exc))
+            return self._row(journal, fp)
+        self._record_final(journal, fp, final, via)
+        return self._row(journal, fp)
+
+    @staticmethod
+    def _record_final(journal: Journal, fp: str, prediction: Prediction, via: str) -> None:
+        if prediction.ok and prediction.outputs:
+            journal.update(
+                fp,
+                state=State.COMPLETED,
+                status=prediction.status_text,
+                outputs=prediction.outputs,
+                delivered_by=via,
+                error=None,
+            )
+            return
+        error = prediction.error or (
+            "completed without any output" if prediction.ok else f"ended {prediction.status_text}"
+        )
+        journal.update(
+            fp,
+            state=State.FAILED,
+            status=prediction.status_text,
+            code=prediction.code,
+            outputs=prediction.outputs,
+            delivered_by=via,
+            error=error,
+        )
+
+    async def _download(
+        self, request: OutpaintRequest, row: TaskRow, batch: BatchState
+    ) -> OutpaintResult:
+        journal, fp = batch.journal, row.fingerprint
+        assert batch.out_dir is not None
+        assert row.output_stem is not None
+        try:
+            paths = output_paths(batch.out_dir, row.output_stem, row.outputs)
+            async with self._downloads:
+                for url, path in zip(row.outputs, paths, strict=True):
+                    await self._client.download(url, path)
+        except OutpaintError as exc:
+            journal.update(fp, error=f"download failed: {exc}")
+            return self._result(request, self._row(journal, fp))
+        journal.update(fp, state=State.DOWNLOADED, files=paths, error=None)
+        return self._result(request, self._row(journal, fp))
+
+    @staticmethod
+    def _result(request: OutpaintRequest, row: TaskRow, *, skipped: bool = False) -> OutpaintResult:
+        if row.state == State.UNKNOWN:
+            status: Status | str = Status.UNKNOWN
+        elif row.state in (State.COMPLETED, State.DOWNLOADED):
+            status = Status.COMPLETED
+        else:
+            status = parse_status(row.status or "processing")
+        return OutpaintResult(
+            request=request,
+            status=status,
+            prediction_id=row.prediction_id,
+            outputs=row.outputs,
+            files=tuple(Path(f) for f in row.files) if row.state == State.DOWNLOADED else (),
+            error=row.error,
+            code=row.code,
+            skipped=skipped,
+            delivered_by="journal" if skipped else row.delivered_by,
+            submitted_at=row.sent_at,
+            finished_at=time.time(),
+        )
+
+
+def _created(prediction: Prediction, fallback: float | None) -> float | None:
+    return prediction.created_at.timestamp() if prediction.created_at else fallback
+
+
+def _datetime(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, timezone.utc)

@@ -1,0 +1,230 @@
+"""The SQLite journal: every task's state, written before the code acts on it.
+
+A task is keyed by the fingerprint of its normalised request (the audio's content hash,
+not its path, plus every parameter). The rows answer the resume questions: was it
+submitted (poll it, never submit again), was a submit in flight when the process died
+(settle it through the list endpoint), did it complete (download again if its files are
+missing). WAL mode keeps each commit cheap and survives a killed process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from .errors import ValidationError
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS tasks (
+    fingerprint   TEXT PRIMARY KEY,
+    request       TEXT NOT NULL,          -- the payload, with the audio URL once submitted
+    input         TEXT NOT NULL,          -- what the user gave as audio (path or URL)
+    output_stem   TEXT,                   -- claimed output name under out_dir
+    state         TEXT NOT NULL,          -- see State
+    prediction_id TEXT,
+    created_at    REAL,                   -- the prediction's creation time (server clock)
+    sent_at       REAL,                   -- a submit POST went out at (unknown window start)
+    failed_at     REAL,                   -- ... and failed at (unknown window end)
+    status        TEXT,                   -- the prediction's last status
+    code          INTEGER,
+    outputs       TEXT,                   -- JSON list of output URLs
+    files         TEXT,                   -- JSON list of written paths
+    error         TEXT,
+    cost_usd      REAL NOT NULL,
+    delivered_by  TEXT,                   -- "poll", "list" or "webhook"
+    updated_at    REAL NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS tasks_output_stem ON tasks(output_stem);
+CREATE INDEX IF NOT EXISTS tasks_prediction ON tasks(prediction_id);
+CREATE TABLE IF NOT EXISTS uploads (
+    content_hash TEXT PRIMARY KEY,
+    url          TEXT NOT NULL,
+    uploaded_at  REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+# Uploads are kept 7 days by the service; reuse one only well inside that.
+UPLOAD_REUSE_SECONDS = 6 * 24 * 3600
+
+
+class State:
+    PENDING = "pending"  # known, nothing sent
+    SUBMITTING = "submitting"  # a submit POST may be on the wire
+    SUBMITTED = "submitted"  # the service returned a prediction id
+    COMPLETED = "completed"  # outputs known, not yet all on disk
+    DOWNLOADED = "downloaded"  # files whole on disk
+    FAILED = "failed"  # the task (or its input, or its download) failed
+    UNKNOWN = "unknown"  # a submit whose outcome cannot be known
+
+
+@attrs.frozen
+class TaskRow:
+    fingerprint: str
+    request: dict[str, Any]
+    input: str
+    output_stem: str | None
+    state: str
+    prediction_id: str | None
+    created_at: float | None
+    sent_at: float | None
+    failed_at: float | None
+    status: str | None
+    code: int | None
+    outputs: tuple[str, ...]
+    files: tuple[str, ...]
+    error: str | None
+    cost_usd: float
+    delivered_by: str | None
+
+
+def _row(r: sqlite3.Row) -> TaskRow:
+    return TaskRow(
+        fingerprint=r["fingerprint"],
+        request=json.loads(r["request"]),
+        input=r["input"],
+        output_stem=r["output_stem"],
+        state=r["state"],
+        prediction_id=r["prediction_id"],
+        created_at=r["created_at"],
+        sent_at=r["sent_at"],
+        failed_at=r["failed_at"],
+        status=r["status"],
+        code=r["code"],
+        outputs=tuple(json.loads(r["outputs"] or "[]")),
+        files=tuple(json.loads(r["files"] or "[]")),
+        error=r["error"],
+        cost_usd=r["cost_usd"],
+        delivered_by=r["delivered_by"],
+    )
+
+
+class Journal:
+    """One SQLite file (or memory, for `path=None`), used from the event loop's thread."""
+
+    def __init__(self, path: str | os.PathLike[str] | None) -> None:
+        target = ":memory:" if path is None else str(Path(path).expanduser())
+        if path is not None:
+            try:
+                Path(target).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ValidationError(
+                    "journal", target, f"cannot create its folder ({exc.strerror})"
+                ) from None
+        try:
+            self._db = sqlite3.connect(target, isolation_level=None, check_same_thread=False)
+            self._db.row_factory = sqlite3.Row
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # NORMAL: a commit survives a killed process; only a power cut can lose the last ones.
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            raise ValidationError(
+                "journal", target, f"is not a usable SQLite journal ({exc})"
+            ) from None
+        self.path = None if path is None else Path(target)
+
+    def close(self) -> None:
+        self._db.close()
+
+    # -- tasks -------------------------------------------------------------------------
+
+    def get(self, fingerprint: str) -> TaskRow | None:
+        r = self._db.execute("SELECT * FROM tasks WHERE fingerprint = ?", (fingerprint,)).fetchone()
+        return _row(r) if r else None
+
+    def add(
+        self, fingerprint: str, request: dict[str, Any], input_text: str, cost_usd: float
+    ) -> TaskRow:
+        self._db.execute(
+            "INSERT OR IGNORE INTO tasks (fingerprint, request, input, state, cost_usd, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (fingerprint, json.dumps(request), input_text, State.PENDING, cost_usd, time.time()),
+        )
+        row = self.get(fingerprint)
+        assert row is not None
+        return row
+
+    def claim_stem(self, fingerprint: str, wanted: str, fallback: str) -> str:
+        """The output name for a task: `wanted`, or `fallback` when another task has it."""
+        row = self.get(fingerprint)
+        if row is not None and row.output_stem:
+            return row.output_stem
+        for stem in (wanted, fallback):
+            try:
+                self._db.execute(
+                    "UPDATE tasks SET output_stem = ? WHERE fingerprint = ?", (stem, fingerprint)
+                )
+                return stem
+            except sqlite3.IntegrityError:
+                continue
+        raise ValidationError("output name", wanted, "two tasks claim the same output name")
+
+    def update(self, fingerprint: str, **fields: Any) -> None:
+        for key in ("outputs", "files"):
+            if key in fields:
+                fields[key] = json.dumps([str(x) for x in fields[key]])
+        if "request" in fields:
+            fields["request"] = json.dumps(fields["request"])
+        fields["updated_at"] = time.time()
+        columns = ", ".join(f"{name} = ?" for name in fields)
+        self._db.execute(
+            f"UPDATE tasks SET {columns} WHERE fingerprint = ?", (*fields.values(), fingerprint)
+        )
+
+    def rows(self, state: str | None = None) -> Iterator[TaskRow]:
+        if state is None:
+            cursor = self._db.execute("SELECT * FROM tasks ORDER BY rowid")
+        else:
+            cursor = self._db.execute(
+                "SELECT * FROM tasks WHERE state = ? ORDER BY rowid", (state,)
+            )
+        for r in cursor:
+            yield _row(r)
+
+    def open_submits(self) -> list[TaskRow]:
+        """Rows whose submit may have created a task nobody has an id for."""
+        cursor = self._db.execute(
+            "SELECT * FROM tasks WHERE state IN (?, ?) AND sent_at IS NOT NULL",
+            (State.SUBMITTING, State.UNKNOWN),
+        )
+        return [_row(r) for r in cursor]
+
+    def known_prediction_ids(self) -> set[str]:
+        cursor = self._db.execute("SELECT prediction_id FROM tasks WHERE prediction_id IS NOT NULL")
+        return {r[0] for r in cursor}
+
+    def counts(self) -> dict[str, int]:
+        cursor = self._db.execute("SELECT state, COUNT(*) FROM tasks GROUP BY state")
+        return {r[0]: r[1] for r in cursor}
+
+    # -- uploads -----------------------------------------------------------------------
+
+    def upload_url(self, content_hash: str) -> str | None:
+        r = self._db.execute(
+            "SELECT url FROM uploads WHERE content_hash = ? AND uploaded_at > ?",
+            (content_hash, time.time() - UPLOAD_REUSE_SECONDS),
+        ).fetchone()
+        return r[0] if r else None
+
+    def remember_upload(self, content_hash: str, url: str) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO uploads (content_hash, url, uploaded_at) VALUES (?, ?, ?)",
+            (content_hash, url, time.time()),
+        )
+
+    # -- meta --------------------------------------------------------------------------
+
+    def meta(self, key: str) -> str | None:
+        r = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return r[0] if r else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))

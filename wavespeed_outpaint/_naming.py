@@ -1,0 +1,48 @@
+"""Where a task's outputs land under `out_dir`: mirrored input paths, never outside it."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path, PurePosixPath
+from urllib.parse import unquote, urlsplit
+
+from .errors import ValidationError
+from .models import OutpaintRequest
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._ -]")
+
+
+def default_stem(request: OutpaintRequest) -> str:
+    """A local file keeps its name; a URL gives its last path segment."""
+    if isinstance(request.audio, Path):
+        return request.audio.stem or "output"
+    name = PurePosixPath(unquote(urlsplit(request.audio).path)).stem
+    return _UNSAFE.sub("_", name).strip(" .") or "output"
+
+
+def checked_stem(stem: str) -> str:
+    """A relative output name such as `album/song`: no absolute paths, no `..`."""
+    parts = PurePosixPath(stem.replace("\\", "/")).parts
+    if not parts or PurePosixPath(stem).is_absolute() or any(p in ("..", ".", "") for p in parts):
+        raise ValidationError(
+            "output name", stem, "give a relative name inside out_dir, without '..'"
+        )
+    return "/".join(parts)
+
+
+def output_extension(url: str) -> str:
+    suffix = PurePosixPath(unquote(urlsplit(url).path)).suffix.lower()
+    return suffix if re.fullmatch(r"\.[a-z0-9]{1,8}", suffix) else ".wav"
+
+
+def output_paths(out_dir: Path, stem: str, outputs: tuple[str, ...]) -> list[Path]:
+    """`stem.ext` for the first output, `stem-1.ext`, `stem-2.ext` ... for the others."""
+    paths = []
+    root = out_dir.resolve()
+    for i, url in enumerate(outputs):
+        name = stem if i == 0 else f"{stem}-{i}"
+        path = (out_dir / (name + output_extension(url))).resolve()
+        if not path.is_relative_to(root):
+            raise ValidationError("output name", stem, "would land outside out_dir")
+        paths.append(path)
+    return paths

@@ -1,0 +1,290 @@
+"""The shared poller: one loop watches every in-flight prediction of a client.
+
+Each watched task has a due time on a heap: first near its predicted finish (learned
+online from the tasks that already finished), then after a short back-off. When tasks
+come due the loop asks in the cheapest way: with several tasks in flight, one list
+request (status `completed`, filtered to the due tasks' creation window) reports up to
+100 finished predictions at once; a task the list does not show for too long, or any
+task when the list is unavailable, gets its own result GET, never more often than
+`min_check_interval` (the docs ask for politeness per task).
+"""
+
+from __future__ import annotations
+
+import collections
+import heapq
+import itertools
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING
+
+import anyio
+import attrs
+
+from .errors import APIError, AuthenticationError, NotFoundError, OutpaintError, ProtocolError
+from .models import Prediction, Status
+
+if TYPE_CHECKING:
+    from .client import OutpaintClient
+
+log = logging.getLogger("wavespeed_outpaint.poller")
+
+
+@attrs.frozen
+class PollOptions:
+    # Per task: never two result GETs closer than this (the docs advise >= 2 s).
+    min_check_interval: float = 2.0
+    max_check_interval: float = 30.0
+    # Sweeps: the gap between two list requests, growing while they find nothing.
+    min_sweep_gap: float = 0.2
+    max_sweep_gap: float = 2.0
+    # Below this many tasks in flight, per-task GETs are as cheap as the list.
+    list_min_tasks: int = 2
+    # A task still unseen this long after its predicted finish gets its own GET
+    # (the list cannot show `cancelled` or `timeout`).
+    overdue_after: float = 5.0
+    parallel_status_requests: int = 16
+    # Seconds of service work per generated second, until finished tasks teach better.
+    initial_work_per_second: float = 0.1
+    clock_skew: float = 2.0  # slack on creation windows between client and server clocks
+
+
+class FinishEstimator:
+    """Predicts when a task finishes, from the work per generated second seen so far."""
+
+    def __init__(self, initial: float) -> None:
+        self._samples: collections.deque[float] = collections.deque(maxlen=256)
+        self._initial = initial
+        self._cached: float | None = None
+
+    def observe(self, generated: float, not_before: float, seen_at: float, created: float) -> None:
+        """The task finished after `not_before` (its last check) and by `seen_at`."""
+        if generated <= 0:
+            return
+        finished = (max(not_before, created) + seen_at) / 2
+        self._samples.append(max(0.0, finished - created) / generated)
+        self._cached = None
+
+    @property
+    def work_per_second(self) -> float:
+        if not self._samples:
+            return self._initial
+        if self._cached is None:
+            # A high quantile: checking a little late costs a little lag, checking early
+            # costs a request and a back-off.
+            ordered = sorted(self._samples)
+            self._cached = ordered[min(len(ordered) - 1, math.ceil(0.75 * len(ordered)) - 1)]
+        return self._cached
+
+    def finish(self, created: float, generated: float) -> float:
+        return created + self.work_per_second * generated
+
+
+@attrs.define(eq=False)
+class _Watch:
+    id: str
+    created: float
+    generated: float
+    predicted: float
+    due: float
+    event: anyio.Event = attrs.field(factory=anyio.Event)
+    last_get: float = 0.0
+    last_seen_unfinished: float = 0.0
+    misses: int = 0
+    outcome: Prediction | OutpaintError | None = None
+    via: str = ""
+
+
+Fetch = Callable[[str], Awaitable[Prediction]]
+
+
+class SharedPoller:
+    """Owned by the client; `run()` lives in the client's task group."""
+
+    def __init__(self, client: OutpaintClient, options: PollOptions) -> None:
+        self._client = client
+        self.options = options
+        self.estimator = FinishEstimator(options.initial_work_per_second)
+        self._watches: dict[str, _Watch] = {}
+        self._heap: list[tuple[float, int, _Watch]] = []
+        self._seq = itertools.count()
+        self._wakeup = anyio.Event()
+        self._list_ok = True
+        self._sweep_gap = options.min_sweep_gap
+        self._last_sweep = 0.0
+        self._limiter = anyio.CapacityLimiter(options.parallel_status_requests)
+        self.counts = collections.Counter[str]()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._watches)
+
+    async def wait(
+        self, prediction: Prediction, generated_seconds: float
+    ) -> tuple[Prediction, str]:
+        """Wait until the prediction is final; returns it and how it was learned."""
+        if prediction.is_final:
+            return prediction, "submit"
+        watch = self._watches.get(prediction.id)
+        if watch is None:
+            created = prediction.created_at.timestamp() if prediction.created_at else time.time()
+            predicted = self.estimator.finish(created, generated_seconds)
+            watch = _Watch(prediction.id, created, generated_seconds, predicted, predicted)
+            watch.last_seen_unfinished = time.time()
+            self._watches[watch.id] = watch
+            self._schedule(watch, predicted)
+        try:
+            await watch.event.wait()
+        finally:
+            if not watch.event.is_set():
+                self._watches.pop(watch.id, None)  # the waiter gave up (deadline, cancel)
+        if isinstance(watch.outcome, OutpaintError):
+            raise watch.outcome
+        assert watch.outcome is not None
+        return watch.outcome, watch.via
+
+    def deliver(self, prediction: Prediction, via: str) -> bool:
+        """Hand in a final prediction learned elsewhere (a webhook). True if awaited."""
+        watch = self._watches.get(prediction.id)
+        if watch is None or not prediction.is_final:
+            return False
+        self._resolve(watch, prediction, via)
+        return True
+
+    # -- the loop ----------------------------------------------------------------------
+
+    def _schedule(self, watch: _Watch, due: float) -> None:
+        watch.due = due
+        heapq.heappush(self._heap, (due, next(self._seq), watch))
+        self._wakeup.set()
+
+    def _resolve(self, watch: _Watch, outcome: Prediction | OutpaintError, via: str) -> None:
+        if isinstance(outcome, Prediction):
+            self.estimator.observe(
+                watch.generated, watch.last_seen_unfinished, time.time(), watch.created
+            )
+        watch.outcome, watch.via = outcome, via
+        self._watches.pop(watch.id, None)
+        watch.event.set()
+
+    def _pop_due(self, now: float) -> list[_Watch]:
+        due = []
+        while self._heap and self._heap[0][0] <= now:
+            when, _, watch = heapq.heappop(self._heap)
+            if watch.id in self._watches and watch.due == when:
+                due.append(watch)
+        return due
+
+    async def run(self) -> None:
+        while True:
+            self._wakeup = anyio.Event()
+            now = time.time()
+            due = self._pop_due(now)
+            if due:
+                await self._check(due, now)
+                continue
+            # Drop stale heap entries so the next wake-up is a real one.
+            while self._heap and self._heap[0][2].due != self._heap[0][0]:
+                heapq.heappop(self._heap)
+            delay = self._heap[0][0] - now if self._heap else math.inf
+            with anyio.move_on_after(delay):
+                await self._wakeup.wait()
+
+    async def _check(self, due: list[_Watch], now: float) -> None:
+        opts = self.options
+        if self._list_ok and len(self._watches) >= opts.list_min_tasks:
+            wait = self._last_sweep + self._sweep_gap - now
+            if wait > 0:
+                # Too soon for another list request: fold these into the next sweep.
+                for watch in due:
+                    self._schedule(watch, now + wait)
+                return
+            found = await self._sweep(due)
+            self._sweep_gap = (
+                opts.min_sweep_gap if found else min(opts.max_sweep_gap, self._sweep_gap * 2)
+            )
+            now = time.time()
+            overdue = []
+            for watch in due:
+                if watch.id not in self._watches:
+                    continue
+                watch.last_seen_unfinished = now
+                late = now - watch.predicted > opts.overdue_after
+                if late and now - watch.last_get >= opts.min_check_interval:
+                    overdue.append(watch)
+                else:
+                    watch.misses += 1
+                    self._schedule(watch, now + self._sweep_gap)
+            due = overdue
+        if due:
+            await self._get_each(due)
+
+    async def _sweep(self, due: list[_Watch]) -> int:
+        """One list query over the due tasks' creation window; returns how many it settled."""
+        skew = self.options.clock_skew
+        after = datetime.fromtimestamp(min(w.created for w in due) - skew, timezone.utc)
+        before = datetime.fromtimestamp(max(w.created for w in due) + skew, timezone.utc)
+        self._last_sweep = time.time()
+        settled = 0
+        try:
+            async for page in self._client.list_predictions(
+                status="completed", created_after=after, created_before=before
+            ):
+                self.counts["list_requests"] += 1
+                for prediction in page.items:
+                    watch = self._watches.get(prediction.id)
+                    if watch is not None and prediction.is_final:
+                        self._resolve(watch, prediction, "list")
+                        settled += 1
+        except (NotFoundError, ProtocolError) as exc:
+            log.warning("the list endpoint is unavailable (%s); polling each task instead", exc)
+            self._list_ok = False
+        except APIError as exc:
+            if exc.status == 405:
+                self._list_ok = False
+            else:
+                log.warning("list request failed: %s", exc)
+        except OutpaintError as exc:
+            log.warning("list request failed: %s", exc)
+        return settled
+
+    async def _get_each(self, due: list[_Watch]) -> None:
+        async with anyio.create_task_group() as tg:
+            for watch in due:
+                tg.start_soon(self._get_one, watch)
+
+    async def _get_one(self, watch: _Watch) -> None:
+        opts = self.options
+        async with self._limiter:
+            watch.last_get = time.time()
+            self.counts["result_gets"] += 1
+            try:
+                prediction = await self._client.get(watch.id)
+            except AuthenticationError as exc:
+                self._resolve(watch, exc, "poll")
+                return
+            except NotFoundError:
+                gone = Prediction(
+                    watch.id, Status.DELETED, error="the service no longer knows this prediction"
+                )
+                self._resolve(watch, gone, "poll")
+                return
+            except OutpaintError as exc:
+                log.warning("status check of %s failed: %s", watch.id, exc)
+                prediction = None
+        if watch.id not in self._watches:
+            return
+        if prediction is not None and prediction.is_final:
+            self._resolve(watch, prediction, "poll")
+            return
+        now = time.time()
+        watch.last_seen_unfinished = now
+        watch.misses += 1
+        # Not done yet: the next check at the later of a back-off and the prediction.
+        backoff = min(opts.max_check_interval, opts.min_check_interval * 1.5 ** (watch.misses - 1))
+        self._schedule(
+            watch, max(now + backoff, min(watch.predicted, now + opts.max_check_interval))
+        )
