@@ -4,6 +4,8 @@ Everything a user needs is importable from here; the modules starting with `_` a
 private.
 """
 
+import logging
+
 from .client import OutpaintClient, PredictionPage
 from .errors import (
     APIError,
@@ -25,6 +27,9 @@ from .models import MODEL_ID, PRICE_PER_SECOND_USD, OutpaintRequest, Prediction,
 from .options import DEFAULT_BASE_URL, ClientOptions
 
 __version__ = "0.1.0"
+
+# A library logs, the application decides where it goes.
+logging.getLogger("wavespeed_outpaint").addHandler(logging.NullHandler())
 
 __all__ = [
     "DEFAULT_BASE_URL",

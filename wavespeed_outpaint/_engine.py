@@ -9,6 +9,7 @@ re-submitted; a submit that was on the wire is settled through the list endpoint
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -101,6 +102,8 @@ class Engine:
         self.in_flight = anyio.CapacityLimiter(opts.max_in_flight)
         self._submits = anyio.CapacityLimiter(opts.parallel_submits)
         self._downloads = anyio.CapacityLimiter(opts.parallel_downloads)
+        self._serial = anyio.Lock()
+        self._careful_until = 0.0
         self._hashes: dict[tuple[str, int, int], str] = {}
         self._uploading: dict[str, anyio.Event] = {}
         self._upload_urls: dict[str, str] = {}
@@ -237,14 +240,13 @@ class Engine:
                 row = await self._settle(row, batch)
             if row.state in (State.PENDING, State.FAILED):
                 row = await self._submit(request, row, content_hash, batch)
-            if row.state == State.PENDING:
-                return None  # the batch stopped before this task was sent
-            if row.state != State.SUBMITTED:
-                return self._result(request, row)
-            row = await self._wait(request, row, batch)
-        if row.state != State.COMPLETED or batch.out_dir is None:
-            return self._result(request, row)
-        return await self._download(request, row, batch)
+            if row.state == State.SUBMITTED:
+                row = await self._wait(request, row, batch)
+        if row.state == State.PENDING:
+            return None  # the batch stopped before this task was sent
+        if row.state == State.COMPLETED and batch.out_dir is not None:
+            return await self._download(request, row, batch)
+        return self._result(request, row)
 
     @staticmethod
     def _row(journal: Journal, fp: str) -> TaskRow:
@@ -267,8 +269,10 @@ class Engine:
             await self.pacer.slot()
             if batch.stopped:
                 break
-            async with self._submits:
+            careful = time.monotonic() < self._careful_until
+            async with self._submits, self._serial if careful else contextlib.nullcontext():
                 sent_at = time.time()
+
                 # Written before the POST leaves: from here a crash is settled, not re-sent.
                 journal.update(
                     fp, state=State.SUBMITTING, sent_at=sent_at, failed_at=None, request=payload
@@ -287,6 +291,10 @@ class Engine:
                     journal.update(
                         fp, state=State.UNKNOWN, failed_at=exc.failed_at, error=exc.cause
                     )
+                    # Lost answers are settled by creation time; submits one at a time for
+                    # a while keep the next lost ones' windows apart.
+                    self._careful_until = time.monotonic() + self.options.serial_submits_after_loss
+
                 except (InsufficientBalanceError, AuthenticationError) as exc:
                     # The account takes no more tasks: stop the batch; this one stays pending.
                     journal.update(fp, state=State.PENDING, error=str(exc))
@@ -308,6 +316,10 @@ class Engine:
                     return self._row(journal, fp)
                 else:
                     self.pacer.accepted()
+                    if prediction.created_at is not None:
+                        self.settler.clock.observe(
+                            sent_at, time.time(), prediction.created_at.timestamp()
+                        )
                     journal.update(
                         fp,
                         state=State.SUBMITTED,
@@ -321,6 +333,10 @@ class Engine:
                     return self._row(journal, fp)
                 finally:
                     self._on_the_wire.pop(fp, None)
+                    if careful:
+                        # Hold the line until the next submit's window cannot touch this one.
+                        await anyio.sleep(self.settler.clock.uncertainty)
+
             row = await self._settle(self._row(journal, fp), batch)
             if row.state != State.PENDING:
                 return row

@@ -49,6 +49,47 @@ class OpenSubmit:
     ends_at: float  # by when the service would have created its task
 
 
+class ClockOffset:
+    """Bounds on (server clock - client clock), learned from answered submits.
+
+    A task answered between `sent` and `received` (client clock) was created in that
+    span, so its `created_at` (server clock) bounds the offset on both sides. With a few
+    samples the window of a lost submit is as tight as the submits themselves, instead
+    of padded by a guessed skew.
+    """
+
+    RESOLUTION = 0.002  # created_at carries milliseconds
+
+    def __init__(self, fallback_skew: float) -> None:
+        self._skew = fallback_skew
+        self._low = -float("inf")
+        self._high = float("inf")
+
+    @property
+    def margin(self) -> float:
+        """How far a server time may sit past the client's, as far as is known."""
+        return self._skew if self._high == float("inf") else max(0.0, self._high) + self.RESOLUTION
+
+    @property
+    def uncertainty(self) -> float:
+        """How wide the server-time window of an instant on the client's clock is."""
+        if self._high == float("inf"):
+            return 2 * self._skew
+        return self._high - self._low + 2 * self.RESOLUTION
+
+    def observe(self, sent: float, received: float, created: float) -> None:
+
+        low, high = created - received, created - sent
+        if max(self._low, low) <= min(self._high, high):
+            self._low, self._high = max(self._low, low), min(self._high, high)
+
+    def server_window(self, start: float, end: float) -> tuple[float, float]:
+        """The span of server time in which a submit open from start to end created a task."""
+        if self._low == -float("inf"):
+            return start - self._skew, end + self._skew
+        return start + self._low - self.RESOLUTION, end + self._high + self.RESOLUTION
+
+
 @attrs.frozen
 class Settlement:
     outcome: Outcome
@@ -67,6 +108,7 @@ class Settler:
     ) -> None:
         self._client = client
         self._skew = clock_skew
+        self.clock = ClockOffset(clock_skew)
         self._grace = grace
         self._open_submits = open_submits
         self._known_ids = known_ids
@@ -77,7 +119,7 @@ class Settler:
         """Look for the submit's task; wait for the window to close and for neighbours."""
         for attempt in range(attempts):
             # Give a creation that raced the lost answer time to show in the list.
-            await anyio.sleep(max(0.0, submit.ends_at + self._skew - time.time()))
+            await anyio.sleep(max(0.0, submit.ends_at + self.clock.margin - time.time()))
             try:
                 async with self._lock:
                     settlement = await self._try(submit)
@@ -91,34 +133,45 @@ class Settler:
         return Settlement(Outcome.AMBIGUOUS)
 
     async def _try(self, submit: OpenSubmit) -> Settlement | None:
-        start, end = submit.sent_at - self._skew, submit.ends_at + self._skew
+        start, end = self.clock.server_window(submit.sent_at, submit.ends_at)
         known = self._known_ids() | self._adopted
         unseen = [p for p in await self._window(start, end) if p.id not in known]
         with_input = [p for p in unseen if isinstance(p.raw.get("input"), dict)]
         if with_input:
             matches = [p for p in with_input if _same_input(p.raw["input"], submit.payload)]
-            if len(matches) == 1:
-                return self._adopt(matches[0])
-        others = [o for o in self._open_submits() if o.key != submit.key]
+            return self._adopt(matches[0]) if len(matches) == 1 else Settlement(Outcome.AMBIGUOUS)
+        others = [
+            (o, *self.clock.server_window(o.sent_at, o.ends_at))
+            for o in self._open_submits()
+            if o.key != submit.key
+        ]
         if not unseen:
             conclusive = time.time() >= submit.ends_at + self._grace
-            blocked = any(
-                o.sent_at - self._skew <= end and o.ends_at + self._skew >= start for o in others
-            )
-            if conclusive and not blocked:
-                return Settlement(Outcome.ABSENT)
-            return None
-        if len(unseen) == 1 and not with_input:
-            created = unseen[0].created_at.timestamp() if unseen[0].created_at else None
-            rivals = [
-                o
-                for o in others
-                if created is None or o.sent_at - self._skew <= created <= o.ends_at + self._skew
-            ]
-            if not rivals:
-                return self._adopt(unseen[0])
-            if any(o.ends_at > time.time() for o in rivals):
-                return None  # a rival is still on the wire; its answer may claim the task
+            blocked = any(low <= end and high >= start for _, low, high in others)
+            return Settlement(Outcome.ABSENT) if conclusive and not blocked else None
+
+        def rivals(prediction: Prediction) -> list[OpenSubmit]:
+            if prediction.created_at is None:
+                return [o for o, _, _ in others]
+            created = prediction.created_at.timestamp()
+            return [o for o, low, high in others if low <= created <= high]
+
+        # Every unseen prediction was created by some open submit. One that no other open
+        # submit could have created is this one's; a submit creates at most one task.
+        exclusive = [p for p in unseen if not rivals(p)]
+        log.debug(
+            "settling %s: %d unseen predictions in %.3f s, %d exclusive",
+            submit.key[:8],
+            len(unseen),
+            end - start,
+            len(exclusive),
+        )
+        if len(exclusive) == 1:
+            return self._adopt(exclusive[0])
+        if not exclusive and any(o.ends_at > time.time() for p in unseen for o in rivals(p)):
+            return None  # a rival is still on the wire: its answer may claim a candidate
+        if not exclusive:
+            return None  # rivals may settle first and take their candidates out
         return Settlement(Outcome.AMBIGUOUS)
 
     def _adopt(self, prediction: Prediction) -> Settlement:

@@ -88,3 +88,6 @@ class ClientOptions:
     # this long after its window closed.
     settle_grace: float = attrs.field(default=15.0, validator=_positive)
     clock_skew: float = attrs.field(default=2.0, validator=_positive)
+    # After a submit's answer is lost, submits go one at a time this long, so that the
+    # list endpoint can tell the next lost submits' tasks apart by creation time.
+    serial_submits_after_loss: float = attrs.field(default=30.0, validator=_positive)
