@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+import zlib
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -40,6 +41,9 @@ def fast_client(emu: Emulator, **kw: object) -> OutpaintClient:
         "retry_wait_max": 0.02,
         "retry_timeout": 10.0,
         "read_timeout": 5.0,
+        "min_check_interval": 0.05,
+        "settle_grace": 0.3,
+        "initial_work_per_second": 0.001,
     }
     options.update(kw)
     return OutpaintClient(api_key=DEFAULT_API_KEY, base_url=emu.base_url, **options)
@@ -58,8 +62,14 @@ MakeTrack = Callable[..., Path]
 def make_audio(tmp_path: Path) -> MakeTrack:
     """Write a real track: make_audio("a.wav", seconds=2.0, fmt="wav")."""
 
-    def make(name: str, seconds: float = 1.0, fmt: str | None = None, seed: int = 0) -> Path:
+    def make(
+        name: str, seconds: float = 1.0, fmt: str | None = None, seed: int | None = None
+    ) -> Path:
+        """Different names get different music unless `seed` says otherwise."""
+        if seed is None:
+            seed = zlib.crc32(name.encode())
         path = tmp_path / name
+
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(encode(make_track(seconds, RATE, seed=seed), RATE, fmt or path.suffix[1:]))
         return path

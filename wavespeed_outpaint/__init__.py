@@ -23,7 +23,14 @@ from .errors import (
     UnknownSubmissionError,
     ValidationError,
 )
-from .models import MODEL_ID, PRICE_PER_SECOND_USD, OutpaintRequest, Prediction, Status
+from .models import (
+    MODEL_ID,
+    PRICE_PER_SECOND_USD,
+    OutpaintRequest,
+    OutpaintResult,
+    Prediction,
+    Status,
+)
 from .options import DEFAULT_BASE_URL, ClientOptions
 
 __version__ = "0.1.0"
@@ -45,6 +52,7 @@ __all__ = [
     "OutpaintClient",
     "OutpaintError",
     "OutpaintRequest",
+    "OutpaintResult",
     "Prediction",
     "PredictionPage",
     "ProtocolError",

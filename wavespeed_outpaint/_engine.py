@@ -44,6 +44,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("wavespeed_outpaint.engine")
 
 HASH_CHUNK = 1024 * 1024
+# Submits of one task that may be lost (and proven to have created nothing) in a row.
+MAX_LOST_SUBMITS = 5
 
 
 @attrs.define
@@ -265,8 +267,21 @@ class Engine:
             journal.update(fp, state=State.FAILED, status=Status.FAILED.value, error=str(exc))
             return self._row(journal, fp)
         payload = request.payload(url)
+        lost = 0
         while not batch.stopped:
+            if lost >= MAX_LOST_SUBMITS:
+                journal.update(
+                    fp,
+                    state=State.FAILED,
+                    status=Status.FAILED.value,
+                    error=(
+                        f"{lost} submits in a row got no answer and created no task; "
+                        "the service is in trouble, try again later"
+                    ),
+                )
+                break
             await self.pacer.slot()
+
             if batch.stopped:
                 break
             careful = time.monotonic() < self._careful_until
@@ -341,6 +356,8 @@ class Engine:
             if row.state != State.PENDING:
                 return row
             # The list proved that no task was created: sending again is safe.
+            lost += 1
+
         return self._row(journal, fp)
 
     async def _settle(self, row: TaskRow, batch: BatchState) -> TaskRow:

@@ -45,7 +45,8 @@ class PollOptions:
     list_min_tasks: int = 2
     # A task still unseen this long after its predicted finish gets its own GET
     # (the list cannot show `cancelled` or `timeout`).
-    overdue_after: float = 5.0
+    overdue_after: float = 1.0
+
     parallel_status_requests: int = 16
     # Seconds of service work per generated second, until finished tasks teach better.
     initial_work_per_second: float = 0.1
@@ -202,7 +203,11 @@ class SharedPoller:
                 for watch in due:
                     self._schedule(watch, now + wait)
                 return
-            found = await self._sweep(due)
+            found = await self._sweep(due, "completed")
+            # Tasks missed twice may have failed: the same window, for failures.
+            missed = [w for w in due if w.id in self._watches and w.misses >= 2]
+            if missed:
+                found += await self._sweep(missed, "failed")
             self._sweep_gap = (
                 opts.min_sweep_gap if found else min(opts.max_sweep_gap, self._sweep_gap * 2)
             )
@@ -212,7 +217,10 @@ class SharedPoller:
                 if watch.id not in self._watches:
                     continue
                 watch.last_seen_unfinished = now
-                late = now - watch.predicted > opts.overdue_after
+                # Cancelled and timed-out tasks never show in the list: ask them directly.
+                overdue_after = max(opts.overdue_after, 0.5 * (watch.predicted - watch.created))
+                late = now - watch.predicted > overdue_after
+
                 if late and now - watch.last_get >= opts.min_check_interval:
                     overdue.append(watch)
                 else:
@@ -222,8 +230,9 @@ class SharedPoller:
         if due:
             await self._get_each(due)
 
-    async def _sweep(self, due: list[_Watch]) -> int:
+    async def _sweep(self, due: list[_Watch], status: str) -> int:
         """One list query over the due tasks' creation window; returns how many it settled."""
+
         skew = self.options.clock_skew
         after = datetime.fromtimestamp(min(w.created for w in due) - skew, timezone.utc)
         before = datetime.fromtimestamp(max(w.created for w in due) + skew, timezone.utc)
@@ -231,7 +240,7 @@ class SharedPoller:
         settled = 0
         try:
             async for page in self._client.list_predictions(
-                status="completed", created_after=after, created_before=before
+                status=status, created_after=after, created_before=before
             ):
                 self.counts["list_requests"] += 1
                 for prediction in page.items:

@@ -146,9 +146,9 @@ class Settler:
             if o.key != submit.key
         ]
         if not unseen:
+            # Had this submit created a task, nobody could have its id: it would be here.
             conclusive = time.time() >= submit.ends_at + self._grace
-            blocked = any(low <= end and high >= start for _, low, high in others)
-            return Settlement(Outcome.ABSENT) if conclusive and not blocked else None
+            return Settlement(Outcome.ABSENT) if conclusive else None
 
         def rivals(prediction: Prediction) -> list[OpenSubmit]:
             if prediction.created_at is None:

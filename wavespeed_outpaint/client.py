@@ -259,10 +259,13 @@ class OutpaintClient:
                         raise
                     request = item if isinstance(item, OutpaintRequest) else item[0]
                     result = OutpaintResult(request, Status.FAILED, error=str(exc))
+                try:
+                    if result is not None:
+                        await out.send(result)
                 finally:
+                    # Released once the consumer has the result: a slow consumer slows
+                    # the reading of requests instead of piling up finished tasks.
                     admission.release()
-                if result is not None:
-                    await out.send(result)
 
         try:
             with scope:

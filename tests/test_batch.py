@@ -1,0 +1,334 @@
+"""The batch engine against the emulator: many tasks, faults, resume, shared polling."""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import json
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import anyio
+import pytest
+import soundfile as sf
+from conftest import RATE, MakeTrack, fast_client, fast_config
+
+from wavespeed_outpaint import (
+    InsufficientBalanceError,
+    OutpaintRequest,
+    OutpaintResult,
+    Status,
+    TaskFailedError,
+)
+from wavespeed_outpaint.emulator import FAULT_KINDS, Emulator, Faults
+
+pytestmark = pytest.mark.anyio
+
+
+def frames(path: Path) -> int:
+    return int(sf.info(path).frames)
+
+
+async def collect(results: AsyncIterator[OutpaintResult]) -> list[OutpaintResult]:
+    with anyio.fail_after(60):
+        return [r async for r in results]
+
+
+async def test_a_batch_of_nested_files_lands_whole_at_mirrored_paths(
+    emulator: Emulator, make_audio: MakeTrack, tmp_path: Path
+) -> None:
+    sources = [make_audio(f"in/album{i % 3}/song{i}.wav", seconds=0.5 + i % 2) for i in range(12)]
+    requests = [
+        (
+            OutpaintRequest(
+                p, tags="lofi", extend_before_duration=0.5, extend_after_duration=1, seed=1
+            ),
+            str(p.relative_to(tmp_path / "in").with_suffix("")),
+        )
+        for p in sources
+    ]
+    async with fast_client(emulator) as client:
+        results = await collect(client.outpaint_many(requests, tmp_path / "out"))
+    assert len(results) == 12
+    for result in results:
+        assert result.ok, result.error
+        source = result.request.audio
+        assert isinstance(source, Path)
+        expected = tmp_path / "out" / source.relative_to(tmp_path / "in")
+        assert result.files == (expected,)
+        assert frames(expected) == frames(source) + round(1.5 * RATE)
+    assert not list((tmp_path / "out").rglob("*.part"))
+    stats = emulator.stats()
+    assert stats["tasks_created"] == 12
+    assert stats["duplicate_submissions"] == 0
+
+
+async def test_one_upload_per_file_content(
+    emulator: Emulator, make_audio: MakeTrack, tmp_path: Path
+) -> None:
+    one = make_audio("a.wav")
+    copy = tmp_path / "copy-of-a.wav"
+    copy.write_bytes(one.read_bytes())
+    requests = [OutpaintRequest(p, tags="x", seed=s) for p in (one, copy) for s in range(3)]
+    async with fast_client(emulator) as client:
+        results = await collect(client.outpaint_many(requests))
+    assert all(r.ok for r in results)
+    assert emulator.stats()["upload_requests"] == 1
+
+
+async def test_requests_are_read_lazily_and_breaking_out_stops_everything(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    pulled = itertools.count()
+
+    def endless() -> Iterator[OutpaintRequest]:
+        for seed in range(100_000):
+            next(pulled)
+            yield OutpaintRequest("https://x.invalid/a.wav", tags="x", seed=seed)
+
+    async with fast_client(emulator, max_in_flight=8, parallel_downloads=2) as client:
+        seen = 0
+        async for _ in client.outpaint_many(endless(), journal=tmp_path / "j.sqlite"):
+            seen += 1
+            if seen == 5:
+                break
+    assert next(pulled) <= 5 + 8 + 2 + 1
+    created = emulator.stats()["tasks_created"]
+    await anyio.sleep(0.2)
+    assert emulator.stats()["tasks_created"] == created  # nothing goes on after the break
+
+
+async def test_async_iterables_are_accepted(emulator: Emulator) -> None:
+    async def source() -> AsyncIterator[OutpaintRequest]:
+        for seed in range(4):
+            yield OutpaintRequest("https://x.invalid/a.wav", tags="x", seed=seed)
+
+    async with fast_client(emulator) as client:
+        results = await collect(client.outpaint_many(source()))
+    assert len(results) == 4
+    assert {r.status for r in results} == {Status.FAILED}  # the emulator cannot fetch that URL
+    assert all("media access failed" in (r.error or "") for r in results)
+    assert all(r.retryable is False for r in results)
+
+
+async def test_task_failures_come_back_with_the_server_error(make_audio: MakeTrack) -> None:
+    async with Emulator(
+        fast_config(faults=Faults({"task_failed": 1.0}, failure_codes=(1401,)))
+    ) as emu:
+        async with fast_client(emu) as client:
+            results = await collect(
+                client.outpaint_many(
+                    [OutpaintRequest(make_audio("a.wav"), tags="x", seed=s) for s in range(3)]
+                )
+            )
+        for result in results:
+            assert result.status is Status.FAILED
+            assert result.code == 1401
+            assert result.error == emu.service.tasks[result.prediction_id or ""].error
+            assert result.retryable is False
+
+
+async def test_every_fault_kind_loses_nothing_and_charges_nothing_twice(
+    make_audio: MakeTrack, tmp_path: Path
+) -> None:
+    kinds = [k for k in FAULT_KINDS if not k.startswith("webhook")]
+    faults = Faults(dict.fromkeys(kinds, 0.2), seed=7, retry_after=0.02, slow_seconds=0.05)
+    source = make_audio("a.wav", seconds=0.5)
+    count = 120
+    async with Emulator(fast_config(faults=faults)) as emu:
+        async with fast_client(emu, read_timeout=2.0) as client:
+            results = await collect(
+                client.outpaint_many(
+                    [
+                        (
+                            OutpaintRequest(source, tags="x", extend_after_duration=1, seed=s),
+                            f"t{s}",
+                        )
+                        for s in range(count)
+                    ],
+                    tmp_path / "out",
+                    journal=tmp_path / "j.sqlite",
+                )
+            )
+        stats = emu.stats()
+        assert len(results) == count
+        assert stats["duplicate_submissions"] == 0
+        assert stats["tasks_created"] <= count
+        by_status = collections.Counter(r.status for r in results)
+        for result in results:
+            if result.status is Status.UNKNOWN:
+                assert result.prediction_id is None
+                continue
+            task = emu.service.tasks[result.prediction_id or ""]
+            if task.final_status == "completed" and not task.expired_output:
+                # A task that could complete did, with a whole file.
+                assert result.ok, result.error
+                assert frames(result.files[0]) == frames(source) + RATE
+            else:
+                assert not result.ok
+                assert result.error
+        assert by_status[Status.COMPLETED] > 0
+        assert not list((tmp_path / "out").rglob("*.part"))
+
+
+async def test_a_lost_submit_answer_is_settled_through_the_list(
+    make_audio: MakeTrack, tmp_path: Path
+) -> None:
+    async with Emulator(fast_config(faults=Faults({"submit_lost": 1.0}))) as emu:
+        async with fast_client(emu) as client:
+            result = await client.outpaint(OutpaintRequest(make_audio("a.wav"), tags="x"), tmp_path)
+        stats = emu.stats()
+    assert result.ok
+    assert result.files[0].exists()
+    assert stats["submit_requests"] == 1
+    assert stats["tasks_created"] == 1
+
+
+async def test_a_submit_refused_before_creation_is_sent_again_once_proven_absent(
+    make_audio: MakeTrack,
+) -> None:
+    faults = Faults({"submit_5xx": 0.5}, seed=3, error_statuses=(500,))
+    async with Emulator(fast_config(faults=faults)) as emu:
+        async with fast_client(emu) as client:
+            results = await collect(
+                client.outpaint_many(
+                    [OutpaintRequest(make_audio("a.wav"), tags="x", seed=s) for s in range(6)]
+                )
+            )
+        stats = emu.stats()
+    assert all(r.ok for r in results), [r.error for r in results]
+    assert stats["tasks_created"] == 6
+    assert stats["duplicate_submissions"] == 0
+    assert stats["submit_requests"] > 6
+
+
+async def test_the_same_journal_resumes_without_submitting_again(
+    emulator: Emulator, make_audio: MakeTrack, tmp_path: Path
+) -> None:
+    requests = [OutpaintRequest(make_audio(f"s{i}.wav"), tags="x") for i in range(5)]
+    journal = tmp_path / "journal.sqlite"
+    async with fast_client(emulator) as client:
+        first = await collect(client.outpaint_many(requests, tmp_path / "out", journal=journal))
+        assert all(r.ok and not r.skipped for r in first)
+        first[0].files[0].unlink()
+        second = await collect(client.outpaint_many(requests, tmp_path / "out", journal=journal))
+    stats = emulator.stats()
+    assert stats["submit_requests"] == 5
+    assert stats["downloads_completed"] == 6  # the deleted file, fetched again
+    assert all(r.ok for r in second)
+    assert sum(r.skipped for r in second) == 4
+    assert all(f.exists() for r in second for f in r.files)
+
+
+async def test_insufficient_balance_stops_submitting_and_collects_in_flight(
+    make_audio: MakeTrack,
+) -> None:
+    config = fast_config(balance_usd=5 * 30 * 0.0002 + 1e-9)
+    async with Emulator(config) as emu:
+        async with fast_client(emu, parallel_submits=1) as client:
+            got: list[OutpaintResult] = []
+            with pytest.raises(InsufficientBalanceError, match="top up"):
+                async for result in client.outpaint_many(
+                    [OutpaintRequest(make_audio("a.wav"), tags="x", seed=s) for s in range(10)]
+                ):
+                    got.append(result)
+        stats = emu.stats()
+    assert stats["tasks_created"] == 5
+    assert len(got) == 5
+    assert all(r.ok for r in got)
+
+
+async def test_concurrent_outpaint_calls_share_one_poller(
+    emulator: Emulator, make_audio: MakeTrack
+) -> None:
+    url_source = make_audio("a.wav")
+    count = 200
+    async with fast_client(emulator, min_check_interval=2.0) as client:
+        url = await client.upload(url_source)
+        results: list[OutpaintResult] = []
+
+        async def one(seed: int) -> None:
+            results.append(
+                await client.outpaint(
+                    OutpaintRequest(url, tags="x", extend_after_duration=2, seed=seed)
+                )
+            )
+
+        with anyio.fail_after(60):
+            async with anyio.create_task_group() as tg:
+                for seed in range(count):
+                    tg.start_soon(one, seed)
+    stats = emulator.stats()
+    assert len(results) == count
+    assert all(r.ok for r in results)
+    # One loop asking in bulk: far fewer status requests than tasks.
+    assert stats["list_requests"] > 0
+    assert stats["status_requests"] < count / 4
+
+
+async def test_outpaint_raises_on_task_failure(make_audio: MakeTrack) -> None:
+    async with Emulator(
+        fast_config(faults=Faults({"task_failed": 1.0}, failure_codes=(5003,)))
+    ) as emu, fast_client(emu) as client:
+        with pytest.raises(TaskFailedError, match="5003") as info:
+            await client.outpaint(OutpaintRequest(make_audio("a.wav"), tags="x"))
+    assert info.value.retryable is True
+
+
+async def test_duplicate_requests_in_a_batch_run_once(
+    emulator: Emulator, make_audio: MakeTrack, tmp_path: Path
+) -> None:
+    request = OutpaintRequest(make_audio("a.wav"), tags="x", seed=1)
+    async with fast_client(emulator) as client:
+        results = await collect(client.outpaint_many([request, request, request], tmp_path))
+    assert len(results) == 3
+    assert all(r.ok for r in results)
+    assert emulator.stats()["tasks_created"] == 1
+
+
+async def test_output_names_never_collide_or_escape(
+    emulator: Emulator, make_audio: MakeTrack, tmp_path: Path
+) -> None:
+    a = make_audio("x/song.wav", seed=1)
+    b = make_audio("y/song.wav", seed=2)
+    async with fast_client(emulator) as client:
+        results = await collect(
+            client.outpaint_many(
+                [
+                    OutpaintRequest(a, tags="x"),
+                    OutpaintRequest(b, tags="x"),
+                    (OutpaintRequest(a, tags="y"), "../evil"),
+                    (OutpaintRequest(b, tags="y"), "/abs/path"),
+                ],
+                tmp_path / "out",
+            )
+        )
+    ok = [r for r in results if r.ok]
+    assert len(ok) == 2
+    assert len({r.files[0] for r in ok}) == 2
+    assert all(r.files[0].parent == tmp_path / "out" for r in ok)
+    refused = [r for r in results if not r.ok]
+    assert all("output name" in (r.error or "") for r in refused)
+    assert emulator.stats()["tasks_created"] == 2
+    assert not (tmp_path / "evil.wav").exists()
+
+
+async def test_journal_rows_agree_with_the_files(
+    emulator: Emulator, make_audio: MakeTrack, tmp_path: Path
+) -> None:
+    import sqlite3
+
+    async with fast_client(emulator) as client:
+        await collect(
+            client.outpaint_many(
+                [OutpaintRequest(make_audio(f"{i}.wav"), tags="x") for i in range(3)],
+                tmp_path / "out",
+                journal=tmp_path / "j.sqlite",
+            )
+        )
+    rows = (
+        sqlite3.connect(tmp_path / "j.sqlite").execute("SELECT state, files FROM tasks").fetchall()
+    )
+    assert [state for state, _ in rows] == ["downloaded"] * 3
+    for _, files in rows:
+        assert all(Path(f).exists() for f in json.loads(files))
