@@ -227,11 +227,17 @@ async def test_insufficient_balance_stops_submitting_and_collects_in_flight(
     async with Emulator(config) as emu:
         async with fast_client(emu, parallel_submits=1) as client:
             got: list[OutpaintResult] = []
-            with pytest.raises(InsufficientBalanceError, match="top up"):
-                async for result in client.outpaint_many(
-                    [OutpaintRequest(make_audio("a.wav"), tags="x", seed=s) for s in range(10)]
-                ):
+
+            async def drain() -> None:
+                requests = [
+                    OutpaintRequest(make_audio("a.wav"), tags="x", seed=s) for s in range(10)
+                ]
+                async for result in client.outpaint_many(requests):
                     got.append(result)
+
+            with pytest.raises(InsufficientBalanceError, match="top up"):
+                await drain()
+
         stats = emu.stats()
     assert stats["tasks_created"] == 5
     assert len(got) == 5
@@ -267,9 +273,10 @@ async def test_concurrent_outpaint_calls_share_one_poller(
 
 
 async def test_outpaint_raises_on_task_failure(make_audio: MakeTrack) -> None:
-    async with Emulator(
-        fast_config(faults=Faults({"task_failed": 1.0}, failure_codes=(5003,)))
-    ) as emu, fast_client(emu) as client:
+    async with (
+        Emulator(fast_config(faults=Faults({"task_failed": 1.0}, failure_codes=(5003,)))) as emu,
+        fast_client(emu) as client,
+    ):
         with pytest.raises(TaskFailedError, match="5003") as info:
             await client.outpaint(OutpaintRequest(make_audio("a.wav"), tags="x"))
     assert info.value.retryable is True
