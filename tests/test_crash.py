@@ -1,0 +1,127 @@
+"""Crash and resume: a batch process killed with SIGKILL, then run again to the end."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+
+from conftest import RATE, MakeTrack
+
+HERE = Path(__file__).parent
+
+
+@pytest.fixture
+def emulator_process() -> Iterator[str]:
+    """The emulator as its own process; yields its base URL."""
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "wavespeed_outpaint",
+            "emulator",
+            "--port",
+            "0",
+            "--time-scale",
+            "1.0",
+            "--base-seconds",
+            "0.05",
+            "--jitter",
+            "0.3",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert "listening on" in line, line
+        yield line.split()[3]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def journal_states(tmp: Path) -> dict[str, int]:
+    import sqlite3
+
+    db = sqlite3.connect(tmp / "journal.sqlite")
+    try:
+        return dict(db.execute("SELECT state, COUNT(*) FROM tasks GROUP BY state").fetchall())
+    finally:
+        db.close()
+
+
+def stats(base_url: str) -> dict[str, int]:
+    with urllib.request.urlopen(base_url + "/_emulator/stats", timeout=5) as response:
+        return json.loads(response.read())  # type: ignore[no-any-return]
+
+
+def run_batch(
+    base_url: str, tmp: Path, *, kill_after: float | None = None, kill_at_first_result: bool = False
+) -> list[str]:
+    """Run the batch; SIGKILL it `kill_after` seconds in, or once it reports a result."""
+    args = [
+        sys.executable,
+        str(HERE / "crash_runner.py"),
+        base_url,
+        str(tmp / "journal.sqlite"),
+        str(tmp / "out"),
+        str(tmp / "in"),
+    ]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    try:
+        if kill_at_first_result:
+            # Results resumed from the journal come first; kill at the first new one,
+            # while the others are still downloading.
+            lines = []
+            while not lines or lines[-1].split()[2] == "True":
+                lines.append(proc.stdout.readline())
+            os.kill(proc.pid, signal.SIGKILL)
+            return lines + proc.communicate(timeout=10)[0].splitlines()
+        try:
+            out, _ = proc.communicate(timeout=kill_after if kill_after is not None else 120)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            return proc.communicate(timeout=10)[0].splitlines()
+        assert proc.returncode == 0
+        assert kill_after is None, "the batch finished before it could be killed"
+        return out.splitlines()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.slow
+def test_killed_batches_resume_with_every_task_done_once(
+    emulator_process: str, make_audio: MakeTrack, tmp_path: Path
+) -> None:
+    count = 24
+    for i in range(count):
+        make_audio(f"in/track{i:02d}.wav", seconds=0.5)
+    # Killed while uploading and submitting, then while polling, then while downloading.
+    run_batch(emulator_process, tmp_path, kill_after=1.0)
+    run_batch(emulator_process, tmp_path, kill_after=2.0)
+    run_batch(emulator_process, tmp_path, kill_at_first_result=True)
+    lines = run_batch(emulator_process, tmp_path)
+    assert len(lines) == count
+    assert all(line.split()[:2] == ["completed", "True"] for line in lines), lines
+    assert journal_states(tmp_path) == {"downloaded": count}
+    for i in range(count):
+        output = tmp_path / "out" / f"track{i:02d}.wav"
+        assert sf.info(output).frames == round(2.5 * RATE)
+    assert not list((tmp_path / "out").rglob("*.part"))
+    counters = stats(emulator_process)
+    assert counters["duplicate_submissions"] == 0
+    assert counters["tasks_created"] == count
