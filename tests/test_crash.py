@@ -7,14 +7,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import soundfile as sf
-
 from conftest import RATE, MakeTrack
 
 HERE = Path(__file__).parent
