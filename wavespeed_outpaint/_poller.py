@@ -46,6 +46,8 @@ class PollOptions:
     # A task still unseen this long after its predicted finish gets its own GET
     # (the list cannot show `cancelled` or `timeout`).
     overdue_after: float = 1.0
+    # Before any task has finished, how long until a task is asked about on its own.
+    blind_overdue_after: float = 30.0
 
     parallel_status_requests: int = 16
     # Seconds of service work per generated second, until finished tasks teach better.
@@ -70,7 +72,12 @@ class FinishEstimator:
         self._cached = None
 
     @property
+    def has_samples(self) -> bool:
+        return bool(self._samples)
+
+    @property
     def work_per_second(self) -> float:
+
         if not self._samples:
             return self._initial
         if self._cached is None:
@@ -217,9 +224,15 @@ class SharedPoller:
                 if watch.id not in self._watches:
                     continue
                 watch.last_seen_unfinished = now
-                # Cancelled and timed-out tasks never show in the list: ask them directly.
+                watch.predicted = max(
+                    watch.predicted, self.estimator.finish(watch.created, watch.generated)
+                )
+                # Cancelled and timed-out tasks never show in the list: ask them directly,
+                # once they are late by what the finished tasks have shown (or very late).
                 overdue_after = max(opts.overdue_after, 0.5 * (watch.predicted - watch.created))
-                late = now - watch.predicted > overdue_after
+                late = now - watch.predicted > overdue_after and (
+                    self.estimator.has_samples or now - watch.created > opts.blind_overdue_after
+                )
 
                 if late and now - watch.last_get >= opts.min_check_interval:
                     overdue.append(watch)

@@ -1,0 +1,132 @@
+"""Shared by the benchmarks: the emulator in its own process, counters, a source track."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import resource
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+
+@attrs.frozen
+class TimeModel:
+    """How the emulated service behaves: seconds of work per generated second, and spread."""
+
+    time_scale: float = 1.0
+    base_seconds: float = 0.5
+    jitter: float = 0.2
+    faults: float = 0.0  # every fault kind at this probability (webhooks aside)
+
+
+@contextlib.contextmanager
+def emulator_process(model: TimeModel, *, seed: int = 1) -> Iterator[str]:
+    """Start `wavespeed-outpaint emulator` on a free loopback port; yield its base URL."""
+    args = [
+        sys.executable,
+        "-m",
+        "wavespeed_outpaint",
+        "emulator",
+        "--port",
+        "0",
+        "--time-scale",
+        str(model.time_scale),
+        "--base-seconds",
+        str(model.base_seconds),
+        "--jitter",
+        str(model.jitter),
+        "--seed",
+        str(seed),
+        "--retry-after",
+        "0.2",
+    ]
+    if model.faults:
+        kinds = [
+            "submit_429",
+            "submit_5xx",
+            "submit_lost",
+            "submit_500_after_create",
+            "result_429",
+            "result_5xx",
+            "result_drop",
+            "upload_5xx",
+            "truncated_download",
+            "task_failed",
+            "task_cancelled",
+            "task_timeout",
+            "expired_output",
+        ]
+        for kind in kinds:
+            args += ["--fault", f"{kind}={model.faults}"]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        if "listening on" not in line:
+            raise RuntimeError(f"the emulator did not start: {line!r}")
+        yield line.split()[3]
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def emulator_stats(base_url: str) -> dict[str, Any]:
+    with urllib.request.urlopen(base_url + "/_emulator/stats", timeout=30) as response:
+        return json.loads(response.read())  # type: ignore[no-any-return]
+
+
+def make_source(path: Path, seconds: float = 0.5, rate: int = 8000) -> Path:
+    """A short WAV made in a child process, so this process never imports numpy."""
+    code = (
+        "import sys; from wavespeed_outpaint.emulator._audio import encode, make_track; "
+        f"open(sys.argv[1], 'wb').write(encode(make_track({seconds}, {rate}), {rate}, 'wav'))"
+    )
+    subprocess.run([sys.executable, "-c", code, str(path)], check=True)
+    return path
+
+
+class Meter:
+    """CPU seconds and peak RSS of this process, and wall time, over a block."""
+
+    def __enter__(self) -> Meter:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        self._cpu0 = usage.ru_utime + usage.ru_stime
+        self.start = time.time()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        self.end = time.time()
+        self.wall = self.end - self.start
+        self.cpu = usage.ru_utime + usage.ru_stime - self._cpu0
+        self.peak_rss_mb = usage.ru_maxrss / 1024  # Linux reports KiB
+
+
+def write_results(name: str, rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> Path:
+    """benchmarks/results/<name>.json and .md; returns the markdown path."""
+    out = Path(__file__).parent / "results"
+    out.mkdir(exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(rows, indent=2) + "\n")
+    lines = ["| " + " | ".join(title for _, title in columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows:
+        lines.append("| " + " | ".join(_cell(row.get(key)) for key, _ in columns) + " |")
+    md = out / f"{name}.md"
+    md.write_text("\n".join(lines) + "\n")
+    return md
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}" if abs(value) < 1000 else f"{value:.0f}"
+    return "" if value is None else str(value)

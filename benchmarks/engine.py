@@ -1,0 +1,116 @@
+"""The batch engine's own figures (issue 3), on the emulator in its own process.
+
+    python benchmarks/engine.py                  # 5, 1,000 and 10,000 tasks
+    python benchmarks/engine.py --sizes 20       # the CI smoke size
+
+Per size: wall time and its ratio to the emulator's last completion (1.0 is the limit),
+status requests per task, mean and p95 detection lag, client CPU ms per task, peak RSS,
+completed tasks and duplicate submissions. Each size runs in a fresh child process, so
+its peak RSS is its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from _harness import Meter, TimeModel, emulator_process, emulator_stats, make_source, write_results
+
+# A service that takes a few seconds a task: 2 s of work per generated second for 2 s
+# generated, plus half a second, with ±20% spread.
+MODEL = TimeModel(time_scale=1.0, base_seconds=0.5, jitter=0.2)
+GENERATED = 2.0
+
+
+async def run_size(base_url: str, count: int, workdir: Path) -> dict[str, Any]:
+    from wavespeed_outpaint import OutpaintClient, OutpaintRequest
+
+    source = make_source(workdir / "source.wav")
+    requests = (
+        (OutpaintRequest(source, tags="lofi", extend_after_duration=GENERATED, seed=i), f"t{i}")
+        for i in range(count)
+    )
+    completed = 0
+    async with OutpaintClient(
+        api_key="emulator-key", base_url=base_url, max_in_flight=10_000, connection_limit=200
+    ) as client:
+        with Meter() as meter:
+            async for result in client.outpaint_many(requests, workdir / "out"):
+                completed += result.ok
+    stats = emulator_stats(base_url)
+    limit = stats["last_completion"] - meter.start
+    return {
+        "tasks": count,
+        "completed": completed,
+        "wall_s": meter.wall,
+        "limit_s": limit,
+        "wall_over_limit": meter.wall / limit,
+        "status_requests_per_task": stats["status_requests"] / count,
+        "lag_mean_s": stats["detection_lag_mean"],
+        "lag_p95_s": stats["detection_lag_p95"],
+        "cpu_ms_per_task": 1000 * meter.cpu / count,
+        "peak_rss_mb": meter.peak_rss_mb,
+        "duplicates": stats["duplicate_submissions"],
+        "list_requests": stats["list_requests"],
+        "result_gets": stats["result_gets"],
+    }
+
+
+def child(count: int) -> None:
+    with emulator_process(MODEL) as base_url, tempfile.TemporaryDirectory() as tmp:
+        row = asyncio.run(run_size(base_url, count, Path(tmp)))
+    print(json.dumps(row))
+
+
+COLUMNS = [
+    ("tasks", "tasks"),
+    ("completed", "completed"),
+    ("wall_s", "wall s"),
+    ("wall_over_limit", "wall / emulator limit"),
+    ("status_requests_per_task", "status requests / task"),
+    ("lag_mean_s", "lag mean s"),
+    ("lag_p95_s", "lag p95 s"),
+    ("cpu_ms_per_task", "CPU ms / task"),
+    ("peak_rss_mb", "peak RSS MB"),
+    ("duplicates", "duplicate submits"),
+]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="5,1000,10000")
+    parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args.child)
+        return
+    rows = []
+    for size in (int(s) for s in args.sizes.split(",")):
+        started = time.time()
+        out = subprocess.run(
+            [sys.executable, __file__, "--child", str(size)],
+            capture_output=True,
+            text=True,
+            timeout=1800,
+            check=True,
+        )
+        row = json.loads(out.stdout.strip().splitlines()[-1])
+        rows.append(row)
+        print(f"{size} tasks in {time.time() - started:.1f} s: {row}", flush=True)
+    md = write_results("engine", rows, COLUMNS)
+    print(f"\n{platform.node()} {platform.machine()} Python {platform.python_version()}")
+    print(md.read_text())
+
+
+if __name__ == "__main__":
+    main()
