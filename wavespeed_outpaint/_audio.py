@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -53,7 +54,18 @@ _READERS = {"mp3": MP3, "wav": WAVE, "flac": FLAC}
 def probe_audio(path: Path, *, max_bytes: int = DEFAULT_MAX_UPLOAD_BYTES) -> AudioInfo:
     """Check that `path` is an MP3, WAV or FLAC file the model accepts."""
     try:
-        size = os.stat(path).st_size
+        stat = os.stat(path)
+    except FileNotFoundError:
+        raise AudioProblem("no such file; give an existing file or an https:// URL") from None
+    except OSError as exc:
+        raise AudioProblem(f"cannot be read ({exc.strerror})") from None
+    # A batch names the same file many times: read its header once per version of it.
+    return _probe(str(path), stat.st_size, stat.st_mtime_ns, max_bytes)
+
+
+@functools.lru_cache(maxsize=4096)
+def _probe(path: str, size: int, mtime_ns: int, max_bytes: int) -> AudioInfo:
+    try:
         with open(path, "rb") as f:
             head = f.read(4096)
     except FileNotFoundError:

@@ -21,6 +21,8 @@ from .errors import APIError, NotFoundError, ProtocolError, TransportError, Vali
 from .models import is_loopback_host
 
 CHUNK = 256 * 1024
+WRITE_BUFFER = 1024 * 1024
+
 PART_SUFFIX = ".part"
 
 
@@ -72,6 +74,7 @@ async def download(transport: Transport, url: str, dest: Path) -> Path:
                         f"output is {expected} bytes, over max_download_bytes={cap}"
                     )
                 received = 0
+                pending = bytearray()  # chunks gathered into large writes: fewer thread hops
                 async with aiofiles.open(part, "wb") as f:
                     async for chunk in response.content.iter_chunked(CHUNK):
                         received += len(chunk)
@@ -79,7 +82,12 @@ async def download(transport: Transport, url: str, dest: Path) -> Path:
                             raise ProtocolError(
                                 f"output sent more than {min(cap, expected or cap)} bytes; refused"
                             )
-                        await f.write(chunk)
+                        pending += chunk
+                        if len(pending) >= WRITE_BUFFER:
+                            await f.write(bytes(pending))
+                            pending.clear()
+                    await f.write(bytes(pending))
+
             if expected is not None and received != expected:
                 raise TransportError(f"download cut short: {received} of {expected} bytes")
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
@@ -93,9 +101,10 @@ async def download(transport: Transport, url: str, dest: Path) -> Path:
 
     try:
         return await transport.retrying(Policy.IDEMPOTENT, f"download {output_name(url)}", once)
-    finally:
+    except BaseException:
         with contextlib.suppress(FileNotFoundError):
             part.unlink()
+        raise
 
 
 def _status_error(transport: Transport, status: int, url: str) -> APIError:

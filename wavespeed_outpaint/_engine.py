@@ -208,24 +208,22 @@ class Engine:
             return attrs.evolve(running.result, request=request)
         shared = self._driving[fp] = _Shared()
         try:
-            if journal.get(fp) is None:
-                journal.add(
-                    fp, request.payload("") | {"audio": None}, str(request.audio), request.cost_usd
-                )
+            row = journal.get(fp) or journal.add(
+                fp, request.payload("") | {"audio": None}, str(request.audio), request.cost_usd
+            )
             if batch.out_dir is not None:
                 wanted = checked_stem(stem) if stem else default_stem(request)
-                journal.claim_stem(fp, wanted, f"{wanted}-{fp[:8]}")
-            shared.result = await self._drive(request, fp, content_hash, batch)
+                row = journal.claim_stem(row, wanted, f"{wanted}-{fp[:8]}")
+            shared.result = await self._drive(request, row, content_hash, batch)
+
             return shared.result
         finally:
             del self._driving[fp]
             shared.done.set()
 
     async def _drive(
-        self, request: OutpaintRequest, fp: str, content_hash: str | None, batch: BatchState
+        self, request: OutpaintRequest, row: TaskRow, content_hash: str | None, batch: BatchState
     ) -> OutpaintResult | None:
-        journal = batch.journal
-        row = self._row(journal, fp)
         # Finished by an earlier run?
         if row.state == State.DOWNLOADED and all(os.path.exists(f) for f in row.files):
             return self._result(request, row, skipped=True)
@@ -264,13 +262,14 @@ class Engine:
         try:
             url = await self._audio_url(request, content_hash, journal)
         except OutpaintError as exc:
-            journal.update(fp, state=State.FAILED, status=Status.FAILED.value, error=str(exc))
-            return self._row(journal, fp)
+            return journal.update(
+                fp, state=State.FAILED, status=Status.FAILED.value, error=str(exc)
+            )
         payload = request.payload(url)
         lost = 0
         while not batch.stopped:
             if lost >= MAX_LOST_SUBMITS:
-                journal.update(
+                return journal.update(
                     fp,
                     state=State.FAILED,
                     status=Status.FAILED.value,
@@ -279,15 +278,12 @@ class Engine:
                         "the service is in trouble, try again later"
                     ),
                 )
-                break
             await self.pacer.slot()
-
             if batch.stopped:
                 break
             careful = time.monotonic() < self._careful_until
             async with self._submits, self._serial if careful else contextlib.nullcontext():
                 sent_at = time.time()
-
                 # Written before the POST leaves: from here a crash is settled, not re-sent.
                 journal.update(
                     fp, state=State.SUBMITTING, sent_at=sent_at, failed_at=None, request=payload
@@ -303,39 +299,35 @@ class Engine:
                     journal.update(fp, state=State.PENDING)
                     continue
                 except UnknownSubmissionError as exc:
-                    journal.update(
+                    row = journal.update(
                         fp, state=State.UNKNOWN, failed_at=exc.failed_at, error=exc.cause
                     )
                     # Lost answers are settled by creation time; submits one at a time for
                     # a while keep the next lost ones' windows apart.
                     self._careful_until = time.monotonic() + self.options.serial_submits_after_loss
-
                 except (InsufficientBalanceError, AuthenticationError) as exc:
                     # The account takes no more tasks: stop the batch; this one stays pending.
-                    journal.update(fp, state=State.PENDING, error=str(exc))
                     batch.fatal = batch.fatal or exc
-                    break
+                    return journal.update(fp, state=State.PENDING, error=str(exc))
                 except APIError as exc:
-                    journal.update(
+                    return journal.update(
                         fp,
                         state=State.FAILED,
                         status=Status.FAILED.value,
                         error=str(exc),
                         code=exc.code,
                     )
-                    return self._row(journal, fp)
                 except OutpaintError as exc:  # never connected, even after retries
-                    journal.update(
+                    return journal.update(
                         fp, state=State.FAILED, status=Status.FAILED.value, error=str(exc)
                     )
-                    return self._row(journal, fp)
                 else:
                     self.pacer.accepted()
                     if prediction.created_at is not None:
                         self.settler.clock.observe(
                             sent_at, time.time(), prediction.created_at.timestamp()
                         )
-                    journal.update(
+                    row = journal.update(
                         fp,
                         state=State.SUBMITTED,
                         prediction_id=prediction.id,
@@ -344,20 +336,18 @@ class Engine:
                         created_at=_created(prediction, sent_at),
                     )
                     if prediction.is_final:
-                        self._record_final(journal, fp, prediction, "submit")
-                    return self._row(journal, fp)
+                        return self._record_final(journal, fp, prediction, "submit")
+                    return row
                 finally:
                     self._on_the_wire.pop(fp, None)
                     if careful:
                         # Hold the line until the next submit's window cannot touch this one.
                         await anyio.sleep(self.settler.clock.uncertainty)
-
-            row = await self._settle(self._row(journal, fp), batch)
+            row = await self._settle(row, batch)
             if row.state != State.PENDING:
                 return row
             # The list proved that no task was created: sending again is safe.
             lost += 1
-
         return self._row(journal, fp)
 
     async def _settle(self, row: TaskRow, batch: BatchState) -> TaskRow:
@@ -368,7 +358,7 @@ class Engine:
             prediction = settlement.prediction
             assert prediction is not None
             log.info("a lost submit was found again as prediction %s", prediction.id)
-            journal.update(
+            row = journal.update(
                 fp,
                 state=State.SUBMITTED,
                 prediction_id=prediction.id,
@@ -377,20 +367,19 @@ class Engine:
                 created_at=_created(prediction, row.sent_at),
             )
             if prediction.is_final:
-                self._record_final(journal, fp, prediction, "list")
-        elif settlement.outcome is Outcome.ABSENT or batch.resubmit_unknown:
-            journal.update(fp, state=State.PENDING)
-        else:
-            journal.update(
-                fp,
-                state=State.UNKNOWN,
-                status=Status.UNKNOWN.value,
-                error=(
-                    "the submit's answer was lost and the list endpoint cannot tell which task, "
-                    "if any, it created; it was not sent again (resubmit_unknown=True sends it)"
-                ),
-            )
-        return self._row(journal, fp)
+                return self._record_final(journal, fp, prediction, "list")
+            return row
+        if settlement.outcome is Outcome.ABSENT or batch.resubmit_unknown:
+            return journal.update(fp, state=State.PENDING)
+        return journal.update(
+            fp,
+            state=State.UNKNOWN,
+            status=Status.UNKNOWN.value,
+            error=(
+                "the submit's answer was lost and the list endpoint cannot tell which task, "
+                "if any, it created; it was not sent again (resubmit_unknown=True sends it)"
+            ),
+        )
 
     async def _wait(self, request: OutpaintRequest, row: TaskRow, batch: BatchState) -> TaskRow:
         journal, fp = batch.journal, row.fingerprint
@@ -406,24 +395,21 @@ class Engine:
             with anyio.fail_after(deadline if deadline is not None else float("inf")):
                 final, via = await self.poller.wait(prediction, request.generated_seconds)
         except TimeoutError:
-            journal.update(
+            return journal.update(
                 fp,
                 error=(
                     f"no final status within task_deadline={deadline:g} s; the task goes on at "
                     "the service and the next run with this journal collects it"
                 ),
             )
-            return self._row(journal, fp)
         except OutpaintError as exc:
-            journal.update(fp, error=str(exc))
-            return self._row(journal, fp)
-        self._record_final(journal, fp, final, via)
-        return self._row(journal, fp)
+            return journal.update(fp, error=str(exc))
+        return self._record_final(journal, fp, final, via)
 
     @staticmethod
-    def _record_final(journal: Journal, fp: str, prediction: Prediction, via: str) -> None:
+    def _record_final(journal: Journal, fp: str, prediction: Prediction, via: str) -> TaskRow:
         if prediction.ok and prediction.outputs:
-            journal.update(
+            return journal.update(
                 fp,
                 state=State.COMPLETED,
                 status=prediction.status_text,
@@ -431,11 +417,10 @@ class Engine:
                 delivered_by=via,
                 error=None,
             )
-            return
         error = prediction.error or (
             "completed without any output" if prediction.ok else f"ended {prediction.status_text}"
         )
-        journal.update(
+        return journal.update(
             fp,
             state=State.FAILED,
             status=prediction.status_text,
@@ -457,10 +442,10 @@ class Engine:
                 for url, path in zip(row.outputs, paths, strict=True):
                     await self._client.download(url, path)
         except OutpaintError as exc:
-            journal.update(fp, error=f"download failed: {exc}")
-            return self._result(request, self._row(journal, fp))
-        journal.update(fp, state=State.DOWNLOADED, files=paths, error=None)
-        return self._result(request, self._row(journal, fp))
+            return self._result(request, journal.update(fp, error=f"download failed: {exc}"))
+        return self._result(
+            request, journal.update(fp, state=State.DOWNLOADED, files=paths, error=None)
+        )
 
     @staticmethod
     def _result(request: OutpaintRequest, row: TaskRow, *, skipped: bool = False) -> OutpaintResult:

@@ -51,6 +51,9 @@ CREATE TABLE IF NOT EXISTS uploads (
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
+# One statement instead of two per state change, where SQLite knows RETURNING (3.35+).
+HAS_RETURNING = sqlite3.sqlite_version_info >= (3, 35)
+
 # Uploads are kept 7 days by the service; reuse one only well inside that.
 UPLOAD_REUSE_SECONDS = 6 * 24 * 3600
 
@@ -152,22 +155,20 @@ class Journal:
         assert row is not None
         return row
 
-    def claim_stem(self, fingerprint: str, wanted: str, fallback: str) -> str:
-        """The output name for a task: `wanted`, or `fallback` when another task has it."""
-        row = self.get(fingerprint)
-        if row is not None and row.output_stem:
-            return row.output_stem
+    def claim_stem(self, row: TaskRow, wanted: str, fallback: str) -> TaskRow:
+        """Give the task an output name: `wanted`, or `fallback` when another task has it."""
+        if row.output_stem:
+            return row
         for stem in (wanted, fallback):
             try:
-                self._db.execute(
-                    "UPDATE tasks SET output_stem = ? WHERE fingerprint = ?", (stem, fingerprint)
-                )
-                return stem
+                return self.update(row.fingerprint, output_stem=stem)
             except sqlite3.IntegrityError:
                 continue
         raise ValidationError("output name", wanted, "two tasks claim the same output name")
 
-    def update(self, fingerprint: str, **fields: Any) -> None:
+    def update(self, fingerprint: str, **fields: Any) -> TaskRow:
+        """Change a task's row; returns the row as it now stands."""
+
         for key in ("outputs", "files"):
             if key in fields:
                 fields[key] = json.dumps([str(x) for x in fields[key]])
@@ -175,9 +176,16 @@ class Journal:
             fields["request"] = json.dumps(fields["request"])
         fields["updated_at"] = time.time()
         columns = ", ".join(f"{name} = ?" for name in fields)
-        self._db.execute(
-            f"UPDATE tasks SET {columns} WHERE fingerprint = ?", (*fields.values(), fingerprint)
-        )
+        values = (*fields.values(), fingerprint)
+        if HAS_RETURNING:
+            r = self._db.execute(
+                f"UPDATE tasks SET {columns} WHERE fingerprint = ? RETURNING *", values
+            ).fetchone()
+            return _row(r)
+        self._db.execute(f"UPDATE tasks SET {columns} WHERE fingerprint = ?", values)
+        row = self.get(fingerprint)
+        assert row is not None
+        return row
 
     def rows(self, state: str | None = None) -> Iterator[TaskRow]:
         if state is None:

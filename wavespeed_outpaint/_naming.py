@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlsplit
@@ -38,11 +39,12 @@ def output_extension(url: str) -> str:
 def output_paths(out_dir: Path, stem: str, outputs: tuple[str, ...]) -> list[Path]:
     """`stem.ext` for the first output, `stem-1.ext`, `stem-2.ext` ... for the others."""
     paths = []
-    root = out_dir.resolve()
+    root = os.path.abspath(out_dir)
     for i, url in enumerate(outputs):
         name = stem if i == 0 else f"{stem}-{i}"
-        path = (out_dir / (name + output_extension(url))).resolve()
-        if not path.is_relative_to(root):
+        path = os.path.normpath(os.path.join(root, name + output_extension(url)))
+        # checked_stem already refuses '..'; this holds for stems from anywhere.
+        if os.path.commonpath([root, path]) != root:
             raise ValidationError("output name", stem, "would land outside out_dir")
-        paths.append(path)
+        paths.append(Path(path))
     return paths
