@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import re
 from pathlib import Path, PurePosixPath
@@ -27,12 +28,19 @@ PART_SUFFIX = ".part"
 
 
 def check_output_url(url: str) -> None:
-    parts = urlsplit(url)
-    if parts.scheme == "https" and parts.hostname:
-        return
-    if parts.scheme == "http" and is_loopback_host(parts.hostname):
-        return
-    raise ProtocolError(f"output URL {url[:200]!r} is not an https:// URL; refusing to fetch it")
+    scheme, _, rest = url.partition("://")
+    host = rest.split("/", 1)[0]
+    if not _allowed_host(scheme, host):
+        raise ProtocolError(
+            f"output URL {url[:200]!r} is not an https:// URL; refusing to fetch it"
+        )
+
+
+@functools.lru_cache(maxsize=256)
+def _allowed_host(scheme: str, netloc: str) -> bool:
+    """https anywhere, plain http only on loopback (cached: every output asks)."""
+    host = urlsplit(f"{scheme}://{netloc}").hostname if scheme in ("http", "https") else None
+    return bool(host) and (scheme == "https" or is_loopback_host(host))
 
 
 def output_name(url: str) -> str:

@@ -154,7 +154,7 @@ class Engine:
 
     async def content_hash(self, path: Path) -> str:
         stat = path.stat()
-        key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+        key = (os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
         if key not in self._hashes:
             self._hashes[key] = await anyio.to_thread.run_sync(_sha256_file, path)
         return self._hashes[key]

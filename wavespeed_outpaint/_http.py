@@ -22,6 +22,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 
 import aiohttp
+import anyio
 import stamina
 
 from .errors import (
@@ -173,9 +174,19 @@ class Transport:
                 log.info("retrying %s after: %s", what, exc)
             return verdict
 
+        # Most calls succeed at once; they skip building the retry machinery.
+        try:
+            return await attempt()
+        except Exception as exc:
+            verdict = hook(exc)
+            if verdict is False or opts.retry_attempts <= 1:
+                raise
+        if verdict is True:
+            verdict = opts.retry_wait_initial * (1 + random.random())
+        await anyio.sleep(verdict)
         async for attempt_ctx in stamina.retry_context(
             on=hook,
-            attempts=opts.retry_attempts,
+            attempts=opts.retry_attempts - 1,
             timeout=opts.retry_timeout,
             wait_initial=opts.retry_wait_initial,
             wait_max=opts.retry_wait_max,

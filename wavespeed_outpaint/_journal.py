@@ -70,8 +70,10 @@ class State:
 
 @attrs.frozen
 class TaskRow:
+    """One task's row. The JSON columns are decoded when asked for: most reads need none."""
+
     fingerprint: str
-    request: dict[str, Any]
+    request_json: str
     input: str
     output_stem: str | None
     state: str
@@ -81,32 +83,34 @@ class TaskRow:
     failed_at: float | None
     status: str | None
     code: int | None
-    outputs: tuple[str, ...]
-    files: tuple[str, ...]
+    outputs_json: str | None
+    files_json: str | None
     error: str | None
     cost_usd: float
     delivered_by: str | None
 
+    @property
+    def request(self) -> dict[str, Any]:
+        return json.loads(self.request_json)  # type: ignore[no-any-return]
 
-def _row(r: sqlite3.Row) -> TaskRow:
-    return TaskRow(
-        fingerprint=r["fingerprint"],
-        request=json.loads(r["request"]),
-        input=r["input"],
-        output_stem=r["output_stem"],
-        state=r["state"],
-        prediction_id=r["prediction_id"],
-        created_at=r["created_at"],
-        sent_at=r["sent_at"],
-        failed_at=r["failed_at"],
-        status=r["status"],
-        code=r["code"],
-        outputs=tuple(json.loads(r["outputs"] or "[]")),
-        files=tuple(json.loads(r["files"] or "[]")),
-        error=r["error"],
-        cost_usd=r["cost_usd"],
-        delivered_by=r["delivered_by"],
-    )
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        return tuple(json.loads(self.outputs_json or "[]"))
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        return tuple(json.loads(self.files_json or "[]"))
+
+
+# The columns a TaskRow is built from, in its fields' order.
+ROW_COLUMNS = (
+    "fingerprint, request, input, output_stem, state, prediction_id, created_at, sent_at, "
+    "failed_at, status, code, outputs, files, error, cost_usd, delivered_by"
+)
+
+
+def _row(r: tuple[Any, ...]) -> TaskRow:
+    return TaskRow(*r)
 
 
 class Journal:
@@ -123,7 +127,6 @@ class Journal:
                 ) from None
         try:
             self._db = sqlite3.connect(target, isolation_level=None, check_same_thread=False)
-            self._db.row_factory = sqlite3.Row
             self._db.execute("PRAGMA journal_mode=WAL")
             # NORMAL: a commit survives a killed process; only a power cut can lose the last ones.
             self._db.execute("PRAGMA synchronous=NORMAL")
@@ -140,7 +143,9 @@ class Journal:
     # -- tasks -------------------------------------------------------------------------
 
     def get(self, fingerprint: str) -> TaskRow | None:
-        r = self._db.execute("SELECT * FROM tasks WHERE fingerprint = ?", (fingerprint,)).fetchone()
+        r = self._db.execute(
+            f"SELECT {ROW_COLUMNS} FROM tasks WHERE fingerprint = ?", (fingerprint,)
+        ).fetchone()
         return _row(r) if r else None
 
     def add(
@@ -179,7 +184,7 @@ class Journal:
         values = (*fields.values(), fingerprint)
         if HAS_RETURNING:
             r = self._db.execute(
-                f"UPDATE tasks SET {columns} WHERE fingerprint = ? RETURNING *", values
+                f"UPDATE tasks SET {columns} WHERE fingerprint = ? RETURNING {ROW_COLUMNS}", values
             ).fetchone()
             return _row(r)
         self._db.execute(f"UPDATE tasks SET {columns} WHERE fingerprint = ?", values)
@@ -189,10 +194,10 @@ class Journal:
 
     def rows(self, state: str | None = None) -> Iterator[TaskRow]:
         if state is None:
-            cursor = self._db.execute("SELECT * FROM tasks ORDER BY rowid")
+            cursor = self._db.execute(f"SELECT {ROW_COLUMNS} FROM tasks ORDER BY rowid")
         else:
             cursor = self._db.execute(
-                "SELECT * FROM tasks WHERE state = ? ORDER BY rowid", (state,)
+                f"SELECT {ROW_COLUMNS} FROM tasks WHERE state = ? ORDER BY rowid", (state,)
             )
         for r in cursor:
             yield _row(r)
@@ -200,7 +205,7 @@ class Journal:
     def open_submits(self) -> list[TaskRow]:
         """Rows whose submit may have created a task nobody has an id for."""
         cursor = self._db.execute(
-            "SELECT * FROM tasks WHERE state IN (?, ?) AND sent_at IS NOT NULL",
+            f"SELECT {ROW_COLUMNS} FROM tasks WHERE state IN (?, ?) AND sent_at IS NOT NULL",
             (State.SUBMITTING, State.UNKNOWN),
         )
         return [_row(r) for r in cursor]
