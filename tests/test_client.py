@@ -398,3 +398,16 @@ async def test_sync_mode_holds_the_post_until_the_task_ends(client: OutpaintClie
 async def test_emulator_fast_config_is_fast() -> None:
     # The fixtures' own promise: a task of 30 generated seconds takes milliseconds.
     assert fast_config().time_scale * 30 < 0.1
+
+
+async def test_a_large_output_streams_to_disk_whole(
+    emulator: Emulator, client: OutpaintClient, make_audio: MakeTrack, tmp_path: Path
+) -> None:
+    # 80 s at 8 kHz, 16 bit: over a megabyte, so it is written in several pieces.
+    request = OutpaintRequest(make_audio("a.wav"), tags="x", extend_after_duration=80)
+    done = await finished(client, await client.submit(request))
+    emulator.config.faults = Faults({"truncated_download": 0.5}, seed=5)
+    dest = await client.download(done.outputs[0], tmp_path / "big.wav")
+    assert dest.stat().st_size > 1024 * 1024
+    assert sf.info(dest).frames == 81 * RATE
+    assert list(tmp_path.iterdir()) == [dest]

@@ -16,6 +16,8 @@ from urllib.parse import unquote, urlsplit
 
 import aiofiles
 import aiohttp
+import anyio
+from aiofiles.threadpool.binary import AsyncBufferedIOBase
 
 from ._http import Policy, Transport
 from .errors import APIError, NotFoundError, ProtocolError, TransportError, ValidationError
@@ -54,21 +56,62 @@ def part_path(dest: Path) -> Path:
     return dest.with_name(dest.name + PART_SUFFIX)
 
 
-async def download(transport: Transport, url: str, dest: Path) -> Path:
-    """Fetch `url` to `dest` (a file path; an existing folder gets the URL's file name)."""
+class _PartFile:
+    """A download's `.part` file: a small output is written and renamed in one trip to a
+    worker thread; a large one streams through aiofiles in `WRITE_BUFFER` pieces."""
+
+    def __init__(self, part: Path) -> None:
+        self.part = part
+        self._pending = bytearray()
+        self._file: AsyncBufferedIOBase | None = None
+
+    async def write(self, chunk: bytes) -> None:
+        self._pending += chunk
+        if len(self._pending) >= WRITE_BUFFER:
+            if self._file is None:
+                self._file = await aiofiles.open(self.part, "wb")
+            await self._file.write(bytes(self._pending))
+            self._pending.clear()
+
+    async def finish(self, dest: Path) -> None:
+        """Everything arrived and was checked: make `dest` whole, at once."""
+        if self._file is None:
+            await anyio.to_thread.run_sync(_write_whole, self.part, bytes(self._pending), dest)
+            return
+        await self._file.write(bytes(self._pending))
+        await self._file.close()
+        self._file = None
+        os.replace(self.part, dest)
+
+    async def close(self) -> None:
+        if self._file is not None:
+            await self._file.close()
+            self._file = None
+
+
+def _write_whole(part: Path, data: bytes, dest: Path) -> None:
+    with open(part, "wb") as f:
+        f.write(data)
+    os.replace(part, dest)
+
+
+async def download(transport: Transport, url: str, dest: Path, *, into_folder: bool = True) -> Path:
+    """Fetch `url` to `dest`; with `into_folder`, an existing folder gets the URL's name."""
     check_output_url(url)
-    if dest.is_dir():
+    if into_folder and dest.is_dir():
         dest = dest / output_name(url)
-    try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ValidationError(
-            "dest", str(dest), f"cannot create its folder ({exc.strerror})"
-        ) from None
+    if not dest.parent.is_dir():
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ValidationError(
+                "dest", str(dest), f"cannot create its folder ({exc.strerror})"
+            ) from None
     part = part_path(dest)
     cap = transport.options.max_download_bytes
 
     async def once() -> Path:
+        writer = _PartFile(part)
         try:
             # No auth headers: output hosts never see the API key.
             async with transport.session.get(
@@ -82,29 +125,24 @@ async def download(transport: Transport, url: str, dest: Path) -> Path:
                         f"output is {expected} bytes, over max_download_bytes={cap}"
                     )
                 received = 0
-                pending = bytearray()  # chunks gathered into large writes: fewer thread hops
-                async with aiofiles.open(part, "wb") as f:
-                    async for chunk in response.content.iter_chunked(CHUNK):
-                        received += len(chunk)
-                        if received > cap or (expected is not None and received > expected):
-                            raise ProtocolError(
-                                f"output sent more than {min(cap, expected or cap)} bytes; refused"
-                            )
-                        pending += chunk
-                        if len(pending) >= WRITE_BUFFER:
-                            await f.write(bytes(pending))
-                            pending.clear()
-                    await f.write(bytes(pending))
-
+                async for chunk in response.content.iter_chunked(CHUNK):
+                    received += len(chunk)
+                    if received > cap or (expected is not None and received > expected):
+                        raise ProtocolError(
+                            f"output sent more than {min(cap, expected or cap)} bytes; refused"
+                        )
+                    await writer.write(chunk)
             if expected is not None and received != expected:
                 raise TransportError(f"download cut short: {received} of {expected} bytes")
+            await writer.finish(dest)
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             raise TransportError(f"download failed: {type(exc).__name__}: {exc}") from None
         except OSError as exc:
             raise ValidationError(
                 "dest", str(dest), f"cannot be written ({exc.strerror})"
             ) from None
-        os.replace(part, dest)
+        finally:
+            await writer.close()
         return dest
 
     try:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import attrs
 
+from ._download import download
 from ._journal import Journal, State, TaskRow
 from ._naming import checked_stem, default_stem, output_paths
 from ._pacing import StartPacer
@@ -440,7 +441,7 @@ class Engine:
             paths = output_paths(batch.out_dir, row.output_stem, row.outputs)
             async with self._downloads:
                 for url, path in zip(row.outputs, paths, strict=True):
-                    await self._client.download(url, path)
+                    await download(self._client._transport, url, path, into_folder=False)
         except OutpaintError as exc:
             return self._result(request, journal.update(fp, error=f"download failed: {exc}"))
         return self._result(

@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("wavespeed_outpaint.poller")
 
+EARLY_QUANTILE = 0.1
+
 
 @attrs.frozen
 class PollOptions:
@@ -61,7 +63,7 @@ class FinishEstimator:
     def __init__(self, initial: float) -> None:
         self._samples: collections.deque[float] = collections.deque(maxlen=256)
         self._initial = initial
-        self._cached: float | None = None
+        self._sorted: list[float] | None = None
 
     def observe(self, generated: float, not_before: float, seen_at: float, created: float) -> None:
         """The task finished after `not_before` (its last check) and by `seen_at`."""
@@ -69,26 +71,22 @@ class FinishEstimator:
             return
         finished = (max(not_before, created) + seen_at) / 2
         self._samples.append(max(0.0, finished - created) / generated)
-        self._cached = None
+        self._sorted = None
 
     @property
     def has_samples(self) -> bool:
         return bool(self._samples)
 
-    @property
-    def work_per_second(self) -> float:
-
+    def work_per_second(self, quantile: float) -> float:
+        """Seconds of work per generated second that `quantile` of finished tasks beat."""
         if not self._samples:
             return self._initial
-        if self._cached is None:
-            # A high quantile: checking a little late costs a little lag, checking early
-            # costs a request and a back-off.
-            ordered = sorted(self._samples)
-            self._cached = ordered[min(len(ordered) - 1, math.ceil(0.75 * len(ordered)) - 1)]
-        return self._cached
+        if self._sorted is None:
+            self._sorted = sorted(self._samples)
+        return self._sorted[min(len(self._sorted) - 1, math.ceil(quantile * len(self._sorted)) - 1)]
 
-    def finish(self, created: float, generated: float) -> float:
-        return created + self.work_per_second * generated
+    def finish(self, created: float, generated: float, quantile: float = 0.75) -> float:
+        return created + self.work_per_second(quantile) * generated
 
 
 @attrs.define(eq=False)
@@ -140,10 +138,19 @@ class SharedPoller:
         if watch is None:
             created = prediction.created_at.timestamp() if prediction.created_at else time.time()
             predicted = self.estimator.finish(created, generated_seconds)
-            watch = _Watch(prediction.id, created, generated_seconds, predicted, predicted)
+            # With the list, an early look is cheap (one request asks for every due task),
+            # so the first look comes when the quicker tasks finish; a task of its own is
+            # first asked about when most tasks are done, since an early GET costs a
+            # request and a back-off.
+            first_look = (
+                self.estimator.finish(created, generated_seconds, EARLY_QUANTILE)
+                if self._list_ok and self.in_flight + 1 >= self.options.list_min_tasks
+                else predicted
+            )
+            watch = _Watch(prediction.id, created, generated_seconds, predicted, first_look)
             watch.last_seen_unfinished = time.time()
             self._watches[watch.id] = watch
-            self._schedule(watch, predicted)
+            self._schedule(watch, first_look)
         try:
             await watch.event.wait()
         finally:
@@ -211,13 +218,18 @@ class SharedPoller:
                     self._schedule(watch, now + wait)
                 return
             found = await self._sweep(due, "completed")
+            log.debug("list sweep: %d tasks due, %d found final", len(due), found)
             # Tasks missed twice may have failed: the same window, for failures.
             missed = [w for w in due if w.id in self._watches and w.misses >= 2]
             if missed:
                 found += await self._sweep(missed, "failed")
-            self._sweep_gap = (
-                opts.min_sweep_gap if found else min(opts.max_sweep_gap, self._sweep_gap * 2)
-            )
+            if found:
+                self._sweep_gap = opts.min_sweep_gap
+            else:
+                # Nothing yet: wait longer before the next look, the more so the fewer
+                # tasks a look serves (a handful: doubling; a thousand: +6% a look).
+                growth = 1 + min(1.0, 2 / math.sqrt(len(due)))
+                self._sweep_gap = min(opts.max_sweep_gap, self._sweep_gap * growth)
             now = time.time()
             overdue = []
             for watch in due:
