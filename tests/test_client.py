@@ -407,7 +407,7 @@ async def test_a_large_output_streams_to_disk_whole(
     request = OutpaintRequest(make_audio("a.wav"), tags="x", extend_after_duration=80)
     done = await finished(client, await client.submit(request))
     emulator.config.faults = Faults({"truncated_download": 0.5}, seed=5)
-    dest = await client.download(done.outputs[0], tmp_path / "big.wav")
+    dest = await client.download(done.outputs[0], tmp_path / "out" / "big.wav")
     assert dest.stat().st_size > 1024 * 1024
     assert sf.info(dest).frames == 81 * RATE
-    assert list(tmp_path.iterdir()) == [dest]
+    assert list(dest.parent.iterdir()) == [dest]
