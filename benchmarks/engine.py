@@ -89,6 +89,9 @@ COLUMNS = [
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="5,1000,10000")
+    parser.add_argument(
+        "--no-save", action="store_true", help="print only; keep benchmarks/results as it is"
+    )
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -107,9 +110,9 @@ def main() -> None:
         row = json.loads(out.stdout.strip().splitlines()[-1])
         rows.append(row)
         print(f"{size} tasks in {time.time() - started:.1f} s: {row}", flush=True)
-    md = write_results("engine", rows, COLUMNS)
     print(f"\n{platform.node()} {platform.machine()} Python {platform.python_version()}")
-    print(md.read_text())
+    if not args.no_save:
+        print(write_results("engine", rows, COLUMNS).read_text())
 
 
 if __name__ == "__main__":
