@@ -339,3 +339,42 @@ async def test_journal_rows_agree_with_the_files(
     assert [state for state, _ in rows] == ["downloaded"] * 3
     for _, files in rows:
         assert all(Path(f).exists() for f in json.loads(files))
+
+
+async def test_breaking_out_leaves_no_part_files_and_a_journal_that_resumes(
+    emulator: Emulator, make_audio: MakeTrack, tmp_path: Path
+) -> None:
+    # Large outputs (over a megabyte each), so downloads are under way at the break.
+    requests = [
+        OutpaintRequest(make_audio(f"{i}.wav"), tags="x", extend_after_duration=80)
+        for i in range(8)
+    ]
+    journal = tmp_path / "j.sqlite"
+    async with fast_client(emulator, parallel_downloads=4) as client:
+        async for _ in client.outpaint_many(requests, tmp_path / "out", journal=journal):
+            break
+    assert not list((tmp_path / "out").rglob("*.part"))
+    async with fast_client(emulator) as client:
+        results = await collect(client.outpaint_many(requests, tmp_path / "out", journal=journal))
+    assert all(r.ok for r in results)
+    assert all(frames(r.files[0]) == 81 * RATE for r in results)
+    assert emulator.stats()["duplicate_submissions"] == 0
+    assert emulator.stats()["submit_requests"] == 8  # each task sent once over both runs
+
+
+async def test_a_task_past_its_deadline_is_collected_by_the_next_run(
+    make_audio: MakeTrack, tmp_path: Path
+) -> None:
+    async with Emulator(fast_config(time_scale=0.05)) as emu:  # 30 s generated: 1.5 s
+        request = OutpaintRequest(make_audio("a.wav"), tags="x")
+        journal = tmp_path / "j.sqlite"
+        async with fast_client(emu, task_deadline=0.3) as client:
+            (late,) = await collect(client.outpaint_many([request], tmp_path, journal=journal))
+        assert not late.ok
+        assert late.prediction_id is not None
+        assert "task_deadline" in (late.error or "")
+        async with fast_client(emu) as client:
+            (done,) = await collect(client.outpaint_many([request], tmp_path, journal=journal))
+        assert done.ok
+        assert done.prediction_id == late.prediction_id
+        assert emu.stats()["submit_requests"] == 1
