@@ -59,6 +59,8 @@ class BatchState:
     retry_failed: bool = False
     # Why submitting stopped: the account cannot pay, the key was refused, bad input.
     fatal: BaseException | None = None
+    # Content hashes whose upload URL this batch's journal already holds.
+    uploads_recorded: set[str] = attrs.field(factory=set)
 
     @property
     def stopped(self) -> bool:
@@ -161,13 +163,13 @@ class Engine:
         return self._hashes[key]
 
     async def _audio_url(
-        self, request: OutpaintRequest, content_hash: str | None, journal: Journal
+        self, request: OutpaintRequest, content_hash: str | None, batch: BatchState
     ) -> str:
         """The URL to submit: the user's, or one upload per file content."""
         if not isinstance(request.audio, Path):
             return request.audio
         assert content_hash is not None
-        url = self._upload_urls.get(content_hash) or journal.upload_url(content_hash)
+        url = self._upload_urls.get(content_hash) or batch.journal.upload_url(content_hash)
         while url is None:
             pending = self._uploading.get(content_hash)
             if pending is not None:
@@ -186,7 +188,9 @@ class Engine:
             finally:
                 del self._uploading[content_hash]
                 done.set()
-        journal.remember_upload(content_hash, url)
+        if content_hash not in batch.uploads_recorded:
+            batch.journal.remember_upload(content_hash, url)
+            batch.uploads_recorded.add(content_hash)
         return url
 
     # -- one task ----------------------------------------------------------------------
@@ -209,12 +213,16 @@ class Engine:
             return attrs.evolve(running.result, request=request)
         shared = self._driving[fp] = _Shared()
         try:
-            row = journal.get(fp) or journal.add(
-                fp, request.payload("") | {"audio": None}, str(request.audio), request.cost_usd
-            )
+            stems: tuple[str, ...] = ()
             if batch.out_dir is not None:
                 wanted = checked_stem(stem) if stem else default_stem(request)
-                row = journal.claim_stem(row, wanted, f"{wanted}-{fp[:8]}")
+                stems = (wanted, f"{wanted}-{fp[:8]}")
+            row = journal.get(fp)
+            if row is None:
+                payload = request.payload("") | {"audio": None}
+                row = journal.add(fp, payload, str(request.audio), request.cost_usd, stems)
+            elif stems:
+                row = journal.claim_stem(row, stems)
             shared.result = await self._drive(request, row, content_hash, batch)
 
             return shared.result
@@ -261,7 +269,7 @@ class Engine:
         """Send the task; returns its row SUBMITTED, FAILED, UNKNOWN, or PENDING if stopped."""
         journal, fp = batch.journal, row.fingerprint
         try:
-            url = await self._audio_url(request, content_hash, journal)
+            url = await self._audio_url(request, content_hash, batch)
         except OutpaintError as exc:
             return journal.update(
                 fp, state=State.FAILED, status=Status.FAILED.value, error=str(exc)
@@ -393,7 +401,7 @@ class Engine:
         )
         deadline = self.options.task_deadline
         try:
-            with anyio.fail_after(deadline if deadline is not None else float("inf")):
+            with anyio.fail_after(deadline) if deadline is not None else contextlib.nullcontext():
                 final, via = await self.poller.wait(prediction, request.generated_seconds)
         except TimeoutError:
             return journal.update(

@@ -149,27 +149,48 @@ class Journal:
         return _row(r) if r else None
 
     def add(
-        self, fingerprint: str, request: dict[str, Any], input_text: str, cost_usd: float
+        self,
+        fingerprint: str,
+        request: dict[str, Any],
+        input_text: str,
+        cost_usd: float,
+        stems: tuple[str, ...] = (),
     ) -> TaskRow:
-        self._db.execute(
-            "INSERT OR IGNORE INTO tasks (fingerprint, request, input, state, cost_usd, updated_at)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            (fingerprint, json.dumps(request), input_text, State.PENDING, cost_usd, time.time()),
-        )
-        row = self.get(fingerprint)
-        assert row is not None
-        return row
+        """A new task, with the first of `stems` that no other task has as output name."""
+        for stem in stems or (None,):
+            values = (
+                fingerprint,
+                json.dumps(request),
+                input_text,
+                stem,
+                State.PENDING,
+                cost_usd,
+                time.time(),
+            )
+            try:
+                self._db.execute(
+                    "INSERT INTO tasks (fingerprint, request, input, output_stem, state, cost_usd,"
+                    " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    values,
+                )
+            except sqlite3.IntegrityError:
+                if self.get(fingerprint) is None:
+                    continue  # the name is taken: try the next
+            row = self.get(fingerprint)
+            assert row is not None
+            return self.claim_stem(row, stems) if stems else row
+        raise ValidationError("output name", stems[0], "two tasks claim the same output name")
 
-    def claim_stem(self, row: TaskRow, wanted: str, fallback: str) -> TaskRow:
-        """Give the task an output name: `wanted`, or `fallback` when another task has it."""
+    def claim_stem(self, row: TaskRow, stems: tuple[str, ...]) -> TaskRow:
+        """Give the task the first of `stems` no other task has as its output name."""
         if row.output_stem:
             return row
-        for stem in (wanted, fallback):
+        for stem in stems:
             try:
                 return self.update(row.fingerprint, output_stem=stem)
             except sqlite3.IntegrityError:
                 continue
-        raise ValidationError("output name", wanted, "two tasks claim the same output name")
+        raise ValidationError("output name", stems[0], "two tasks claim the same output name")
 
     def update(self, fingerprint: str, **fields: Any) -> TaskRow:
         """Change a task's row; returns the row as it now stands."""
