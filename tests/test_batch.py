@@ -378,3 +378,10 @@ async def test_a_task_past_its_deadline_is_collected_by_the_next_run(
         assert done.ok
         assert done.prediction_id == late.prediction_id
         assert emu.stats()["submit_requests"] == 1
+
+
+async def test_errors_leave_the_client_as_they_are(make_audio: MakeTrack) -> None:
+    async with Emulator(fast_config(faults=Faults({"task_failed": 1.0}))) as emu:
+        with pytest.raises(TaskFailedError):  # not wrapped in an ExceptionGroup
+            async with fast_client(emu) as client:
+                await client.outpaint(OutpaintRequest(make_audio("a.wav"), tags="x"))

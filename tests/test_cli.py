@@ -1,22 +1,314 @@
-"""The command line through its real entry point, in a subprocess."""
+"""The command line through its real entry point, in a subprocess, against the emulator."""
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 import soundfile as sf
+from conftest import RATE, MakeTrack
+from test_crash import emulator_process_at, stats
+
+ENV = {k: v for k, v in os.environ.items() if not k.startswith("WAVESPEED_")}
 
 
-def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "wavespeed_outpaint", *args],
         capture_output=True,
         text=True,
         timeout=120,
         cwd=cwd,
+        env=env or ENV,
     )
+
+
+@pytest.fixture
+def library(make_audio: MakeTrack, tmp_path: Path) -> Path:
+    """A folder of tracks with nested paths and all three formats."""
+    for name in ("rock/one.wav", "rock/live/two.mp3", "jazz/three.flac", "four.wav"):
+        make_audio(f"library/{name}", seconds=0.5)
+    return tmp_path / "library"
+
+
+@pytest.fixture
+def slow_emulator() -> Iterator[str]:
+    """An emulator process whose tasks take about a second each."""
+    with emulator_process_at(time_scale=0.2) as url:
+        yield url
+
+
+def test_a_folder_lands_at_mirrored_paths(library: Path, tmp_path: Path) -> None:
+    done = run_cli(
+        "run",
+        str(library),
+        "--out",
+        "out",
+        "--tags",
+        "lofi",
+        "--after",
+        "2",
+        "--emulator",
+        "--json",
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(done.stdout)
+    assert (doc["total"], doc["completed"], doc["failed"], doc["unknown"]) == (4, 4, 0, 0)
+    assert doc["generated_seconds"] == 8
+    assert doc["cost_usd"] == pytest.approx(8 * 0.0002)
+    assert {"input", "status", "prediction_id", "files", "error"} <= set(doc["items"][0])
+    for name in ("rock/one", "rock/live/two", "jazz/three", "four"):
+        output = tmp_path / "out" / f"{name}.wav"
+        source = next(library.glob(f"{name}.*"))
+        assert sf.info(output).frames == sf.info(source).frames + 2 * RATE
+
+
+def test_a_manifest_gives_each_request_its_fields(make_audio: MakeTrack, tmp_path: Path) -> None:
+    make_audio("a.wav", seconds=0.5)
+    make_audio("b.flac", seconds=0.5)
+    lines = [
+        {"audio": "a.wav", "tags": "lofi", "extend_after_duration": 1, "output": "first"},
+        {
+            "audio": "b.flac",
+            "tags": "jazz",
+            "extend_before_duration": 2,
+            "extend_after_duration": 0,
+            "seed": 7,
+        },
+    ]
+    (tmp_path / "jobs.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    done = run_cli(
+        "run", "--manifest", "jobs.jsonl", "--out", "out", "--emulator", "--json", cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    assert sf.info(tmp_path / "out" / "first.wav").frames == round(1.5 * RATE)
+    assert sf.info(tmp_path / "out" / "b.wav").frames == round(2.5 * RATE)
+
+
+def test_a_bad_manifest_line_is_named_and_nothing_runs(
+    make_audio: MakeTrack, tmp_path: Path
+) -> None:
+    make_audio("a.wav")
+    (tmp_path / "jobs.jsonl").write_text(
+        '{"audio": "a.wav", "tags": "x"}\n{"audio": "a.wav", "tags": "x", "seed": "7"}\n'
+        '{"audio": "a.wav", "tag": "x"}\n'
+    )
+    done = run_cli("run", "--manifest", "jobs.jsonl", "--out", "out", "--emulator", cwd=tmp_path)
+    assert done.returncode == 2
+    assert "jobs.jsonl:2: seed='7'" in done.stderr
+    assert "jobs.jsonl:3: unknown field tag" in done.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_invalid_inputs_are_refused_before_anything_is_sent(library: Path, tmp_path: Path) -> None:
+    (library / "notes.mp3").write_text("not audio")
+    done = run_cli(
+        "run",
+        str(library),
+        "missing.wav",
+        "--out",
+        "out",
+        "--tags",
+        "x",
+        "--emulator",
+        cwd=tmp_path,
+    )
+    assert done.returncode == 2
+    assert "notes.mp3: the content is not MP3, WAV or FLAC" in done.stderr
+    assert "missing.wav: no such file or folder" in done.stderr
+    bad = run_cli(
+        "run",
+        str(library / "four.wav"),
+        "--out",
+        "o",
+        "--tags",
+        "x",
+        "--after",
+        "300",
+        "--emulator",
+        cwd=tmp_path,
+    )
+    assert bad.returncode == 2
+    assert "must be from 0 to 240" in bad.stderr
+
+
+def test_no_key_names_the_variable_and_the_emulator(library: Path, tmp_path: Path) -> None:
+    done = run_cli("run", str(library), "--out", "out", "--tags", "x", cwd=tmp_path)
+    assert done.returncode == 2
+    assert "WAVESPEED_API_KEY" in done.stderr
+    assert "--emulator" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_a_bad_key_is_one_clear_line(library: Path, tmp_path: Path, slow_emulator: str) -> None:
+    done = run_cli(
+        "run",
+        str(library),
+        "--out",
+        "out",
+        "--tags",
+        "x",
+        "--base-url",
+        slow_emulator,
+        "--api-key",
+        "wrong-key",
+        cwd=tmp_path,
+    )
+    assert done.returncode == 2
+    assert "refused the API key" in done.stderr
+    assert "wrong-key" not in done.stderr + done.stdout
+    assert "Traceback" not in done.stderr
+
+
+def test_dry_run_submits_nothing(library: Path, tmp_path: Path, slow_emulator: str) -> None:
+    done = run_cli(
+        "run",
+        str(library),
+        "--out",
+        "out",
+        "--tags",
+        "x",
+        "--base-url",
+        slow_emulator,
+        "--api-key",
+        "emulator-key",
+        "--dry-run",
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "4 tasks, 120 s to generate; estimated cost $0.0240" in done.stdout
+    assert "dry run" in done.stdout
+    counters = stats(slow_emulator)
+    assert counters["submit_requests"] == 0
+    assert counters["upload_requests"] == 0
+
+
+def test_max_cost_holds_back_what_the_budget_cannot_pay(library: Path, tmp_path: Path) -> None:
+    # Each task: 30 s = $0.006; $0.013 pays for two.
+    done = run_cli(
+        "run",
+        str(library),
+        "--out",
+        "out",
+        "--tags",
+        "x",
+        "--max-cost",
+        "0.013",
+        "--emulator",
+        "--json",
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(done.stdout)
+    assert (doc["completed"], doc["held_back"], doc["total"]) == (2, 2, 4)
+    assert doc["cost_usd"] <= 0.013
+    assert "--max-cost $0.0130 holds back 2 tasks" in done.stderr
+
+
+def test_a_balance_that_cannot_pay_refuses_to_start(library: Path, tmp_path: Path) -> None:
+    with emulator_process_at(time_scale=0.01, balance=0.01) as url:
+        done = run_cli(
+            "run",
+            str(library),
+            "--out",
+            "out",
+            "--tags",
+            "x",
+            "--base-url",
+            url,
+            "--api-key",
+            "emulator-key",
+            cwd=tmp_path,
+        )
+        assert done.returncode == 2
+        assert "cannot pay" in done.stderr
+        assert stats(url)["submit_requests"] == 0
+        capped = run_cli(
+            "run",
+            str(library),
+            "--out",
+            "out",
+            "--tags",
+            "x",
+            "--base-url",
+            url,
+            "--api-key",
+            "emulator-key",
+            "--max-cost",
+            "0.007",
+            cwd=tmp_path,
+        )
+        assert capped.returncode == 0, capped.stderr
+        assert stats(url)["tasks_created"] == 1
+
+
+def test_ctrl_c_shuts_down_cleanly_and_the_same_command_resumes(
+    library: Path, tmp_path: Path, slow_emulator: str
+) -> None:
+    args = [
+        sys.executable,
+        "-m",
+        "wavespeed_outpaint",
+        "run",
+        str(library),
+        "--out",
+        "out",
+        "--tags",
+        "x",
+        "--base-url",
+        slow_emulator,
+        "--api-key",
+        "emulator-key",
+    ]
+    proc = subprocess.Popen(
+        args, cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None
+    while "account balance" not in proc.stdout.readline():
+        pass
+    import time
+
+    time.sleep(1.0)  # submitted, not finished: tasks take several seconds here
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "run the same command again to resume" in err
+    assert not list((tmp_path / "out").rglob("*.part"))
+    again = run_cli(*args[3:], cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    counters = stats(slow_emulator)
+    assert counters["duplicate_submissions"] == 0
+    assert counters["tasks_created"] == 4
+    status = run_cli("status", "--journal", "out/.outpaint-journal.sqlite", cwd=tmp_path)
+    assert status.returncode == 0
+    assert "downloaded  4" in status.stdout
+    assert "cost so far: $0.0240" in status.stdout
+
+
+def test_status_lists_failures_with_their_errors(tmp_path: Path) -> None:
+    done = run_cli(
+        "run",
+        "https://nowhere.invalid/song.mp3",
+        "--out",
+        "out",
+        "--tags",
+        "x",
+        "--emulator",
+        cwd=tmp_path,
+    )
+    assert done.returncode == 1
+    status = run_cli("status", "--journal", "out/.outpaint-journal.sqlite", cwd=tmp_path)
+    assert "failed      1" in status.stdout
+    assert "media access failed" in status.stdout
 
 
 def test_the_demo_writes_whole_extended_tracks(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -18,8 +19,8 @@ from conftest import RATE, MakeTrack
 HERE = Path(__file__).parent
 
 
-@pytest.fixture
-def emulator_process() -> Iterator[str]:
+@contextlib.contextmanager
+def emulator_process_at(*, time_scale: float, balance: float = 1000.0) -> Iterator[str]:
     """The emulator as its own process; yields its base URL."""
     proc = subprocess.Popen(
         [
@@ -30,11 +31,13 @@ def emulator_process() -> Iterator[str]:
             "--port",
             "0",
             "--time-scale",
-            "1.0",
+            str(time_scale),
             "--base-seconds",
             "0.05",
             "--jitter",
             "0.3",
+            "--balance",
+            str(balance),
         ],
         stdout=subprocess.PIPE,
         text=True,
@@ -47,6 +50,12 @@ def emulator_process() -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+@pytest.fixture
+def emulator_process() -> Iterator[str]:
+    with emulator_process_at(time_scale=1.0) as url:
+        yield url
 
 
 def journal_states(tmp: Path) -> dict[str, int]:

@@ -26,6 +26,7 @@ from .errors import (
 from .models import (
     MODEL_ID,
     PRICE_PER_SECOND_USD,
+    BatchProgress,
     OutpaintRequest,
     OutpaintResult,
     Prediction,
@@ -45,6 +46,7 @@ __all__ = [
     "APIError",
     "AuthenticationError",
     "BadRequestError",
+    "BatchProgress",
     "ClientOptions",
     "ConfigurationError",
     "InsufficientBalanceError",

@@ -37,7 +37,14 @@ from .errors import (
     UnknownSubmissionError,
     ValidationError,
 )
-from .models import OutpaintRequest, OutpaintResult, Prediction, Status, parse_status
+from .models import (
+    BatchProgress,
+    OutpaintRequest,
+    OutpaintResult,
+    Prediction,
+    Status,
+    parse_status,
+)
 
 if TYPE_CHECKING:
     from .client import OutpaintClient
@@ -61,6 +68,7 @@ class BatchState:
     fatal: BaseException | None = None
     # Content hashes whose upload URL this batch's journal already holds.
     uploads_recorded: set[str] = attrs.field(factory=set)
+    progress: BatchProgress = attrs.field(factory=BatchProgress)
 
     @property
     def stopped(self) -> bool:
@@ -73,7 +81,7 @@ class _Shared:
     result: OutpaintResult | None = None
 
 
-def _sha256_file(path: Path) -> str:
+def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(HASH_CHUNK):
@@ -159,7 +167,7 @@ class Engine:
         stat = path.stat()
         key = (os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
         if key not in self._hashes:
-            self._hashes[key] = await anyio.to_thread.run_sync(_sha256_file, path)
+            self._hashes[key] = await anyio.to_thread.run_sync(sha256_file, path)
         return self._hashes[key]
 
     async def _audio_url(
@@ -332,6 +340,8 @@ class Engine:
                     )
                 else:
                     self.pacer.accepted()
+                    batch.progress.submitted += 1
+                    batch.progress.charged_usd += request.cost_usd
                     if prediction.created_at is not None:
                         self.settler.clock.observe(
                             sent_at, time.time(), prediction.created_at.timestamp()
@@ -367,6 +377,8 @@ class Engine:
             prediction = settlement.prediction
             assert prediction is not None
             log.info("a lost submit was found again as prediction %s", prediction.id)
+            batch.progress.submitted += 1
+            batch.progress.charged_usd += row.cost_usd
             row = journal.update(
                 fp,
                 state=State.SUBMITTED,

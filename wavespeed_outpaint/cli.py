@@ -98,18 +98,97 @@ def _run_demo(args: argparse.Namespace) -> int:
     return asyncio.run(run_demo(args.out))
 
 
+def _run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "run",
+        help="extend many tracks: files, folders, https URLs or a manifest",
+        description="Extend tracks with new audio before and/or after them. Running the same "
+        "command again resumes from the journal: nothing finished is redone, nothing is "
+        "charged twice.",
+    )
+    p.add_argument(
+        "inputs",
+        nargs="*",
+        metavar="INPUT",
+        help="a file, a folder (searched for MP3 / WAV / FLAC) or an https URL",
+    )
+    p.add_argument("--out", required=True, metavar="DIR", help="where the extended tracks go")
+    p.add_argument(
+        "--manifest",
+        metavar="FILE.jsonl",
+        help="one request per line instead of "
+        'INPUTs: the API\'s field names plus an optional "output" name',
+    )
+    p.add_argument("--tags", help="style tags, e.g. 'lofi, chill' (required with INPUTs)")
+    p.add_argument(
+        "--before",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="seconds to add before the start (default 0)",
+    )
+    p.add_argument(
+        "--after",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="seconds to add after the end (default 30)",
+    )
+    p.add_argument("--lyrics", default="", help="lyrics of the new parts; '[inst]' for none")
+    p.add_argument("--seed", type=int, default=-1, help="-1 (random) or 0 to 2147483647")
+    p.add_argument("--journal", metavar="PATH", help="default: DIR/.outpaint-journal.sqlite")
+    p.add_argument("--max-in-flight", type=int, default=1000, metavar="N")
+    p.add_argument("--rpm", type=float, help="task starts per minute (your account tier's limit)")
+    p.add_argument("--max-cost", type=float, metavar="USD", help="never submit more than this")
+    p.add_argument("--dry-run", action="store_true", help="check and price; submit nothing")
+    p.add_argument(
+        "--resubmit-unknown",
+        action="store_true",
+        help="send again the submits whose outcome could not be settled",
+    )
+    p.add_argument("--emulator", action="store_true", help="run against an embedded emulator")
+    p.add_argument("--base-url", help="default: WAVESPEED_BASE_URL, then the service")
+    p.add_argument("--api-key", help="default: WAVESPEED_API_KEY")
+    p.add_argument("--json", action="store_true", help="one JSON document on stdout at the end")
+    p.add_argument("--quiet", action="store_true", help="print nothing but errors")
+
+
+def _run_run(args: argparse.Namespace) -> int:
+    from ._runner import command
+
+    return command(args)
+
+
+def _status_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("status", help="what a journal holds: counts, cost, failures")
+    p.add_argument("--journal", required=True, metavar="PATH")
+
+
+def _run_status(args: argparse.Namespace) -> int:
+    from ._status import print_status
+
+    return print_status(Path(args.journal).expanduser())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="wavespeed-outpaint",
         description="Extend music tracks with WaveSpeedAI's ACE-Step Audio Outpaint model.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
+    _run_parser(sub)
+    _status_parser(sub)
     _emulator_parser(sub)
     _demo_parser(sub)
     return parser
 
 
-COMMANDS = {"emulator": _run_emulator, "demo": _run_demo}
+COMMANDS = {
+    "run": _run_run,
+    "status": _run_status,
+    "emulator": _run_emulator,
+    "demo": _run_demo,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

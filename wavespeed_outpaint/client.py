@@ -36,6 +36,7 @@ from .errors import (
 )
 from .models import (
     MODEL_ID,
+    BatchProgress,
     OutpaintRequest,
     OutpaintResult,
     Prediction,
@@ -135,7 +136,10 @@ class OutpaintClient:
         try:
             if self._task_group is not None:
                 self._task_group.cancel_scope.cancel()
-                await self._task_group.__aexit__(exc_type, exc, tb)
+                # The body's own exception is not handed to the task group, which would
+                # wrap it in an ExceptionGroup: it propagates as it is, after the
+                # background tasks are cancelled and awaited.
+                await self._task_group.__aexit__(None, None, None)
         finally:
             self._task_group = None
             if self._journal is not None:
@@ -194,6 +198,7 @@ class OutpaintClient:
         journal: str | os.PathLike[str] | None = None,
         resubmit_unknown: bool = False,
         retry_failed: bool = False,
+        progress: BatchProgress | None = None,
     ) -> AsyncIterator[OutpaintResult]:
         """Run many tasks at once; yields each result as it finishes.
 
@@ -205,7 +210,8 @@ class OutpaintClient:
         and then that error is raised.
 
         With `journal` (a file path), running the same batch again skips what finished,
-        polls what was submitted and never submits a task twice.
+        polls what was submitted and never submits a task twice. `progress`, when given,
+        is kept up to date with live counts.
         """
         engine = self._running_engine()
         assert self._task_group is not None
@@ -216,6 +222,7 @@ class OutpaintClient:
             Path(out_dir).expanduser() if out_dir is not None else None,
             resubmit_unknown=resubmit_unknown,
             retry_failed=retry_failed,
+            progress=progress if progress is not None else BatchProgress(),
         )
         send, receive = anyio.create_memory_object_stream[OutpaintResult](0)
         finished = anyio.Event()
@@ -261,6 +268,7 @@ class OutpaintClient:
                     result = OutpaintResult(request, Status.FAILED, error=str(exc))
                 try:
                     if result is not None:
+                        batch.progress.count(result)
                         await out.send(result)
                 finally:
                     # Released once the consumer has the result: a slow consumer slows

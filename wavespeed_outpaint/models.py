@@ -20,6 +20,7 @@ from .errors import ValidationError
 __all__ = [
     "MODEL_ID",
     "PRICE_PER_SECOND_USD",
+    "BatchProgress",
     "OutpaintRequest",
     "OutpaintResult",
     "Prediction",
@@ -329,3 +330,39 @@ class OutpaintResult:
         if self.ok:
             return None
         return Prediction(self.prediction_id or "", self.status, code=self.code).retryable
+
+
+@attrs.define
+class BatchProgress:
+    """Live counts of a batch, for progress displays. Updated by the engine as it goes.
+
+    `submitted` counts tasks this run sent (or found again after a lost answer);
+    `finished` every result handed out, of which `completed`, `failed` (any other final
+    status, or a download that did not succeed), `unknown` and `skipped` (finished by an
+    earlier run). `charged_usd` is what this run's submits cost.
+    """
+
+    submitted: int = 0
+    finished: int = 0
+    completed: int = 0
+    failed: int = 0
+    unknown: int = 0
+    skipped: int = 0
+    charged_usd: float = 0.0
+
+    @property
+    def processing(self) -> int:
+        """Submitted by this run and not finished yet."""
+        fresh_finished = self.finished - self.skipped
+        return max(0, self.submitted - fresh_finished)
+
+    def count(self, result: OutpaintResult) -> None:
+        self.finished += 1
+        if result.skipped:
+            self.skipped += 1
+        if result.ok:
+            self.completed += 1
+        elif result.status is Status.UNKNOWN:
+            self.unknown += 1
+        else:
+            self.failed += 1

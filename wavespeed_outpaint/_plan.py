@@ -1,0 +1,186 @@
+"""From command-line inputs (files, folders, URLs, a JSONL manifest) to a checked plan.
+
+Everything is validated before anything is sent: a plan either holds only valid requests
+or is refused with every problem listed, each naming the input and what to change.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from ._engine import fingerprint, sha256_file
+from ._journal import Journal, State
+from ._naming import checked_stem, default_stem
+from .errors import ValidationError
+from .models import OutpaintRequest
+
+AUDIO_SUFFIXES = {".mp3", ".wav", ".flac"}
+MANIFEST_FIELDS = {
+    "audio",
+    "tags",
+    "extend_before_duration",
+    "extend_after_duration",
+    "lyrics",
+    "seed",
+    "output",
+}
+# States whose task has been sent already: running it again costs nothing more.
+PAID_STATES = {State.SUBMITTING, State.SUBMITTED, State.COMPLETED, State.DOWNLOADED, State.UNKNOWN}
+
+
+class PlanError(Exception):
+    """One or more inputs cannot be run; `problems` lists each, ready to print."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+@attrs.frozen
+class PlannedTask:
+    request: OutpaintRequest
+    name: str  # the output's name under --out, without extension
+    input: str  # what the user gave, for reports
+
+
+def _folder_files(folder: Path) -> list[Path]:
+    return sorted(
+        p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES
+    )
+
+
+def from_inputs(inputs: Iterable[str], **fields: Any) -> list[PlannedTask]:
+    """Files, folders (searched recursively for MP3 / WAV / FLAC) and https URLs."""
+    tasks: list[PlannedTask] = []
+    problems: list[str] = []
+
+    def add(audio: str | Path, name: str | None, shown: str) -> None:
+        try:
+            request = OutpaintRequest(audio, **fields)
+            tasks.append(PlannedTask(request, checked_stem(name or default_stem(request)), shown))
+        except ValidationError as exc:
+            problems.append(f"{shown}: {exc.problem if exc.field == 'audio' else exc}")
+
+    for text in inputs:
+        if "://" in text[:16]:
+            add(text, None, text)
+            continue
+        path = Path(text).expanduser()
+        if path.is_dir():
+            found = _folder_files(path)
+            if not found:
+                problems.append(f"{text}: no MP3, WAV or FLAC files in this folder")
+            for file in found:
+                add(file, file.relative_to(path).with_suffix("").as_posix(), str(file))
+        elif path.exists():
+            add(path, path.stem, text)
+        else:
+            problems.append(f"{text}: no such file or folder")
+    if problems:
+        raise PlanError(problems)
+    return tasks
+
+
+def from_manifest(manifest: Path) -> list[PlannedTask]:
+    """One JSON object per line, with the API's field names and an optional `output`."""
+    try:
+        lines = manifest.read_text().splitlines()
+    except OSError as exc:
+        raise PlanError([f"{manifest}: cannot be read ({exc.strerror})"]) from None
+    tasks: list[PlannedTask] = []
+    problems: list[str] = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        where = f"{manifest}:{number}"
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as exc:
+            problems.append(f"{where}: not JSON ({exc.msg})")
+            continue
+        if not isinstance(item, dict):
+            problems.append(f"{where}: give a JSON object per line")
+            continue
+        unknown = sorted(set(item) - MANIFEST_FIELDS)
+        if unknown:
+            known = ", ".join(sorted(MANIFEST_FIELDS))
+            problems.append(f"{where}: unknown field {', '.join(unknown)}; known: {known}")
+            continue
+        fields = dict(item)
+        output = fields.pop("output", None)
+        audio = fields.get("audio")
+        if isinstance(audio, str) and "://" not in audio[:16]:
+            # Relative paths in a manifest are relative to the manifest itself.
+            fields["audio"] = manifest.parent / Path(audio).expanduser()
+        try:
+            if "audio" not in fields or "tags" not in fields:
+                missing = [f for f in ("audio", "tags") if f not in fields]
+                raise ValidationError(missing[0], None, "is required")
+            if output is not None and not isinstance(output, str):
+                raise ValidationError("output", output, "give the output's name as text")
+            request = OutpaintRequest(**fields)
+            name = checked_stem(output) if output else default_stem(request)
+            tasks.append(PlannedTask(request, name, str(audio)))
+        except ValidationError as exc:
+            problems.append(f"{where}: {exc}")
+        except TypeError as exc:
+            problems.append(f"{where}: {exc}")
+    if problems:
+        raise PlanError(problems)
+    if not tasks:
+        raise PlanError([f"{manifest}: no requests in it"])
+    return tasks
+
+
+@attrs.frozen
+class Plan:
+    run: list[PlannedTask]
+    held_back: list[PlannedTask]
+    new_cost_usd: float  # what the tasks to run will charge (those not sent before)
+    paid_before: int  # tasks an earlier run already sent
+    generated_seconds: float
+
+    @property
+    def total(self) -> int:
+        return len(self.run) + len(self.held_back)
+
+
+def budget(tasks: list[PlannedTask], journal_path: Path, max_cost: float | None) -> Plan:
+    """Which tasks to run: those already paid for, and new ones until the budget is spent."""
+    paid: set[str] = set()
+    if journal_path.exists():
+        journal = Journal(journal_path)
+        try:
+            paid = {row.fingerprint for row in journal.rows() if row.state in PAID_STATES}
+        finally:
+            journal.close()
+    hashes: dict[Path, str] = {}
+    run: list[PlannedTask] = []
+    held: list[PlannedTask] = []
+    cost = 0.0
+    paid_before = 0
+    for task in tasks:
+        audio = task.request.audio
+        content = None
+        if isinstance(audio, Path):
+            content = hashes.get(audio) or hashes.setdefault(audio, sha256_file(audio))
+        if fingerprint(task.request, content) in paid:
+            paid_before += 1
+            run.append(task)
+        elif max_cost is not None and cost + task.request.cost_usd > max_cost + 1e-12:
+            held.append(task)
+        else:
+            cost += task.request.cost_usd
+            run.append(task)
+    return Plan(
+        run=run,
+        held_back=held,
+        new_cost_usd=round(cost, 6),
+        paid_before=paid_before,
+        generated_seconds=sum(t.request.generated_seconds for t in run),
+    )

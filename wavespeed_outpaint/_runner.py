@@ -1,0 +1,206 @@
+"""`wavespeed-outpaint run`: plan, check the money, run the batch, report.
+
+Exit codes: 0 every task succeeded, 1 some failed or are unknown, 2 bad usage or input
+(nothing was sent), 130 interrupted (after a clean shutdown; the same command resumes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import functools
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import anyio
+
+from ._plan import Plan, PlanError, PlannedTask, budget, from_inputs, from_manifest
+from ._progress import show
+from ._report import as_json, print_json, print_table
+from .client import OutpaintClient
+from .errors import (
+    APIError,
+    AuthenticationError,
+    ConfigurationError,
+    OutpaintError,
+    ValidationError,
+)
+from .models import BatchProgress, OutpaintResult
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+JOURNAL_NAME = ".outpaint-journal.sqlite"
+
+
+class UsageError(Exception):
+    """Bad usage or input: printed as one line, exit 2."""
+
+
+def _say(args: argparse.Namespace, text: str) -> None:
+    """Information for the user: stderr with --json (stdout is the document), else stdout."""
+    if not args.quiet:
+        print(text, file=sys.stderr if args.json else sys.stdout, flush=True)
+
+
+def plan_tasks(args: argparse.Namespace) -> list[PlannedTask]:
+    if args.manifest is not None:
+        if args.inputs:
+            raise UsageError("give INPUTs or --manifest, not both")
+        return from_manifest(Path(args.manifest))
+    if not args.inputs:
+        raise UsageError(
+            "give at least one INPUT (a file, a folder or an https URL), or --manifest"
+        )
+    if not args.tags:
+        raise UsageError("--tags is required with INPUTs, e.g. --tags 'lofi, chill'")
+    fields = {
+        "tags": args.tags,
+        "extend_before_duration": args.before,
+        "extend_after_duration": args.after,
+        "lyrics": args.lyrics,
+        "seed": args.seed,
+    }
+    return from_inputs(args.inputs, **fields)
+
+
+@contextlib.asynccontextmanager
+async def connection(args: argparse.Namespace) -> AsyncIterator[OutpaintClient]:
+    """The client: against the embedded emulator, or the service named by flags / env."""
+    options = {"max_in_flight": args.max_in_flight}
+    if args.rpm is not None:
+        options["starts_per_minute"] = args.rpm
+    if args.emulator:
+        from .emulator import DEFAULT_API_KEY, Emulator, EmulatorConfig
+
+        async with (
+            Emulator(EmulatorConfig(time_scale=0.02)) as emulator,
+            OutpaintClient(DEFAULT_API_KEY, emulator.base_url, **options) as client,
+        ):
+            yield client
+        return
+    api_key = args.api_key or os.environ.get("WAVESPEED_API_KEY")
+    if not api_key:
+        raise UsageError(
+            "no API key: set WAVESPEED_API_KEY (or --api-key), or run offline with --emulator"
+        )
+    base_url = args.base_url or os.environ.get("WAVESPEED_BASE_URL") or None
+    async with OutpaintClient(api_key, base_url, **options) as client:
+        yield client
+
+
+async def check_money(args: argparse.Namespace, client: OutpaintClient, plan: Plan) -> None:
+    _say(
+        args,
+        f"{plan.total} tasks, {plan.generated_seconds:g} s to generate; "
+        f"estimated cost ${plan.new_cost_usd:.4f}"
+        + (
+            f" ({plan.paid_before} sent by an earlier run, not charged again)"
+            if plan.paid_before
+            else ""
+        ),
+    )
+    if plan.held_back:
+        _say(args, f"--max-cost ${args.max_cost:.4f} holds back {len(plan.held_back)} tasks")
+    try:
+        balance = await client.balance()
+    except AuthenticationError as exc:
+        raise UsageError(f"the service refused the API key: {exc.message or exc}") from None
+    except OutpaintError as exc:
+        _say(args, f"balance unknown ({exc}); going on")
+        return
+    _say(args, f"account balance ${balance:.4f}")
+    if plan.new_cost_usd > balance:
+        raise UsageError(
+            f"the balance (${balance:.4f}) cannot pay for this batch (${plan.new_cost_usd:.4f}); "
+            "top up, or cap the spend below the balance with --max-cost"
+        )
+
+
+async def run_batch(args: argparse.Namespace) -> int:
+    tasks = plan_tasks(args)
+    out_dir = Path(args.out).expanduser()
+    journal = Path(args.journal).expanduser() if args.journal else out_dir / JOURNAL_NAME
+    plan = budget(tasks, journal, args.max_cost)
+    results: list[tuple[str, OutpaintResult]] = []
+    progress = BatchProgress()
+    async with connection(args) as client:
+        await check_money(args, client, plan)
+        if args.dry_run:
+            _say(args, "dry run: nothing submitted")
+            return EXIT_OK
+        shown = {id(t.request): t.input for t in plan.run}
+        stopped: OutpaintError | None = None
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(functools.partial(show, progress, len(plan.run), quiet=args.quiet))
+            try:
+                async for result in client.outpaint_many(
+                    ((t.request, t.name) for t in plan.run),
+                    out_dir,
+                    journal=journal,
+                    resubmit_unknown=args.resubmit_unknown,
+                    progress=progress,
+                ):
+                    name = shown.get(id(result.request), str(result.request.audio))
+                    results.append((name, result))
+                    if not result.ok and not args.quiet and not args.json:
+                        print(f"not done: {name}: {result.error}", file=sys.stderr)
+            except OutpaintError as exc:
+                stopped = exc  # the account cannot go on; report what was done first
+            finally:
+                tg.cancel_scope.cancel()
+    doc = as_json(results, held_back=len(plan.held_back), cost_usd=progress.charged_usd)
+    if args.json:
+        print_json(doc, sys.stdout)
+    elif not args.quiet:
+        print_table(doc, sys.stdout)
+    if stopped is not None:
+        print(f"error: submitting stopped: {stopped}", file=sys.stderr)
+        return EXIT_FAILED
+    ok = doc["completed"] == doc["total"] - doc["held_back"]
+    return EXIT_OK if ok else EXIT_FAILED
+
+
+async def run_with_interrupts(args: argparse.Namespace) -> int:
+    """Ctrl-C cancels the batch, which shuts down cleanly; then 130 and the resume hint."""
+    main = asyncio.current_task()
+    assert main is not None
+    interrupted = False
+
+    def on_interrupt() -> None:
+        nonlocal interrupted
+        interrupted = True
+        main.cancel()
+
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGINT, on_interrupt)
+    try:
+        return await run_batch(args)
+    except asyncio.CancelledError:
+        if not interrupted:
+            raise
+        print(
+            "interrupted: nothing is lost; run the same command again to resume from the journal",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)
+
+
+def command(args: argparse.Namespace) -> int:
+    try:
+        return asyncio.run(run_with_interrupts(args))
+    except (UsageError, ConfigurationError, ValidationError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except PlanError as exc:
+        print("error: these inputs cannot be run (nothing was sent):", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    except APIError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
