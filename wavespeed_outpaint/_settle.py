@@ -140,39 +140,47 @@ class Settler:
         if with_input:
             matches = [p for p in with_input if _same_input(p.raw["input"], submit.payload)]
             return self._adopt(matches[0]) if len(matches) == 1 else Settlement(Outcome.AMBIGUOUS)
-        others = [
-            (o, *self.clock.server_window(o.sent_at, o.ends_at))
-            for o in self._open_submits()
-            if o.key != submit.key
-        ]
         if not unseen:
             # Had this submit created a task, nobody could have its id: it would be here.
             conclusive = time.time() >= submit.ends_at + self._grace
             return Settlement(Outcome.ABSENT) if conclusive else None
-
-        def rivals(prediction: Prediction) -> list[OpenSubmit]:
-            if prediction.created_at is None:
-                return [o for o, _, _ in others]
-            created = prediction.created_at.timestamp()
-            return [o for o, low, high in others if low <= created <= high]
-
-        # Every unseen prediction was created by some open submit. One that no other open
-        # submit could have created is this one's; a submit creates at most one task.
-        exclusive = [p for p in unseen if not rivals(p)]
+        # The open submits whose windows chain to this one's, and every unseen
+        # prediction in their joint window: who could have created which.
+        cluster = self._cluster(submit)
+        now = time.time()
+        if any(o.ends_at > now for o, _, _ in cluster if o.key != submit.key):
+            return None  # a neighbour is still on the wire: its answer may claim a task
+        low = min(lo for _, lo, _ in cluster)
+        high = max(hi for _, _, hi in cluster)
+        predictions = [p for p in await self._window(low, high) if p.id not in known]
+        owner = _assign(cluster, predictions).get(submit.key)
         log.debug(
-            "settling %s: %d unseen predictions in %.3f s, %d exclusive",
+            "settling %s: %d unseen, %d open submits around it, %s",
             submit.key[:8],
             len(unseen),
-            end - start,
-            len(exclusive),
+            len(cluster),
+            "found" if owner else "ambiguous",
         )
-        if len(exclusive) == 1:
-            return self._adopt(exclusive[0])
-        if not exclusive and any(o.ends_at > time.time() for p in unseen for o in rivals(p)):
-            return None  # a rival is still on the wire: its answer may claim a candidate
-        if not exclusive:
-            return None  # rivals may settle first and take their candidates out
-        return Settlement(Outcome.AMBIGUOUS)
+        return self._adopt(owner) if owner is not None else Settlement(Outcome.AMBIGUOUS)
+
+    def _cluster(self, submit: OpenSubmit) -> list[tuple[OpenSubmit, float, float]]:
+        """This submit and the open ones whose windows overlap it, directly or in a chain."""
+        windows = [
+            (o, *self.clock.server_window(o.sent_at, o.ends_at)) for o in self._open_submits()
+        ]
+        if not any(o.key == submit.key for o, _, _ in windows):
+            windows.append((submit, *self.clock.server_window(submit.sent_at, submit.ends_at)))
+        cluster = [w for w in windows if w[0].key == submit.key]
+        low, high = cluster[0][1], cluster[0][2]
+        grown = True
+        while grown:
+            grown = False
+            for window in windows:
+                if window not in cluster and window[1] <= high and window[2] >= low:
+                    cluster.append(window)
+                    low, high = min(low, window[1]), max(high, window[2])
+                    grown = True
+        return cluster
 
     def _adopt(self, prediction: Prediction) -> Settlement:
         self._adopted.add(prediction.id)
@@ -186,6 +194,35 @@ class Settler:
         ):
             found.extend(page.items)
         return found
+
+
+def _assign(
+    submits: list[tuple[OpenSubmit, float, float]], predictions: list[Prediction]
+) -> dict[str, Prediction]:
+    """Which submit created which prediction, as far as creation times can tell.
+
+    Every unseen prediction was created by one of these submits, and a submit creates at
+    most one task. A prediction that only one unassigned submit could have created is
+    that submit's; assigning it can leave another prediction with a single possible
+    owner, and so on. What stays open after that is truly ambiguous.
+    """
+    assigned: dict[str, Prediction] = {}
+    open_predictions = list(predictions)
+    progress = True
+    while progress:
+        progress = False
+        for prediction in list(open_predictions):
+            created = prediction.created_at.timestamp() if prediction.created_at else None
+            owners = [
+                o
+                for o, low, high in submits
+                if o.key not in assigned and (created is None or low <= created <= high)
+            ]
+            if len(owners) == 1:
+                assigned[owners[0].key] = prediction
+                open_predictions.remove(prediction)
+                progress = True
+    return assigned
 
 
 def _same_input(item_input: dict[str, Any], payload: dict[str, Any]) -> bool:

@@ -1,0 +1,279 @@
+"""This SDK against the official `wavespeed` SDK and a hand-written aiohttp loop.
+
+    python benchmarks/compare.py                       # 100 and 1,000 for all, 10,000 for two
+    python benchmarks/compare.py --sizes 20 --no-save  # the CI smoke size
+
+Each (client, size) runs in a fresh child process against a fresh emulator process with
+the same seed and time model, so every figure is that client's own: wall time and its
+ratio to the emulator's last completion (1.0 cannot be beaten), status requests per task,
+mean and p95 detection lag, client CPU ms per task, peak RSS, tasks completed, duplicate
+submissions. A last run adds 10% faults of every kind, where completed counts matter.
+Writes benchmarks/results/compare.{md,json,png}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from _harness import (
+    Meter,
+    TimeModel,
+    emulator_process,
+    emulator_stats,
+    make_source,
+    write_results,
+)
+
+MODEL_ID = "wavespeed-ai/ace-step/audio-outpaint"
+KEY = "emulator-key"
+GENERATED = 2.0
+# About 2.5 s a task, ±20%: the service's order of magnitude, scaled down.
+SERVICE = TimeModel(time_scale=1.0, base_seconds=0.5, jitter=0.2)
+FINAL = {"completed", "failed", "cancelled", "timeout", "deleted"}
+
+
+def body(seed: int, audio: str) -> dict[str, Any]:
+    return {"audio": audio, "tags": "lofi", "extend_after_duration": GENERATED, "seed": seed}
+
+
+def upload_once(base_url: str, source: Path) -> str:
+    """The official SDK's upload, done once before the clock starts (as a user would)."""
+    from wavespeed import Client
+
+    return str(Client(api_key=KEY, base_url=base_url).upload(str(source)))
+
+
+# -- the three clients ---------------------------------------------------------------------
+
+
+def run_ours(base_url: str, count: int, concurrency: int, source: Path, out: Path) -> int:
+    from wavespeed_outpaint import OutpaintClient, OutpaintRequest
+
+    async def main() -> int:
+        requests = (
+            (OutpaintRequest(source, tags="lofi", extend_after_duration=GENERATED, seed=i), f"t{i}")
+            for i in range(count)
+        )
+        done = 0
+        async with OutpaintClient(
+            KEY, base_url, max_in_flight=concurrency, connection_limit=200
+        ) as client:
+            async for result in client.outpaint_many(requests, out):
+                done += result.ok
+        return done
+
+    return asyncio.run(main())
+
+
+def run_official(base_url: str, count: int, concurrency: int, source: Path, out: Path) -> int:
+    import requests
+    from wavespeed import Client
+
+    audio = upload_once(base_url, source)
+    client = Client(api_key=KEY, base_url=base_url)
+
+    def one(seed: int) -> bool:
+        try:
+            result = client.run(MODEL_ID, body(seed, audio), timeout=600, poll_interval=1.0)
+            response = requests.get(result["outputs"][0], timeout=60)
+            response.raise_for_status()
+            (out / f"t{seed}.wav").write_bytes(response.content)
+            return True
+        except Exception:  # noqa: BLE001 - a failed task counts as not completed
+            return False
+
+    with ThreadPoolExecutor(concurrency) as pool:
+        return sum(pool.map(one, range(count)))
+
+
+def run_loop(base_url: str, count: int, concurrency: int, source: Path, out: Path) -> int:
+    """What a user writes by hand: a coroutine per task, polling every second."""
+    import aiohttp
+
+    audio = upload_once(base_url, source)
+    headers = {"Authorization": f"Bearer {KEY}"}
+
+    async def main() -> int:
+        gate = asyncio.Semaphore(concurrency)
+        connector = aiohttp.TCPConnector(limit=200)
+        async with aiohttp.ClientSession(connector=connector) as session:
+
+            async def one(seed: int) -> bool:
+                async with gate:
+                    try:
+                        url = f"{base_url}/api/v3/{MODEL_ID}"
+                        async with session.post(url, json=body(seed, audio), headers=headers) as r:
+                            data = (await r.json())["data"]
+                        while data["status"] not in FINAL:
+                            await asyncio.sleep(1.0)
+                            async with session.get(data["urls"]["get"], headers=headers) as r:
+                                if r.status == 200:
+                                    data = (await r.json())["data"]
+                        if data["status"] != "completed":
+                            return False
+                        async with session.get(data["outputs"][0]) as r:
+                            r.raise_for_status()
+                            # A hand-written loop writes with plain blocking file calls.
+                            with open(out / f"t{seed}.wav", "wb") as f:  # noqa: ASYNC230
+                                async for chunk in r.content.iter_chunked(65536):
+                                    f.write(chunk)
+                        return True
+                    except Exception:  # noqa: BLE001 - a failed task counts as not completed
+                        return False
+
+            return sum(await asyncio.gather(*(one(i) for i in range(count))))
+
+    return asyncio.run(main())
+
+
+CLIENTS = {"this SDK": run_ours, "official SDK": run_official, "hand-written loop": run_loop}
+
+
+def child(client: str, count: int, faults: float, result_file: Path) -> None:
+    model = TimeModel(SERVICE.time_scale, SERVICE.base_seconds, SERVICE.jitter, faults)
+    concurrency = min(count, 1000)
+    with emulator_process(model) as base_url, tempfile.TemporaryDirectory() as tmp:
+        source = make_source(Path(tmp) / "source.wav")
+        out = Path(tmp) / "out"
+        out.mkdir()
+        # The official SDK prints its retries; keep them off this run's output.
+        with (
+            open(os.devnull, "w") as sink,
+            contextlib.redirect_stdout(sink),
+            Meter() as meter,
+        ):
+            completed = CLIENTS[client](base_url, count, concurrency, source, out)
+        stats = emulator_stats(base_url)
+    limit = stats["last_completion"] - meter.start
+    row = {
+        "client": client,
+        "tasks": count,
+        "faults": faults,
+        "completed": completed,
+        "wall_s": meter.wall,
+        "wall_over_limit": meter.wall / limit,
+        "status_requests_per_task": stats["status_requests"] / count,
+        "lag_mean_s": stats["detection_lag_mean"],
+        "lag_p95_s": stats["detection_lag_p95"],
+        "cpu_ms_per_task": 1000 * meter.cpu / count,
+        "peak_rss_mb": meter.peak_rss_mb,
+        "duplicates": stats["duplicate_submissions"],
+    }
+    result_file.write_text(json.dumps(row))
+
+
+COLUMNS = [
+    ("client", "client"),
+    ("tasks", "tasks"),
+    ("faults", "faults"),
+    ("completed", "completed"),
+    ("wall_s", "wall s"),
+    ("wall_over_limit", "wall / limit"),
+    ("status_requests_per_task", "status req / task"),
+    ("lag_mean_s", "lag mean s"),
+    ("lag_p95_s", "lag p95 s"),
+    ("cpu_ms_per_task", "CPU ms / task"),
+    ("peak_rss_mb", "peak RSS MB"),
+    ("duplicates", "duplicates"),
+]
+
+
+def plot(rows: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (wall, requests) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for client in CLIENTS:
+        mine = sorted(
+            (r for r in rows if r["client"] == client and not r["faults"]), key=lambda r: r["tasks"]
+        )
+        if not mine:
+            continue
+        sizes = [r["tasks"] for r in mine]
+        wall.plot(sizes, [r["wall_s"] for r in mine], marker="o", label=client)
+        requests.plot(
+            sizes, [r["status_requests_per_task"] for r in mine], marker="o", label=client
+        )
+    for axis, title in ((wall, "wall time (s)"), (requests, "status requests per task")):
+        axis.set_xscale("log")
+        axis.set_xlabel("tasks")
+        axis.set_title(title)
+        axis.grid(alpha=0.3)
+        axis.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="100,1000,10000")
+    parser.add_argument("--fault-size", type=int, default=100, help="tasks in the 10%% fault run")
+    parser.add_argument("--no-save", action="store_true", help="print only")
+    parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        client, count, faults, result_file = args.child
+        child(client, int(count), float(faults), Path(result_file))
+        return
+    runs = []
+    for size in (int(s) for s in args.sizes.split(",")):
+        for client in CLIENTS:
+            if size > 1000 and client == "official SDK":
+                continue  # ten thousand threads polling once a second: not a fair ask of it
+            runs.append((client, size, 0.0))
+    if args.fault_size:
+        runs += [(client, args.fault_size, 0.1) for client in CLIENTS]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for client, size, faults in runs:
+            result_file = Path(tmp) / "row.json"
+            started = time.time()
+            subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--child",
+                    client,
+                    str(size),
+                    str(faults),
+                    str(result_file),
+                ],
+                check=True,
+                timeout=1800,
+            )
+            row = json.loads(result_file.read_text())
+            rows.append(row)
+            print(
+                f"{client}, {size} tasks, faults {faults}: {time.time() - started:.0f} s; "
+                f"{row['completed']} completed, wall/limit {row['wall_over_limit']:.2f}, "
+                f"{row['status_requests_per_task']:.2f} status req/task",
+                flush=True,
+            )
+    print(
+        f"\n{platform.machine()}, Python {platform.python_version()}, {time.strftime('%Y-%m-%d')}"
+    )
+    if args.no_save:
+        return
+    md = write_results("compare", rows, COLUMNS)
+    plot(rows, md.with_suffix(".png"))
+    print(md.read_text())
+
+
+if __name__ == "__main__":
+    main()
