@@ -15,6 +15,8 @@ from typing import Any
 
 import attrs
 
+from wavespeed_outpaint.emulator._process import emulator_process as spawn_emulator
+
 
 @attrs.frozen
 class TimeModel:
@@ -26,16 +28,27 @@ class TimeModel:
     faults: float = 0.0  # every fault kind at this probability (webhooks aside)
 
 
+FAULT_KINDS = (
+    "submit_429",
+    "submit_5xx",
+    "submit_lost",
+    "submit_500_after_create",
+    "result_429",
+    "result_5xx",
+    "result_drop",
+    "upload_5xx",
+    "truncated_download",
+    "task_failed",
+    "task_cancelled",
+    "task_timeout",
+    "expired_output",
+)
+
+
 @contextlib.contextmanager
 def emulator_process(model: TimeModel, *, seed: int = 1) -> Iterator[str]:
-    """Start `wavespeed-outpaint emulator` on a free loopback port; yield its base URL."""
+    """The emulator in its own process with this time model; yields its base URL."""
     args = [
-        sys.executable,
-        "-m",
-        "wavespeed_outpaint",
-        "emulator",
-        "--port",
-        "0",
         "--time-scale",
         str(model.time_scale),
         "--base-seconds",
@@ -47,38 +60,10 @@ def emulator_process(model: TimeModel, *, seed: int = 1) -> Iterator[str]:
         "--retry-after",
         "0.2",
     ]
-    if model.faults:
-        kinds = [
-            "submit_429",
-            "submit_5xx",
-            "submit_lost",
-            "submit_500_after_create",
-            "result_429",
-            "result_5xx",
-            "result_drop",
-            "upload_5xx",
-            "truncated_download",
-            "task_failed",
-            "task_cancelled",
-            "task_timeout",
-            "expired_output",
-        ]
-        for kind in kinds:
-            args += ["--fault", f"{kind}={model.faults}"]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        if "listening on" not in line:
-            raise RuntimeError(f"the emulator did not start: {line!r}")
-        yield line.split()[3]
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    for kind in FAULT_KINDS if model.faults else ():
+        args += ["--fault", f"{kind}={model.faults}"]
+    with spawn_emulator(*args) as base_url:
+        yield base_url
 
 
 def emulator_stats(base_url: str) -> dict[str, Any]:
@@ -111,6 +96,26 @@ class Meter:
         self.wall = self.end - self.start
         self.cpu = usage.ru_utime + usage.ru_stime - self._cpu0
         self.peak_rss_mb = usage.ru_maxrss / 1024  # Linux reports KiB
+
+
+def figures(meter: Meter, stats: dict[str, Any], count: int, completed: int) -> dict[str, Any]:
+    """The figures every benchmark reports for one run of `count` tasks."""
+    limit = stats["last_completion"] - meter.start
+    return {
+        "tasks": count,
+        "completed": completed,
+        "wall_s": meter.wall,
+        "limit_s": limit,
+        "wall_over_limit": meter.wall / limit,
+        "status_requests_per_task": stats["status_requests"] / count,
+        "lag_mean_s": stats["detection_lag_mean"],
+        "lag_p95_s": stats["detection_lag_p95"],
+        "cpu_ms_per_task": 1000 * meter.cpu / count,
+        "peak_rss_mb": meter.peak_rss_mb,
+        "duplicates": stats["duplicate_submissions"],
+        "list_requests": stats["list_requests"],
+        "result_gets": stats["result_gets"],
+    }
 
 
 def write_results(name: str, rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> Path:

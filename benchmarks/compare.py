@@ -34,6 +34,7 @@ from _harness import (
     TimeModel,
     emulator_process,
     emulator_stats,
+    figures,
     make_source,
     write_results,
 )
@@ -150,29 +151,16 @@ def child(client: str, count: int, faults: float, result_file: Path) -> None:
         source = make_source(Path(tmp) / "source.wav")
         out = Path(tmp) / "out"
         out.mkdir()
-        # The official SDK prints its retries; keep them off this run's output.
+        # The official SDK prints its retries and tracebacks; keep them off this run's output.
         with (
             open(os.devnull, "w") as sink,
             contextlib.redirect_stdout(sink),
+            contextlib.redirect_stderr(sink),
             Meter() as meter,
         ):
             completed = CLIENTS[client](base_url, count, concurrency, source, out)
         stats = emulator_stats(base_url)
-    limit = stats["last_completion"] - meter.start
-    row = {
-        "client": client,
-        "tasks": count,
-        "faults": faults,
-        "completed": completed,
-        "wall_s": meter.wall,
-        "wall_over_limit": meter.wall / limit,
-        "status_requests_per_task": stats["status_requests"] / count,
-        "lag_mean_s": stats["detection_lag_mean"],
-        "lag_p95_s": stats["detection_lag_p95"],
-        "cpu_ms_per_task": 1000 * meter.cpu / count,
-        "peak_rss_mb": meter.peak_rss_mb,
-        "duplicates": stats["duplicate_submissions"],
-    }
+    row = {"client": client, "faults": faults, **figures(meter, stats, count, completed)}
     result_file.write_text(json.dumps(row))
 
 

@@ -24,7 +24,15 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _harness import Meter, TimeModel, emulator_process, emulator_stats, make_source, write_results
+from _harness import (
+    Meter,
+    TimeModel,
+    emulator_process,
+    emulator_stats,
+    figures,
+    make_source,
+    write_results,
+)
 
 # A service that takes a few seconds a task: 2 s of work per generated second for 2 s
 # generated, plus half a second, with ±20% spread.
@@ -47,23 +55,7 @@ async def run_size(base_url: str, count: int, workdir: Path) -> dict[str, Any]:
         with Meter() as meter:
             async for result in client.outpaint_many(requests, workdir / "out"):
                 completed += result.ok
-    stats = emulator_stats(base_url)
-    limit = stats["last_completion"] - meter.start
-    return {
-        "tasks": count,
-        "completed": completed,
-        "wall_s": meter.wall,
-        "limit_s": limit,
-        "wall_over_limit": meter.wall / limit,
-        "status_requests_per_task": stats["status_requests"] / count,
-        "lag_mean_s": stats["detection_lag_mean"],
-        "lag_p95_s": stats["detection_lag_p95"],
-        "cpu_ms_per_task": 1000 * meter.cpu / count,
-        "peak_rss_mb": meter.peak_rss_mb,
-        "duplicates": stats["duplicate_submissions"],
-        "list_requests": stats["list_requests"],
-        "result_gets": stats["result_gets"],
-    }
+    return figures(meter, emulator_stats(base_url), count, completed)
 
 
 def child(count: int) -> None:

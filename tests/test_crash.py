@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -10,46 +9,32 @@ import subprocess
 import sys
 import urllib.request
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
 import soundfile as sf
 from conftest import RATE, MakeTrack
 
+from wavespeed_outpaint.emulator._process import emulator_process as spawn_emulator
+
 HERE = Path(__file__).parent
 
 
-@contextlib.contextmanager
-def emulator_process_at(*, time_scale: float, balance: float = 1000.0) -> Iterator[str]:
-    """The emulator as its own process; yields its base URL."""
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "wavespeed_outpaint",
-            "emulator",
-            "--port",
-            "0",
-            "--time-scale",
-            str(time_scale),
-            "--base-seconds",
-            "0.05",
-            "--jitter",
-            "0.3",
-            "--balance",
-            str(balance),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
+def emulator_process_at(
+    *, time_scale: float, balance: float = 1000.0
+) -> AbstractContextManager[str]:
+    """The emulator as its own process (tasks of `time_scale` s per generated second)."""
+    return spawn_emulator(
+        "--time-scale",
+        str(time_scale),
+        "--base-seconds",
+        "0.05",
+        "--jitter",
+        "0.3",
+        "--balance",
+        str(balance),
     )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert "listening on" in line, line
-        yield line.split()[3]
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 @pytest.fixture

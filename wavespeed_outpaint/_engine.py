@@ -302,7 +302,7 @@ class Engine:
             async with self._submits, self._serial if careful else contextlib.nullcontext():
                 sent_at = time.time()
                 # Written before the POST leaves: from here a crash is settled, not re-sent.
-                journal.update(
+                row = journal.update(
                     fp, state=State.SUBMITTING, sent_at=sent_at, failed_at=None, request=payload
                 )
                 self._on_the_wire[fp] = OpenSubmit(
@@ -340,23 +340,11 @@ class Engine:
                     )
                 else:
                     self.pacer.accepted()
-                    batch.progress.submitted += 1
-                    batch.progress.charged_usd += request.cost_usd
                     if prediction.created_at is not None:
                         self.settler.clock.observe(
                             sent_at, time.time(), prediction.created_at.timestamp()
                         )
-                    row = journal.update(
-                        fp,
-                        state=State.SUBMITTED,
-                        prediction_id=prediction.id,
-                        error=None,
-                        status=prediction.status_text,
-                        created_at=_created(prediction, sent_at),
-                    )
-                    if prediction.is_final:
-                        return self._record_final(journal, fp, prediction, "submit")
-                    return row
+                    return self._accepted(batch, row, prediction, "submit")
                 finally:
                     self._on_the_wire.pop(fp, None)
                     if careful:
@@ -369,6 +357,24 @@ class Engine:
             lost += 1
         return self._row(journal, fp)
 
+    def _accepted(
+        self, batch: BatchState, row: TaskRow, prediction: Prediction, via: str
+    ) -> TaskRow:
+        """The service has the task (from the submit's answer, or found in the list)."""
+        batch.progress.submitted += 1
+        batch.progress.charged_usd += row.cost_usd
+        row = batch.journal.update(
+            row.fingerprint,
+            state=State.SUBMITTED,
+            prediction_id=prediction.id,
+            error=None,
+            status=prediction.status_text,
+            created_at=_created(prediction, row.sent_at),
+        )
+        if prediction.is_final:
+            return self._record_final(batch.journal, row.fingerprint, prediction, via)
+        return row
+
     async def _settle(self, row: TaskRow, batch: BatchState) -> TaskRow:
         """A submit whose answer was lost: adopt its task, or prove there is none."""
         journal, fp = batch.journal, row.fingerprint
@@ -377,19 +383,7 @@ class Engine:
             prediction = settlement.prediction
             assert prediction is not None
             log.info("a lost submit was found again as prediction %s", prediction.id)
-            batch.progress.submitted += 1
-            batch.progress.charged_usd += row.cost_usd
-            row = journal.update(
-                fp,
-                state=State.SUBMITTED,
-                prediction_id=prediction.id,
-                error=None,
-                status=prediction.status_text,
-                created_at=_created(prediction, row.sent_at),
-            )
-            if prediction.is_final:
-                return self._record_final(journal, fp, prediction, "list")
-            return row
+            return self._accepted(batch, row, prediction, "list")
         if settlement.outcome is Outcome.ABSENT or batch.resubmit_unknown:
             return journal.update(fp, state=State.PENDING)
         return journal.update(

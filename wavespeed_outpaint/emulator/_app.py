@@ -48,6 +48,15 @@ def _seconds_text(seconds: float) -> str:
     return str(int(seconds)) if float(seconds).is_integer() else f"{seconds:.3f}"
 
 
+async def json_object(request: web.Request) -> dict[str, Any] | None:
+    """The request's body as a JSON object, or None when it is not one."""
+    try:
+        body = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return body if isinstance(body, dict) else None
+
+
 class Dropped(Exception):
     """Raised after the connection was cut on purpose, to end the handler."""
 
@@ -172,11 +181,8 @@ class EmulatorApp:
         refused = self._injected_error("submit_5xx") or self._injected_429("submit_429")
         if refused is not None:
             return refused
-        try:
-            body = await request.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            return refuse(400, "request body must be a JSON object")
-        if not isinstance(body, dict):
+        body = await json_object(request)
+        if body is None:
             return refuse(400, "request body must be a JSON object")
         problem = validate_input(body)
         if problem:
@@ -277,11 +283,8 @@ class EmulatorApp:
         if request.method == "POST" and not self.config.list_post:
             return refuse(405, "method not allowed")
         if request.method == "POST":
-            try:
-                query = await request.json()
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                return refuse(400, "request body must be a JSON object")
-            if not isinstance(query, dict):
+            query = await json_object(request)
+            if query is None:
                 return refuse(400, "request body must be a JSON object")
         else:
             query = dict(request.query)
@@ -343,11 +346,8 @@ class EmulatorApp:
         refused = self._injected_error("upload_5xx")
         if refused is not None:
             return refused
-        try:
-            body = await request.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            return refuse(400, "request body must be a JSON object")
-        if not isinstance(body, dict):
+        body = await json_object(request)
+        if body is None:
             return refuse(400, "request body must be a JSON object")
         filename, size = body.get("filename"), body.get("size")
         if not isinstance(filename, str) or not filename:
