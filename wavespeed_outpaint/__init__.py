@@ -22,6 +22,7 @@ from .errors import (
     TransportError,
     UnknownSubmissionError,
     ValidationError,
+    WebhookVerificationError,
 )
 from .models import (
     MODEL_ID,
@@ -33,6 +34,7 @@ from .models import (
     Status,
 )
 from .options import DEFAULT_BASE_URL, ClientOptions
+from .webhooks import WebhookReceiver, WebhookVerifier
 
 __version__ = "0.1.0"
 
@@ -65,5 +67,8 @@ __all__ = [
     "TransportError",
     "UnknownSubmissionError",
     "ValidationError",
+    "WebhookReceiver",
+    "WebhookVerificationError",
+    "WebhookVerifier",
     "__version__",
 ]

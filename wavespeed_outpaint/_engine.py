@@ -109,6 +109,7 @@ class Engine:
                 parallel_status_requests=opts.parallel_status_requests,
                 initial_work_per_second=opts.initial_work_per_second,
                 clock_skew=opts.clock_skew,
+                webhook_grace=opts.webhook_grace if client.webhook_url else None,
             ),
         )
         self.pacer = StartPacer(opts.starts_per_minute)

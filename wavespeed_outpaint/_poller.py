@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("wavespeed_outpaint.poller")
 
 EARLY_QUANTILE = 0.1
+EARLY_DELIVERIES_KEPT = 10_000
 
 
 @attrs.frozen
@@ -55,6 +56,9 @@ class PollOptions:
     # Seconds of service work per generated second, until finished tasks teach better.
     initial_work_per_second: float = 0.1
     clock_skew: float = 2.0  # slack on creation windows between client and server clocks
+    # With webhooks on: how long after its predicted finish a task without a delivery
+    # is checked by polling. None: webhooks are off.
+    webhook_grace: float | None = None
 
 
 class FinishEstimator:
@@ -115,6 +119,9 @@ class SharedPoller:
         self.options = options
         self.estimator = FinishEstimator(options.initial_work_per_second)
         self._watches: dict[str, _Watch] = {}
+        self._early: dict[str, tuple[Prediction, str]] = {}
+        # Seconds past a task's predicted finish before polling for it; None: no webhooks.
+        self.webhook_grace = options.webhook_grace
         self._heap: list[tuple[float, int, _Watch]] = []
         self._seq = itertools.count()
         self._wakeup = anyio.Event()
@@ -134,19 +141,24 @@ class SharedPoller:
         """Wait until the prediction is final; returns it and how it was learned."""
         if prediction.is_final:
             return prediction, "submit"
+        early = self._early.pop(prediction.id, None)
+        if early is not None:
+            return early  # its webhook came before the submit's answer
         watch = self._watches.get(prediction.id)
         if watch is None:
             created = prediction.created_at.timestamp() if prediction.created_at else time.time()
             predicted = self.estimator.finish(created, generated_seconds)
-            # With the list, an early look is cheap (one request asks for every due task),
-            # so the first look comes when the quicker tasks finish; a task of its own is
-            # first asked about when most tasks are done, since an early GET costs a
-            # request and a back-off.
-            first_look = (
-                self.estimator.finish(created, generated_seconds, EARLY_QUANTILE)
-                if self._list_ok and self.in_flight + 1 >= self.options.list_min_tasks
-                else predicted
-            )
+            if self.webhook_grace is not None:
+                # Webhooks bring the result: look only when one is late.
+                first_look = predicted + self.webhook_grace
+            elif self._list_ok and self.in_flight + 1 >= self.options.list_min_tasks:
+                # With the list, an early look is cheap (one request asks for every due
+                # task), so the first look comes when the quicker tasks finish.
+                first_look = self.estimator.finish(created, generated_seconds, EARLY_QUANTILE)
+            else:
+                # A task of its own is first asked about when most tasks are done: an
+                # early GET costs a request and a back-off.
+                first_look = predicted
             watch = _Watch(prediction.id, created, generated_seconds, predicted, first_look)
             watch.last_seen_unfinished = time.time()
             self._watches[watch.id] = watch
@@ -162,9 +174,17 @@ class SharedPoller:
         return watch.outcome, watch.via
 
     def deliver(self, prediction: Prediction, via: str) -> bool:
-        """Hand in a final prediction learned elsewhere (a webhook). True if awaited."""
+        """Hand in a final prediction learned elsewhere (a webhook). True if it was news.
+
+        One that comes before its submit's answer is kept a while for `wait()`.
+        """
+        if not prediction.is_final:
+            return False
         watch = self._watches.get(prediction.id)
-        if watch is None or not prediction.is_final:
+        if watch is None:
+            if len(self._early) >= EARLY_DELIVERIES_KEPT:
+                self._early.pop(next(iter(self._early)))
+            self._early[prediction.id] = (prediction, via)
             return False
         self._resolve(watch, prediction, via)
         return True
@@ -178,9 +198,10 @@ class SharedPoller:
 
     def _resolve(self, watch: _Watch, outcome: Prediction | OutpaintError, via: str) -> None:
         if isinstance(outcome, Prediction):
-            self.estimator.observe(
-                watch.generated, watch.last_seen_unfinished, time.time(), watch.created
-            )
+            now = time.time()
+            # A webhook comes as the task ends; a poll only bounds when it ended.
+            not_before = now if via == "webhook" else watch.last_seen_unfinished
+            self.estimator.observe(watch.generated, not_before, now, watch.created)
         watch.outcome, watch.via = outcome, via
         self._watches.pop(watch.id, None)
         watch.event.set()

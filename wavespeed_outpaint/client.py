@@ -108,6 +108,7 @@ class OutpaintClient:
         self._api_key = api_key or os.environ.get("WAVESPEED_API_KEY") or None
         self._transport = Transport(self.base_url, self._api_key, options)
         self._list_method = "POST"
+        self._webhook_url = options.webhook_url
         self._engine: Engine | None = None
         self._journal: Journal | None = None
         self._task_group: TaskGroup | None = None
@@ -151,6 +152,27 @@ class OutpaintClient:
         if self._engine is None or self._task_group is None:
             raise RuntimeError("the client is not open: use `async with OutpaintClient(...)`")
         return self._engine
+
+    @property
+    def webhook_url(self) -> str | None:
+        """Where submits ask the service to POST results; None polls only."""
+        return self._webhook_url
+
+    @webhook_url.setter
+    def webhook_url(self, url: str | None) -> None:
+        # Settable once a receiver's port is known; it applies to the next submits.
+        self._webhook_url = attrs.evolve(self.options, webhook_url=url).webhook_url
+        if self._engine is not None:
+            self._engine.poller.webhook_grace = self.options.webhook_grace if url else None
+
+    def deliver(self, prediction: Prediction) -> bool:
+        """Hand in a finished prediction that a verified webhook brought.
+
+        The task waiting for it (in `outpaint()` or `outpaint_many()`) resolves at once,
+        with no status request. Returns False when no task of this client awaits it yet.
+        Use `WebhookReceiver`, or `WebhookVerifier` in another framework, to get here.
+        """
+        return self._running_engine().poller.deliver(prediction, "webhook")
 
     # -- the pipeline ------------------------------------------------------------------
 
@@ -396,6 +418,12 @@ class OutpaintClient:
         pooled: bool = False,
     ) -> Prediction:
         """The submit POST. `pooled`: a 429 is raised for the pool's pacer to handle."""
+        webhook = self._webhook_url
+        if webhook is not None:
+            if self.options.webhook_field == "body":
+                body = {**body, "webhook_url": webhook}
+            else:
+                params = {**(params or {}), "webhook": webhook}
         sent_at = time.time()
         try:
             data = await self._transport.call(

@@ -13,7 +13,8 @@
     ├── TransportError             no usable answer: connection, time-out, truncated body
     │   └── ProtocolError              an answer that does not follow the protocol
     ├── UnknownSubmissionError     a submit whose outcome cannot be known: never re-sent
-    └── TaskFailedError            the task ran and ended failed, cancelled or timed out
+    ├── TaskFailedError            the task ran and ended failed, cancelled or timed out
+    └── WebhookVerificationError   a webhook delivery that is not genuine, fresh and new
 
 Messages never contain the API key: the transport redacts every text taken from the
 network before it builds an error.
@@ -41,6 +42,7 @@ __all__ = [
     "TransportError",
     "UnknownSubmissionError",
     "ValidationError",
+    "WebhookVerificationError",
 ]
 
 
@@ -180,3 +182,12 @@ class TaskFailedError(OutpaintError):
 def _short_repr(value: Any, limit: int = 80) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class WebhookVerificationError(OutpaintError):
+    """A webhook delivery was refused. `status` is the HTTP answer a receiver gives:
+    400 malformed, 401 bad signature or stale timestamp, 409 a replayed webhook-id."""
+
+    def __init__(self, message: str, *, status: int = 401) -> None:
+        self.status = status
+        super().__init__(message)

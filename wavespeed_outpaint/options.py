@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from typing import Any
+from urllib.parse import urlsplit
 
 import attrs
 
@@ -23,6 +24,13 @@ def _positive(inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
 def _optional_positive(inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     if value is not None:
         _positive(inst, attribute, value)
+
+
+def _optional_url(inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is None:
+        return
+    if not isinstance(value, str) or urlsplit(value).scheme not in ("http", "https"):
+        raise ValidationError(attribute.name, value, "give the http(s) URL the service should call")
 
 
 def _statuses(inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
@@ -91,3 +99,14 @@ class ClientOptions:
     # After a submit's answer is lost, submits go one at a time this long, so that the
     # list endpoint can tell the next lost submits' tasks apart by creation time.
     serial_submits_after_loss: float = attrs.field(default=30.0, validator=_positive)
+
+    # -- webhooks --
+    # Where the service should POST each finished prediction (a WebhookReceiver's URL).
+    webhook_url: str | None = attrs.field(default=None, validator=_optional_url)
+    # How the submit names it: the "webhook" query parameter (the guide's form) or a
+    # "webhook_url" body field (one newer page's form).
+    webhook_field: str = attrs.field(
+        default="query", validator=attrs.validators.in_(("query", "body"))
+    )
+    # A task with no delivery this long after its predicted finish is polled for.
+    webhook_grace: float = attrs.field(default=10.0, validator=_positive)

@@ -499,12 +499,16 @@ class EmulatorApp:
         if svc.fault("webhook_lost"):
             return
         delay = self.config.faults.webhook_late_seconds if svc.fault("webhook_late") else 0.0
+        # A duplicate is the same message sent again: the same webhook-id.
         copies = 2 if svc.fault("webhook_duplicated") else 1
         bad_signature = svc.fault("webhook_bad_signature")
+        webhook_id = f"msg_{uuid.uuid4().hex}"
         for _ in range(copies):
-            self._spawn(self._deliver(task, delay, bad_signature))
+            self._spawn(self._deliver(task, webhook_id, delay, bad_signature))
 
-    async def _deliver(self, task: Task, delay: float, bad_signature: bool) -> None:
+    async def _deliver(
+        self, task: Task, webhook_id: str, delay: float, bad_signature: bool
+    ) -> None:
         url = task.webhook_url
         assert url is not None
         assert self._http is not None
@@ -517,7 +521,6 @@ class EmulatorApp:
         data = self.service.prediction(task, time.time(), self.own_base_url)
         data["input"] = task.input
         body = json.dumps(data).encode()
-        webhook_id = f"msg_{uuid.uuid4().hex}"
         secret = "whsec_wrong-secret" if bad_signature else self.config.webhook_secret
         retry_delay = self.config.webhook_retry_delay
         for attempt in range(self.config.webhook_attempts):
