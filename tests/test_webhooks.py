@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import io
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -221,3 +224,47 @@ def test_a_non_http_webhook_url_is_refused() -> None:
 
     with pytest.raises(ValidationError, match="webhook_url"):
         OutpaintClient(api_key="k", base_url="http://127.0.0.1:1", webhook_url="ftp://x/hook")
+
+
+@pytest.mark.anyio
+async def test_the_example_backend_end_to_end(make_audio: MakeTrack) -> None:
+    """examples/webhook_backend.py in its own process: upload a track, get it back longer."""
+    import soundfile as sf
+    from conftest import RATE
+
+    script = Path(__file__).parent.parent / "examples" / "webhook_backend.py"
+    track = make_audio("song.wav", seconds=1.0)
+    async with await anyio.open_process(
+        [sys.executable, str(script), "--emulator", "--port", "0"], stdout=subprocess.PIPE
+    ) as proc:
+        try:
+            assert proc.stdout is not None
+            lines = b""
+            with anyio.fail_after(30):
+                while b"listening on" not in lines:
+                    lines += await proc.stdout.receive()
+            base = lines.decode().split("listening on ")[1].split()[0]
+            form = aiohttp.FormData()
+            form.add_field("file", track.read_bytes(), filename="song.wav")
+            form.add_field("tags", "lofi")
+            form.add_field("after", "2")
+            async with (
+                aiohttp.ClientSession() as session,
+                session.post(f"{base}/extend", data=form) as response,
+            ):
+                assert response.status == 200, await response.text()
+                assert response.headers["X-Delivered-By"] == "webhook"
+                body = await response.read()
+            refused = aiohttp.FormData()
+            refused.add_field("file", b"not audio", filename="x.mp3")
+            refused.add_field("tags", "lofi")
+            async with (
+                aiohttp.ClientSession() as session,
+                session.post(f"{base}/extend", data=refused) as response,
+            ):
+                assert response.status == 400
+                assert "not MP3, WAV or FLAC" in await response.text()
+        finally:
+            proc.terminate()
+    info = sf.info(io.BytesIO(body))
+    assert info.frames == 3 * RATE
