@@ -149,8 +149,14 @@ class SharedPoller:
             created = prediction.created_at.timestamp() if prediction.created_at else time.time()
             predicted = self.estimator.finish(created, generated_seconds)
             if self.webhook_grace is not None:
-                # Webhooks bring the result: look only when one is late.
-                first_look = predicted + self.webhook_grace
+                # Webhooks bring the result: look only when one is late. Before any task
+                # has finished, "late" is unknown: the first look waits a long while.
+                expected = (
+                    predicted
+                    if self.estimator.has_samples
+                    else created + self.options.blind_overdue_after
+                )
+                first_look = expected + self.webhook_grace
             elif self._list_ok and self.in_flight + 1 >= self.options.list_min_tasks:
                 # With the list, an early look is cheap (one request asks for every due
                 # task), so the first look comes when the quicker tasks finish.
@@ -201,10 +207,22 @@ class SharedPoller:
             now = time.time()
             # A webhook comes as the task ends; a poll only bounds when it ended.
             not_before = now if via == "webhook" else watch.last_seen_unfinished
+            first_sample = not self.estimator.has_samples
             self.estimator.observe(watch.generated, not_before, now, watch.created)
+            if first_sample and self.webhook_grace is not None:
+                self._reschedule_blind_watches()
         watch.outcome, watch.via = outcome, via
         self._watches.pop(watch.id, None)
         watch.event.set()
+
+    def _reschedule_blind_watches(self) -> None:
+        """The first finished task tells what "late" means: bring waiting looks forward."""
+        assert self.webhook_grace is not None
+        for other in self._watches.values():
+            other.predicted = self.estimator.finish(other.created, other.generated)
+            due = other.predicted + self.webhook_grace
+            if due < other.due:
+                self._schedule(other, due)
 
     def _pop_due(self, now: float) -> list[_Watch]:
         due = []
