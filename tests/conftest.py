@@ -44,6 +44,7 @@ def fast_client(emu: Emulator, **kw: object) -> OutpaintClient:
         "min_check_interval": 0.05,
         "settle_grace": 0.3,
         "initial_work_per_second": 0.001,
+        "webhook_blind_wait": 1.0,
     }
     options.update(kw)
     return OutpaintClient(api_key=DEFAULT_API_KEY, base_url=emu.base_url, **options)

@@ -110,6 +110,7 @@ class Engine:
                 initial_work_per_second=opts.initial_work_per_second,
                 clock_skew=opts.clock_skew,
                 webhook_grace=opts.webhook_grace if client.webhook_url else None,
+                blind_overdue_after=opts.webhook_blind_wait,
             ),
         )
         self.pacer = StartPacer(opts.starts_per_minute)

@@ -49,7 +49,8 @@ class PollOptions:
     # A task still unseen this long after its predicted finish gets its own GET
     # (the list cannot show `cancelled` or `timeout`).
     overdue_after: float = 1.0
-    # Before any task has finished, how long until a task is asked about on its own.
+    # Before any task has finished, how long until a task is asked about on its own
+    # (and, with webhooks, looked for at all).
     blind_overdue_after: float = 30.0
 
     parallel_status_requests: int = 16

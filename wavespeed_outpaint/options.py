@@ -110,3 +110,6 @@ class ClientOptions:
     )
     # A task with no delivery this long after its predicted finish is polled for.
     webhook_grace: float = attrs.field(default=10.0, validator=_positive)
+    # Before any task has finished there is no prediction: the first poll of a task
+    # waiting for its webhook comes this long after its creation (plus the grace).
+    webhook_blind_wait: float = attrs.field(default=30.0, validator=_positive)
