@@ -385,3 +385,45 @@ async def test_errors_leave_the_client_as_they_are(make_audio: MakeTrack) -> Non
         with pytest.raises(TaskFailedError):  # not wrapped in an ExceptionGroup
             async with fast_client(emu) as client:
                 await client.outpaint(OutpaintRequest(make_audio("a.wav"), tags="x"))
+
+
+async def test_a_file_that_disappears_or_changes_fails_alone(
+    emulator: Emulator, make_audio: MakeTrack, tmp_path: Path
+) -> None:
+    gone = OutpaintRequest(make_audio("gone.wav"), tags="x")
+    changed_path = make_audio("changed.wav", seconds=1.0)
+    changed = OutpaintRequest(changed_path, tags="x")
+    kept = OutpaintRequest(make_audio("kept.wav"), tags="x")
+    assert isinstance(gone.audio, Path)
+    gone.audio.unlink()
+    changed_path.write_bytes(make_audio("other.wav", seconds=1.5).read_bytes())
+    async with fast_client(emulator) as client:
+        results = {
+            Path(str(r.request.audio)).name: r
+            for r in await collect(client.outpaint_many([gone, changed, kept], tmp_path / "out"))
+        }
+    assert "disappeared" in (results["gone.wav"].error or "")
+    assert results["kept.wav"].ok
+    # The content is what counts: the changed file runs as the content it now has.
+    assert results["changed.wav"].ok
+    assert frames(results["changed.wav"].files[0]) == round(1.5 * RATE) + 30 * RATE
+
+
+async def test_items_that_are_not_requests_stop_the_batch(emulator: Emulator) -> None:
+    from wavespeed_outpaint import ValidationError
+
+    async with fast_client(emulator) as client:
+        with pytest.raises(ValidationError, match="OutpaintRequest items"):
+            await collect(client.outpaint_many(["song.wav"]))  # type: ignore[list-item]
+
+
+async def test_a_request_iterator_that_raises_stops_the_batch_with_its_error(
+    emulator: Emulator,
+) -> None:
+    def broken() -> Iterator[OutpaintRequest]:
+        yield OutpaintRequest("https://x.invalid/a.wav", tags="x")
+        raise RuntimeError("the manifest reader broke")
+
+    async with fast_client(emulator) as client:
+        with pytest.raises(RuntimeError, match="manifest reader broke"):
+            await collect(client.outpaint_many(broken()))

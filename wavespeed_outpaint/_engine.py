@@ -166,10 +166,16 @@ class Engine:
     # -- identity and uploads ----------------------------------------------------------
 
     async def content_hash(self, path: Path) -> str:
-        stat = path.stat()
-        key = (os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
-        if key not in self._hashes:
-            self._hashes[key] = await anyio.to_thread.run_sync(sha256_file, path)
+        """The file's SHA-256, once per version of it (a new size or mtime hashes again)."""
+        try:
+            stat = path.stat()
+            key = (os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
+            if key not in self._hashes:
+                self._hashes[key] = await anyio.to_thread.run_sync(sha256_file, path)
+        except OSError as exc:
+            raise ValidationError(
+                "audio", str(path), f"the file disappeared or cannot be read ({exc.strerror})"
+            ) from None
         return self._hashes[key]
 
     async def _audio_url(

@@ -276,17 +276,14 @@ class OutpaintClient:
         admission = anyio.Semaphore(self.options.max_in_flight + self.options.parallel_downloads)
 
         async def one(
-            item: OutpaintRequest | tuple[OutpaintRequest, str],
+            request: OutpaintRequest,
+            stem: str | None,
             out: MemoryObjectSendStream[OutpaintResult],
         ) -> None:
             async with out:
                 try:
-                    request, stem = _unpack(item)
                     result = await engine.run(request, stem, batch)
-                except OutpaintError as exc:
-                    if not isinstance(item, (OutpaintRequest, tuple)):
-                        raise
-                    request = item if isinstance(item, OutpaintRequest) else item[0]
+                except OutpaintError as exc:  # this task cannot run; the others go on
                     result = OutpaintResult(request, Status.FAILED, error=str(exc))
                 try:
                     if result is not None:
@@ -303,10 +300,16 @@ class OutpaintClient:
                     async for item in _items(requests):
                         if batch.stopped:
                             break
+                        try:
+                            request, stem = _unpack(item)
+                        except ValidationError as exc:
+                            # Not a request at all: stop submitting, collect what runs.
+                            batch.fatal = batch.fatal or exc
+                            break
                         await admission.acquire()
-                        tg.start_soon(one, item, send.clone())
+                        tg.start_soon(one, request, stem, send.clone())
         except Exception as exc:  # noqa: BLE001 - handed to the consumer, who raises it
-            batch.fatal = batch.fatal or exc
+            batch.fatal = batch.fatal or _sole_cause(exc)
         finally:
             finished.set()
 
@@ -554,6 +557,15 @@ async def _items(
     else:
         for item in requests:
             yield item
+
+
+def _sole_cause(exc: BaseException) -> BaseException:
+    """The one exception inside task-group wrappers (e.g. a request iterator that raised)."""
+    inner: tuple[BaseException, ...] = getattr(exc, "exceptions", ())
+    while len(inner) == 1:
+        exc = inner[0]
+        inner = getattr(exc, "exceptions", ())
+    return exc
 
 
 def _unpack(item: object) -> tuple[OutpaintRequest, str | None]:
