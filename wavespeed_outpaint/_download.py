@@ -127,9 +127,14 @@ async def download(transport: Transport, url: str, dest: Path, *, into_folder: b
                 received = 0
                 async for chunk in response.content.iter_chunked(CHUNK):
                     received += len(chunk)
-                    if received > cap or (expected is not None and received > expected):
+                    if received > cap:
                         raise ProtocolError(
-                            f"output sent more than {min(cap, expected or cap)} bytes; refused"
+                            f"output is over max_download_bytes={cap}; refused (raise the "
+                            "limit if outputs this large are expected)"
+                        )
+                    if expected is not None and received > expected:
+                        raise ProtocolError(
+                            f"output sent more than its Content-Length of {expected} bytes; refused"
                         )
                     await writer.write(chunk)
             if expected is not None and received != expected:

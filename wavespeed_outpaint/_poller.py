@@ -34,6 +34,8 @@ log = logging.getLogger("wavespeed_outpaint.poller")
 
 EARLY_QUANTILE = 0.1
 EARLY_DELIVERIES_KEPT = 10_000
+# Answers that break the protocol this many times in a row are not asked again.
+PROTOCOL_STRIKES = 3
 
 
 @attrs.frozen
@@ -105,6 +107,7 @@ class _Watch:
     last_get: float = 0.0
     last_seen_unfinished: float = 0.0
     misses: int = 0
+    lies: int = 0  # answers about this task that broke the protocol, in a row
     outcome: Prediction | OutpaintError | None = None
     via: str = ""
 
@@ -127,6 +130,7 @@ class SharedPoller:
         self._seq = itertools.count()
         self._wakeup = anyio.Event()
         self._list_ok = True
+        self._list_lies = 0
         self._sweep_gap = options.min_sweep_gap
         self._last_sweep = 0.0
         self._limiter = anyio.CapacityLimiter(options.parallel_status_requests)
@@ -308,14 +312,22 @@ class SharedPoller:
                 status=status, created_after=after, created_before=before
             ):
                 self.counts["list_requests"] += 1
+                self._list_lies = 0
                 for prediction in page.items:
                     watch = self._watches.get(prediction.id)
                     if watch is not None and prediction.is_final:
                         self._resolve(watch, prediction, "list")
                         settled += 1
-        except (NotFoundError, ProtocolError) as exc:
+        except NotFoundError as exc:
             log.warning("the list endpoint is unavailable (%s); polling each task instead", exc)
             self._list_ok = False
+        except ProtocolError as exc:
+            self._list_lies += 1
+            if self._list_lies >= PROTOCOL_STRIKES:
+                log.warning(
+                    "the list endpoint keeps breaking the protocol (%s); polling instead", exc
+                )
+                self._list_ok = False
         except APIError as exc:
             if exc.status == 405:
                 self._list_ok = False
@@ -346,6 +358,13 @@ class SharedPoller:
                 )
                 self._resolve(watch, gone, "poll")
                 return
+            except ProtocolError as exc:
+                watch.lies += 1
+                if watch.lies >= PROTOCOL_STRIKES:
+                    # The answers about this task cannot be read: report that on the task.
+                    self._resolve(watch, exc, "poll")
+                    return
+                prediction = None
             except OutpaintError as exc:
                 log.warning("status check of %s failed: %s", watch.id, exc)
                 prediction = None

@@ -270,7 +270,23 @@ class EmulatorApp:
         task = svc.tasks.get(task_id)
         if task is None:
             return refuse(404, f"prediction {task_id} not found")
+        lie = self._lying_answer()
+        if lie is not None:
+            return lie
         return envelope(svc.prediction(task, time.time(), base_url_of(request)))
+
+    def _lying_answer(self) -> web.Response | None:
+        """A 200 that breaks the protocol, when a lie_* fault says so."""
+        svc = self.service
+        if svc.fault("lie_not_json"):
+            return web.Response(
+                text="<html><body>502 Bad Gateway</body></html>", content_type="text/html"
+            )
+        if svc.fault("lie_missing_fields"):
+            return envelope({"status": 7, "outputs": "none"})
+        if svc.fault("lie_huge_body"):
+            return envelope({"padding": "x" * self.config.faults.huge_body_bytes})
+        return None
 
     async def list_predictions(self, request: web.Request) -> web.StreamResponse:
         svc = self.service
@@ -438,10 +454,14 @@ class EmulatorApp:
         now = time.time()
         if task is None or task.status(now) != "completed" or task.media is None:
             return web.Response(status=404, text="not found")
+        if request.match_info["name"] != "outpaint.wav":
+            return web.Response(status=404, text="not found")
         ttl = self.config.output_ttl
         if task.expired_output or (ttl is not None and now > task.finish_at + ttl):
             return web.Response(status=403, text="Request has expired")
         path = await self._render(task)
+        if task.output_lie == "lie_oversize_download":
+            return await self._oversize(request, path)
         size = path.stat().st_size
         response = web.StreamResponse(headers={"Content-Type": "audio/wav"})
         response.content_length = size
@@ -458,6 +478,17 @@ class EmulatorApp:
                 sent += len(chunk)
         await response.write_eof()
         svc.counters.downloads_completed += 1
+        return response
+
+    async def _oversize(self, request: web.Request, path: Path) -> web.StreamResponse:
+        """The file, then junk, in chunks with no Content-Length: ten times its size."""
+        response = web.StreamResponse(headers={"Content-Type": "audio/wav"})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        data = path.read_bytes()
+        for _ in range(10):
+            await response.write(data)
+        await response.write_eof()
         return response
 
     async def _render(self, task: Task) -> Path:

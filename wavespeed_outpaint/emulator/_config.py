@@ -49,6 +49,14 @@ FAULT_KINDS = (
     "webhook_duplicated",  # a webhook is sent twice
     "webhook_late",  # a webhook is sent `webhook_late_seconds` late
     "webhook_bad_signature",  # a webhook signed with the wrong secret
+    # Answers that lie:
+    "lie_not_json",  # a result GET answered 200 with an HTML page
+    "lie_missing_fields",  # a result GET answered 200 with a prediction lacking id / status
+    "lie_huge_body",  # a result GET answered 200 with a body of `huge_body_bytes`
+    "lie_no_outputs",  # a task completes with no outputs
+    "lie_bad_output_url",  # a task completes with a file:// output URL
+    "lie_escaping_output_name",  # a task's output URL ends in ../../ (an escape attempt)
+    "lie_oversize_download",  # an output streams far more bytes than the file, unannounced
 )
 
 
@@ -71,6 +79,7 @@ class Faults:
     webhook_late_seconds: float = 1.0
     failure_codes: tuple[int, ...] = (1403, 1405, 5000, 5003)
     error_statuses: tuple[int, ...] = (500, 502, 503)  # drawn from for the *_5xx kinds
+    huge_body_bytes: int = 2 * 1024 * 1024
 
     @classmethod
     def every_kind(cls, probability: float, *, seed: int = 0, **kw: Any) -> Faults:

@@ -51,6 +51,7 @@ class Task:
     webhook_url: str | None = None
     first_reported_at: float | None = None
     expired_output: bool = False
+    output_lie: str | None = None  # one of the lie_* output kinds
 
     def status(self, now: float) -> str:
         if now < self.start_at:
@@ -92,6 +93,14 @@ class Counters:
     webhook_attempts: int = 0
     webhooks_delivered: int = 0
     faults_injected: collections.Counter[str] = attrs.field(factory=collections.Counter)
+
+
+OUTPUT_LIES = (
+    "lie_no_outputs",
+    "lie_bad_output_url",
+    "lie_escaping_output_name",
+    "lie_oversize_download",
+)
 
 
 class InsufficientBalance(Exception):
@@ -219,6 +228,11 @@ class Service:
             task.error = "task timed out (emulated fault)"
         elif self.fault("expired_output"):
             task.expired_output = True
+        else:
+            for lie in OUTPUT_LIES:
+                if self.fault(lie):
+                    task.output_lie = lie
+                    break
 
     def fail_undecodable(self, task: Task, reason: str) -> None:
         task.final_status, task.code, task.error = "failed", 1402, f"media access failed: {reason}"
@@ -229,7 +243,7 @@ class Service:
         data: dict[str, Any] = {
             "id": task.id,
             "model": MODEL_ID,
-            "outputs": [f"{base_url}/outputs/{task.id}/outpaint.wav"] if done else [],
+            "outputs": self.outputs(task, base_url) if done else [],
             "urls": {"get": f"{base_url}/api/v3/predictions/{task.id}/result"},
             "has_nsfw_contents": [False] if done else [],
             "status": status,
@@ -244,6 +258,16 @@ class Service:
         if status not in ("created", "processing") and task.first_reported_at is None:
             task.first_reported_at = now
         return data
+
+    @staticmethod
+    def outputs(task: Task, base_url: str) -> list[str]:
+        if task.output_lie == "lie_no_outputs":
+            return []
+        if task.output_lie == "lie_bad_output_url":
+            return ["file:///etc/passwd"]
+        if task.output_lie == "lie_escaping_output_name":
+            return [f"{base_url}/outputs/{task.id}/..%2F..%2F..%2Fescaped.wav"]
+        return [f"{base_url}/outputs/{task.id}/outpaint.wav"]
 
     def list_window(
         self, now: float, *, status: str | None, after: float | None, before: float | None

@@ -1,0 +1,103 @@
+"""Server answers that lie: each gets a clear error on its task, the batch goes on, and no
+file appears outside out_dir."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anyio
+import pytest
+from conftest import MakeTrack, fast_client, fast_config
+
+from wavespeed_outpaint import OutpaintRequest, OutpaintResult, ProtocolError
+from wavespeed_outpaint.emulator import Emulator, Faults
+
+pytestmark = pytest.mark.anyio
+
+
+async def one_task(
+    faults: Faults, make_audio: MakeTrack, out: Path, **options: object
+) -> OutpaintResult:
+    """A batch of one (so the poller asks by GET), against an emulator that lies."""
+    async with Emulator(fast_config(faults=faults)) as emu, fast_client(emu, **options) as client:
+        with anyio.fail_after(30):
+            results = [
+                r
+                async for r in client.outpaint_many(
+                    [OutpaintRequest(make_audio("a.wav"), tags="x")], out
+                )
+            ]
+    assert len(results) == 1
+    return results[0]
+
+
+@pytest.mark.parametrize(
+    ("kind", "words"),
+    [
+        ("lie_not_json", "not a JSON object"),
+        ("lie_missing_fields", "no prediction id"),
+        ("lie_huge_body", "over 1048576 bytes"),
+    ],
+)
+async def test_status_answers_that_lie(
+    kind: str, words: str, make_audio: MakeTrack, tmp_path: Path
+) -> None:
+    result = await one_task(
+        Faults({kind: 1.0}), make_audio, tmp_path / "out", max_json_bytes=1024 * 1024
+    )
+    assert not result.ok
+    assert words in (result.error or "")
+    assert result.prediction_id is not None  # kept: the next run asks again
+
+
+@pytest.mark.parametrize(
+    ("kind", "words"),
+    [
+        ("lie_no_outputs", "completed without any output"),
+        ("lie_bad_output_url", "not an https:// URL"),
+        ("lie_oversize_download", "max_download_bytes"),
+    ],
+)
+async def test_outputs_that_lie(
+    kind: str, words: str, make_audio: MakeTrack, tmp_path: Path
+) -> None:
+    result = await one_task(
+        Faults({kind: 1.0}), make_audio, tmp_path / "out", max_download_bytes=200_000
+    )
+    assert not result.ok
+    assert words in (result.error or "")
+    assert not list((tmp_path / "out").rglob("*.part"))
+
+
+async def test_an_output_name_that_escapes_lands_inside(
+    make_audio: MakeTrack, tmp_path: Path
+) -> None:
+    out = tmp_path / "deep" / "out"
+    result = await one_task(Faults({"lie_escaping_output_name": 1.0}), make_audio, out)
+    # The batch names files itself; the URL's name never becomes a path.
+    for path in result.files:
+        assert path.resolve().is_relative_to(out.resolve())
+    assert not list(tmp_path.rglob("escaped*"))
+
+
+async def test_download_into_a_folder_never_follows_the_url_name(
+    emulator: Emulator, make_audio: MakeTrack, tmp_path: Path
+) -> None:
+    emulator.config.faults = Faults({"lie_escaping_output_name": 1.0})
+    out = tmp_path / "a" / "b"
+    out.mkdir(parents=True)
+    async with fast_client(emulator) as client:
+        done = await client.outpaint(OutpaintRequest(make_audio("x.wav"), tags="x"))
+        assert "..%2F" in done.outputs[0]
+        with pytest.raises(Exception, match=r"not found|HTTP 404"):
+            await client.download(done.outputs[0], out)
+    assert not list(tmp_path.rglob("escaped*"))
+    assert list(out.iterdir()) == []
+
+
+async def test_a_huge_list_answer_is_refused_not_read(emulator: Emulator) -> None:
+    async with fast_client(emulator, max_json_bytes=1000) as client:
+        for seed in range(20):
+            await client.submit(OutpaintRequest("https://x.invalid/a.wav", tags="x", seed=seed))
+        with pytest.raises(ProtocolError, match="over 1000 bytes"):
+            [page async for page in client.list_predictions()]
