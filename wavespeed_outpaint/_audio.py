@@ -55,6 +55,8 @@ def probe_audio(path: Path, *, max_bytes: int = DEFAULT_MAX_UPLOAD_BYTES) -> Aud
     """Check that `path` is an MP3, WAV or FLAC file the model accepts."""
     try:
         stat = os.stat(path)
+    except ValueError:  # a NUL byte, which no file name can hold
+        raise AudioProblem("is not a usable file name") from None
     except FileNotFoundError:
         raise AudioProblem("no such file; give an existing file or an https:// URL") from None
     except OSError as exc:

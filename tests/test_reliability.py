@@ -1,0 +1,232 @@
+"""Hostile input, the disk, and secrets: what must hold whatever users and servers do."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import anyio
+import pytest
+from conftest import MakeTrack, fast_client, fast_config
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from wavespeed_outpaint import AuthenticationError, OutpaintClient, OutpaintRequest, ValidationError
+from wavespeed_outpaint._plan import PlanError, from_manifest
+from wavespeed_outpaint.emulator import Emulator, Faults
+
+URL = "https://cdn.example.com/a.mp3"
+FIELDS = ("tags", "extend_before_duration", "extend_after_duration", "lyrics", "seed")
+
+# -- requests: every invalid value is refused, naming its field -----------------------------
+
+anything = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=20),
+    st.lists(st.integers(), max_size=3),
+)
+
+
+def valid(field: str, value: object) -> bool:
+    """The rules, written again independently of the code under test."""
+    if field == "tags":
+        return isinstance(value, str) and value.strip() != ""
+    if field == "lyrics":
+        return isinstance(value, str)
+    if field == "seed":
+        return type(value) is int and (value == -1 or 0 <= value <= 2_147_483_647)
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return number and not math.isnan(value) and 0 <= value <= 240  # type: ignore[operator]
+
+
+@settings(max_examples=300, deadline=None)
+@given(field=st.sampled_from(FIELDS), value=anything)
+def test_every_field_accepts_exactly_its_valid_values(field: str, value: object) -> None:
+    base: dict[str, object] = {
+        "tags": "lofi",
+        "extend_before_duration": 5,
+        "extend_after_duration": 5,
+    }
+    base[field] = value
+    if valid(field, value):
+        OutpaintRequest(URL, **base)  # type: ignore[arg-type]
+    else:
+        with pytest.raises(ValidationError) as info:
+            OutpaintRequest(URL, **base)  # type: ignore[arg-type]
+        assert info.value.field == field
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=st.text(max_size=40))
+def test_any_text_as_audio_is_a_url_a_path_or_refused(text: str) -> None:
+    try:
+        request = OutpaintRequest(text, tags="x")
+    except ValidationError as exc:
+        assert exc.field == "audio"  # noqa: PT017 - valid text is accepted, not raised
+    else:
+        assert isinstance(request.audio, str)
+        assert request.audio.startswith(
+            ("https://", "http://127.", "http://localhost", "http://[::1]")
+        )
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    lines=st.lists(
+        st.one_of(
+            st.dictionaries(
+                st.sampled_from([*FIELDS, "audio", "output", "colour"]), anything, max_size=6
+            ),
+            st.text(max_size=20),
+        ),
+        min_size=1,
+        max_size=4,
+    )
+)
+def test_a_manifest_is_read_whole_or_refused_with_line_numbers(
+    lines: list[object], tmp_path: Path
+) -> None:
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("\n".join(x if isinstance(x, str) else json.dumps(x) for x in lines) + "\n")
+    try:
+        tasks = from_manifest(manifest)
+    except PlanError as exc:
+        # Refusing is right for most generated manifests; what matters is how.
+        problems = exc.problems
+        assert problems
+        assert all(p.startswith(str(manifest)) for p in problems)
+    else:
+        assert all(isinstance(t.request, OutpaintRequest) for t in tasks)
+
+
+# -- the disk ---------------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_an_out_dir_that_cannot_be_created_is_a_clear_error(
+    emulator: Emulator, make_audio: MakeTrack, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "out"
+    blocker.write_text("a file where the folder should be")
+    async with fast_client(emulator) as client:
+        results = [
+            r
+            async for r in client.outpaint_many(
+                [OutpaintRequest(make_audio("a.wav"), tags="x")],
+                blocker / "sub",
+                journal=tmp_path / "j.sqlite",
+            )
+        ]
+    assert not results[0].ok
+    assert "cannot create its folder" in (results[0].error or "")
+    import sqlite3
+
+    (state,) = sqlite3.connect(tmp_path / "j.sqlite").execute("SELECT state FROM tasks").fetchone()
+    assert state == "completed"  # paid for and known: the next run only downloads
+
+
+@pytest.mark.anyio
+async def test_a_full_disk_is_a_clear_error_and_leaves_nothing_behind(
+    emulator: Emulator, make_audio: MakeTrack, tmp_path: Path
+) -> None:
+    if not Path("/dev/full").exists():
+        pytest.skip("needs /dev/full to play a full disk")
+    out = tmp_path / "out"
+    out.mkdir()
+    # The .part file the download writes to is a door to a device that is always full.
+    (out / "a.wav.part").symlink_to("/dev/full")
+    async with fast_client(emulator, retry_attempts=2) as client:
+        results = [
+            r
+            async for r in client.outpaint_many(
+                [OutpaintRequest(make_audio("a.wav"), tags="x")], out
+            )
+        ]
+    assert not results[0].ok
+    assert "No space left on device" in (results[0].error or "")
+    assert list(out.iterdir()) == []
+
+
+# -- secrets ----------------------------------------------------------------------------------
+
+SECRET_KEY = "sk-live-7f3a9c0e5b1d4a8e"
+
+
+@pytest.mark.anyio
+async def test_the_key_appears_nowhere(
+    make_audio: MakeTrack, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    faults = Faults(
+        {"result_5xx": 0.3, "submit_lost": 0.3, "truncated_download": 0.3, "task_failed": 0.3},
+        seed=9,
+    )
+    config = fast_config(api_keys=frozenset({SECRET_KEY}), faults=faults)
+    async with Emulator(config) as emu:
+        async with OutpaintClient(
+            SECRET_KEY, emu.base_url, settle_grace=0.3, retry_wait_initial=0.01
+        ) as client:
+            assert SECRET_KEY not in repr(client)
+            with anyio.fail_after(60):
+                results = [
+                    r
+                    async for r in client.outpaint_many(
+                        [OutpaintRequest(make_audio("a.wav"), tags="x", seed=s) for s in range(12)],
+                        tmp_path / "out",
+                        journal=tmp_path / "j.sqlite",
+                    )
+                ]
+        async with OutpaintClient("sk-wrong-0000", emu.base_url) as wrong:
+            with pytest.raises(AuthenticationError) as info:
+                await wrong.balance()
+            assert "sk-wrong-0000" not in str(info.value)
+        assert emu.stats()["outputs_asked_with_key"] == 0
+    assert SECRET_KEY not in caplog.text
+    assert all(SECRET_KEY not in repr(r) for r in results)
+    for path in tmp_path.rglob("*"):
+        if path.is_file():
+            assert SECRET_KEY.encode() not in path.read_bytes(), path
+
+
+def test_the_key_is_not_in_the_command_lines_output(make_audio: MakeTrack, tmp_path: Path) -> None:
+    from test_crash import emulator_process_at
+
+    make_audio("in/a.wav")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WAVESPEED_")}
+    with emulator_process_at(time_scale=0.01) as url:
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "wavespeed_outpaint",
+                "run",
+                "in",
+                "--out",
+                "out",
+                "--tags",
+                "x",
+                "--api-key",
+                SECRET_KEY,
+                "--base-url",
+                url,
+                "--json",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=tmp_path,
+            env=env,
+        )
+    assert done.returncode == 2  # the emulator does not know this key
+    assert "refused the API key" in done.stderr
+    assert SECRET_KEY not in done.stdout + done.stderr
