@@ -15,6 +15,7 @@ import signal
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import anyio
 
@@ -69,7 +70,10 @@ def plan_tasks(args: argparse.Namespace) -> list[PlannedTask]:
 @contextlib.asynccontextmanager
 async def connection(args: argparse.Namespace) -> AsyncIterator[OutpaintClient]:
     """The client: against the embedded emulator, or the service named by flags / env."""
-    options = {"max_in_flight": args.max_in_flight}
+    options: dict[str, Any] = {
+        "max_in_flight": args.max_in_flight,
+        "settle_grace": args.settle_grace,
+    }
     if args.rpm is not None:
         options["starts_per_minute"] = args.rpm
     if args.emulator:

@@ -57,6 +57,7 @@ def _emulator_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         "--all-faults", type=float, metavar="P", help="every fault kind at probability P"
     )
     p.add_argument("--retry-after", type=float, default=1.0, help="Retry-After of injected 429s")
+    p.add_argument("--slow-seconds", type=float, default=0.5, help="delay of 'slow' answers")
 
 
 def _run_emulator(args: argparse.Namespace) -> int:
@@ -65,7 +66,12 @@ def _run_emulator(args: argparse.Namespace) -> int:
     probabilities = dict.fromkeys(FAULT_KINDS, args.all_faults) if args.all_faults else {}
     probabilities.update(dict(args.fault))
     try:
-        faults = Faults(probabilities, seed=args.seed, retry_after=args.retry_after)
+        faults = Faults(
+            probabilities,
+            seed=args.seed,
+            retry_after=args.retry_after,
+            slow_seconds=args.slow_seconds,
+        )
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -145,6 +151,14 @@ def _run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "--resubmit-unknown",
         action="store_true",
         help="send again the submits whose outcome could not be settled",
+    )
+    p.add_argument(
+        "--settle-grace",
+        type=float,
+        default=15.0,
+        metavar="SECONDS",
+        help="how long a lost submit must stay absent from the service's list before it is "
+        "sent again (default 15)",
     )
     p.add_argument("--emulator", action="store_true", help="run against an embedded emulator")
     p.add_argument("--base-url", help="default: WAVESPEED_BASE_URL, then the service")

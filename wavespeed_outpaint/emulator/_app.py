@@ -109,6 +109,7 @@ class EmulatorApp:
         r.add_get("/media/{token}/{name}", self.media)
         r.add_get("/outputs/{id}/{name}", self.output)
         r.add_get("/_emulator/stats", self.stats)
+        r.add_get("/_emulator/tasks", self.task_list)
         app.on_startup.append(self._on_startup)
         app.on_cleanup.append(self._on_cleanup)
         return app
@@ -349,6 +350,22 @@ class EmulatorApp:
 
     async def stats(self, request: web.Request) -> web.StreamResponse:
         return web.json_response(self.service.stats(time.time()))
+
+    async def task_list(self, request: web.Request) -> web.StreamResponse:
+        """Every task and the fate the emulator gave it, for tests that check outcomes."""
+        return web.json_response(
+            [
+                {
+                    "id": t.id,
+                    "fingerprint": t.fingerprint,
+                    "final_status": t.final_status,
+                    "error": t.error,
+                    "expired_output": t.expired_output,
+                    "output_lie": t.output_lie,
+                }
+                for t in self.service.order
+            ]
+        )
 
     # -- uploads -----------------------------------------------------------------------
 
