@@ -117,3 +117,70 @@ def test_killed_batches_resume_with_every_task_done_once(
     counters = stats(emulator_process)
     assert counters["duplicate_submissions"] == 0
     assert counters["tasks_created"] == count
+
+
+def run_cli(base_url: str, tmp: Path, *, kill_after: float | None = None) -> str | None:
+    """`wavespeed-outpaint run` on tmp/in; SIGKILLed `kill_after` seconds in (then None)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WAVESPEED_")}
+    args = [
+        sys.executable,
+        "-m",
+        "wavespeed_outpaint",
+        "run",
+        "in",
+        "--out",
+        "out",
+        "--tags",
+        "lofi",
+        "--after",
+        "2",
+        "--seed",
+        "1",
+        "--base-url",
+        base_url,
+        "--api-key",
+        "emulator-key",
+        "--rpm",
+        "1200",
+        "--settle-grace",
+        "1",
+        "--json",
+    ]
+    proc = subprocess.Popen(
+        args, cwd=tmp, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
+    try:
+        out, _ = proc.communicate(timeout=kill_after if kill_after is not None else 120)
+    except subprocess.TimeoutExpired:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.communicate(timeout=10)
+        return None
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, out
+    return out
+
+
+@pytest.mark.slow
+def test_the_command_line_killed_again_and_again_resumes(
+    emulator_process: str, make_audio: MakeTrack, tmp_path: Path
+) -> None:
+    count = 24
+    for i in range(count):
+        make_audio(f"in/track{i:02d}.wav", seconds=0.5)
+    # Killed while uploading and submitting (paced at 20 a second), while polling, while
+    # downloading: whatever it was doing, four times in a row.
+    for kill_after in (0.9, 1.4, 2.0, 2.6):
+        run_cli(emulator_process, tmp_path, kill_after=kill_after)
+    out = run_cli(emulator_process, tmp_path)
+    assert out is not None
+    doc = json.loads(out)
+    assert (doc["total"], doc["completed"]) == (count, count)
+    for item in doc["items"]:
+        assert sf.info(item["files"][0]).frames == round(2.5 * RATE)
+    assert not list((tmp_path / "out").rglob("*.part"))
+    counters = stats(emulator_process)
+    assert counters["duplicate_submissions"] == 0
+    assert counters["tasks_created"] == count
