@@ -278,3 +278,17 @@ def test_the_tolerance_is_300_seconds_each_way() -> None:
     for offset in (-301, 301):
         with pytest.raises(WebhookVerificationError, match="tolerance"):
             verifier.verify(BODY, signed(webhook_id="c", timestamp=now + offset), now=now)
+
+
+@pytest.mark.anyio
+async def test_the_webhook_can_go_in_the_body_instead(
+    make_audio: MakeTrack, tmp_path: Path
+) -> None:
+    async with Emulator(fast_config(time_scale=0.02)) as emu:
+        results, _ = await run_with_webhooks(
+            emu, requests_for(make_audio, 5), tmp_path, webhook_field="body"
+        )
+        inputs = [t.input for t in emu.service.order]
+        assert {t.webhook_url for t in emu.service.order} != {None}
+    assert all(r.ok and r.delivered_by == "webhook" for r in results)
+    assert all("webhook_url" not in i for i in inputs)  # the emulator keeps it apart

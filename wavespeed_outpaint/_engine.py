@@ -240,7 +240,6 @@ class Engine:
             elif stems:
                 row = journal.claim_stem(row, stems)
             shared.result = await self._drive(request, row, content_hash, batch)
-
             return shared.result
         finally:
             del self._driving[fp]
