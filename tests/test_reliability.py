@@ -13,7 +13,7 @@ from pathlib import Path
 import anyio
 import pytest
 from conftest import MakeTrack, fast_client, fast_config
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from wavespeed_outpaint import AuthenticationError, OutpaintClient, OutpaintRequest, ValidationError
@@ -66,6 +66,8 @@ def test_every_field_accepts_exactly_its_valid_values(field: str, value: object)
 
 @settings(max_examples=200, deadline=None)
 @given(text=st.text(max_size=40))
+@example(text="~0")  # a home directory that does not exist
+@example(text="\x00")  # a NUL byte
 def test_any_text_as_audio_is_a_url_a_path_or_refused(text: str) -> None:
     try:
         request = OutpaintRequest(text, tags="x")

@@ -20,6 +20,7 @@ from typing import Any
 import attrs
 
 from .errors import ValidationError
+from .models import expand_path
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
@@ -117,7 +118,7 @@ class Journal:
     """One SQLite file (or memory, for `path=None`), used from the event loop's thread."""
 
     def __init__(self, path: str | os.PathLike[str] | None) -> None:
-        target = ":memory:" if path is None else str(Path(path).expanduser())
+        target = ":memory:" if path is None else str(expand_path(path))
         if path is not None:
             try:
                 Path(target).parent.mkdir(parents=True, exist_ok=True)

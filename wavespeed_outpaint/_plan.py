@@ -17,7 +17,7 @@ from ._engine import fingerprint, sha256_file
 from ._journal import Journal, State
 from ._naming import checked_stem, default_stem
 from .errors import ValidationError
-from .models import OutpaintRequest
+from .models import OutpaintRequest, expand_path
 
 AUDIO_SUFFIXES = {".mp3", ".wav", ".flac"}
 MANIFEST_FIELDS = {
@@ -70,7 +70,7 @@ def from_inputs(inputs: Iterable[str], **fields: Any) -> list[PlannedTask]:
         if "://" in text[:16]:
             add(text, None, text)
             continue
-        path = Path(text).expanduser()
+        path = expand_path(text)
         if path.is_dir():
             found = _folder_files(path)
             if not found:
@@ -116,7 +116,7 @@ def from_manifest(manifest: Path) -> list[PlannedTask]:
         audio = fields.get("audio")
         if isinstance(audio, str) and "://" not in audio[:16]:
             # Relative paths in a manifest are relative to the manifest itself.
-            fields["audio"] = manifest.parent / Path(audio).expanduser()
+            fields["audio"] = manifest.parent / expand_path(audio)
         try:
             if "audio" not in fields or "tags" not in fields:
                 missing = [f for f in ("audio", "tags") if f not in fields]

@@ -30,7 +30,7 @@ from .errors import (
     OutpaintError,
     ValidationError,
 )
-from .models import BatchProgress, OutpaintResult
+from .models import BatchProgress, OutpaintResult, expand_path
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 JOURNAL_NAME = ".outpaint-journal.sqlite"
@@ -125,8 +125,8 @@ async def check_money(args: argparse.Namespace, client: OutpaintClient, plan: Pl
 
 async def run_batch(args: argparse.Namespace) -> int:
     tasks = plan_tasks(args)
-    out_dir = Path(args.out).expanduser()
-    journal = Path(args.journal).expanduser() if args.journal else out_dir / JOURNAL_NAME
+    out_dir = expand_path(args.out)
+    journal = expand_path(args.journal) if args.journal else out_dir / JOURNAL_NAME
     plan = budget(tasks, journal, args.max_cost)
     results: list[tuple[str, OutpaintResult]] = []
     progress = BatchProgress()

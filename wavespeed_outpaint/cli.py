@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .errors import OutpaintError
+from .models import expand_path
 
 
 def _fault(text: str) -> tuple[str, float]:
@@ -181,7 +182,7 @@ def _status_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 def _run_status(args: argparse.Namespace) -> int:
     from ._status import print_status
 
-    return print_status(Path(args.journal).expanduser())
+    return print_status(expand_path(args.journal))
 
 
 def build_parser() -> argparse.ArgumentParser:

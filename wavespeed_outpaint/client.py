@@ -41,6 +41,7 @@ from .models import (
     OutpaintResult,
     Prediction,
     Status,
+    expand_path,
     is_loopback_host,
 )
 from .options import DEFAULT_BASE_URL, ClientOptions
@@ -187,9 +188,7 @@ class OutpaintClient:
         """
         engine = self._running_engine()
         assert self._journal is not None
-        batch = BatchState(
-            self._journal, Path(out_dir).expanduser() if out_dir is not None else None
-        )
+        batch = BatchState(self._journal, expand_path(out_dir) if out_dir is not None else None)
         result = await engine.run(request, None, batch)
         if result is None:
             assert batch.fatal is not None
@@ -241,7 +240,7 @@ class OutpaintClient:
         engine.attach(batch_journal)
         batch = BatchState(
             batch_journal,
-            Path(out_dir).expanduser() if out_dir is not None else None,
+            expand_path(out_dir) if out_dir is not None else None,
             resubmit_unknown=resubmit_unknown,
             retry_failed=retry_failed,
             progress=progress if progress is not None else BatchProgress(),
@@ -317,7 +316,7 @@ class OutpaintClient:
 
     async def upload(self, path: str | os.PathLike[str]) -> str:
         """Upload a local MP3 / WAV / FLAC file; returns the URL to send as `audio`."""
-        path = Path(path).expanduser()
+        path = expand_path(path)
         try:
             info = probe_audio(path, max_bytes=self.options.max_upload_bytes)
         except AudioProblem as exc:
@@ -539,7 +538,7 @@ class OutpaintClient:
 
     async def download(self, url: str, dest: str | os.PathLike[str]) -> Path:
         """Stream an output to `dest` through a `.part` file; the key is never sent."""
-        return await _download.download(self._transport, url, Path(dest).expanduser())
+        return await _download.download(self._transport, url, expand_path(dest))
 
 
 BatchInput = (

@@ -49,12 +49,20 @@ def _is_url(text: str) -> bool:
     return "://" in text[:16]
 
 
+def expand_path(value: str | os.PathLike[str]) -> Path:
+    """`~` and `~user` expanded where they can be; a name like `~0` stays as it is."""
+    try:
+        return Path(value).expanduser()
+    except RuntimeError:  # no such user, or no home directory to expand to
+        return Path(value)
+
+
 def _audio_converter(value: Any) -> Any:
     """URLs stay text; local paths become Paths so the request carries one form."""
     if isinstance(value, str) and not _is_url(value):
-        return Path(value).expanduser()
+        return expand_path(value)
     if isinstance(value, os.PathLike):
-        return Path(value).expanduser()
+        return expand_path(value)
     return value
 
 
