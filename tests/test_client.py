@@ -60,7 +60,8 @@ async def test_round_trip_output_has_input_in_the_middle(
         path, tags="lofi", extend_before_duration=0.5, extend_after_duration=1.25, seed=3
     )
     prediction = await client.submit(request)
-    assert prediction.status in (Status.CREATED, Status.PROCESSING)
+    # A task this short may already be done by the time the answer is written.
+    assert prediction.status in (Status.CREATED, Status.PROCESSING, Status.COMPLETED)
     done = await finished(client, prediction)
     assert done.ok, done.error
     dest = await client.download(done.outputs[0], tmp_path / "out" / "song.wav")

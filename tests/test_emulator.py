@@ -226,14 +226,16 @@ async def test_counters_over_http_and_duplicates_by_fingerprint(emulator: Emulat
     assert stats["duplicate_submissions"] == 1
 
 
-async def test_detection_lag_counts_from_completion_to_first_report(emulator: Emulator) -> None:
-    _, _, body = await api(
-        emulator, "POST", f"/api/v3/{MODEL_ID}", json=submit_body(extend_after_duration=1)
-    )
-    await anyio.sleep(0.3)
-    await api(emulator, "GET", f"/api/v3/predictions/{body['data']['id']}/result")
-    await api(emulator, "GET", f"/api/v3/predictions/{body['data']['id']}/result")
-    stats = emulator.stats()
+async def test_detection_lag_counts_from_completion_to_first_report() -> None:
+    # A task of 50 ms, so that it is still running when the submit is answered.
+    async with Emulator(fast_config(time_scale=0.05)) as emulator:
+        _, _, body = await api(
+            emulator, "POST", f"/api/v3/{MODEL_ID}", json=submit_body(extend_after_duration=1)
+        )
+        await anyio.sleep(0.3)
+        await api(emulator, "GET", f"/api/v3/predictions/{body['data']['id']}/result")
+        await api(emulator, "GET", f"/api/v3/predictions/{body['data']['id']}/result")
+        stats = emulator.stats()
     assert stats["detected"] == 1
     assert 0.2 < stats["detection_lag_mean"] < 2.0
 
