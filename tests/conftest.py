@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import struct
+import subprocess
+import sys
 import zlib
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -88,3 +91,24 @@ def flac_claiming(path: Path, seconds: float) -> Path:
     data[18:26] = struct.pack(">Q", packed)
     path.write_bytes(bytes(data))
     return path
+
+
+# The command line runs with no WAVESPEED_* variables of the developer's own.
+CLEAN_ENV = {k: v for k, v in os.environ.items() if not k.startswith("WAVESPEED_")}
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """`python -m wavespeed_outpaint ARGS` in `cwd`, to the end."""
+    return subprocess.run(
+        [sys.executable, "-m", "wavespeed_outpaint", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=cwd,
+        env=CLEAN_ENV,
+    )
+
+
+def against(base_url: str, key: str = "emulator-key") -> list[str]:
+    """The flags that point the command line at an emulator process."""
+    return ["--base-url", base_url, "--api-key", key]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -12,23 +11,8 @@ from pathlib import Path
 
 import pytest
 import soundfile as sf
-from conftest import RATE, MakeTrack
+from conftest import CLEAN_ENV, RATE, MakeTrack, against, run_cli
 from test_crash import emulator_process_at, stats
-
-ENV = {k: v for k, v in os.environ.items() if not k.startswith("WAVESPEED_")}
-
-
-def run_cli(
-    *args: str, cwd: Path, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "wavespeed_outpaint", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=cwd,
-        env=env or ENV,
-    )
 
 
 @pytest.fixture
@@ -157,10 +141,7 @@ def test_a_bad_key_is_one_clear_line(library: Path, tmp_path: Path, slow_emulato
         "out",
         "--tags",
         "x",
-        "--base-url",
-        slow_emulator,
-        "--api-key",
-        "wrong-key",
+        *against(slow_emulator, "wrong-key"),
         cwd=tmp_path,
     )
     assert done.returncode == 2
@@ -177,10 +158,7 @@ def test_dry_run_submits_nothing(library: Path, tmp_path: Path, slow_emulator: s
         "out",
         "--tags",
         "x",
-        "--base-url",
-        slow_emulator,
-        "--api-key",
-        "emulator-key",
+        *against(slow_emulator),
         "--dry-run",
         cwd=tmp_path,
     )
@@ -223,10 +201,7 @@ def test_a_balance_that_cannot_pay_refuses_to_start(library: Path, tmp_path: Pat
             "out",
             "--tags",
             "x",
-            "--base-url",
-            url,
-            "--api-key",
-            "emulator-key",
+            *against(url),
             cwd=tmp_path,
         )
         assert done.returncode == 2
@@ -239,10 +214,7 @@ def test_a_balance_that_cannot_pay_refuses_to_start(library: Path, tmp_path: Pat
             "out",
             "--tags",
             "x",
-            "--base-url",
-            url,
-            "--api-key",
-            "emulator-key",
+            *against(url),
             "--max-cost",
             "0.007",
             cwd=tmp_path,
@@ -264,13 +236,10 @@ def test_ctrl_c_shuts_down_cleanly_and_the_same_command_resumes(
         "out",
         "--tags",
         "x",
-        "--base-url",
-        slow_emulator,
-        "--api-key",
-        "emulator-key",
+        *against(slow_emulator),
     ]
     proc = subprocess.Popen(
-        args, cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        args, cwd=tmp_path, env=CLEAN_ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     assert proc.stdout is not None
     while "account balance" not in proc.stdout.readline():

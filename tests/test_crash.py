@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import soundfile as sf
-from conftest import RATE, MakeTrack
+from conftest import CLEAN_ENV, RATE, MakeTrack, against
 
 from wavespeed_outpaint.emulator._process import emulator_process as spawn_emulator
 
@@ -119,9 +119,8 @@ def test_killed_batches_resume_with_every_task_done_once(
     assert counters["tasks_created"] == count
 
 
-def run_cli(base_url: str, tmp: Path, *, kill_after: float | None = None) -> str | None:
+def run_cli_killed(base_url: str, tmp: Path, *, kill_after: float | None = None) -> str | None:
     """`wavespeed-outpaint run` on tmp/in; SIGKILLed `kill_after` seconds in (then None)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WAVESPEED_")}
     args = [
         sys.executable,
         "-m",
@@ -136,10 +135,7 @@ def run_cli(base_url: str, tmp: Path, *, kill_after: float | None = None) -> str
         "2",
         "--seed",
         "1",
-        "--base-url",
-        base_url,
-        "--api-key",
-        "emulator-key",
+        *against(base_url),
         "--rpm",
         "1200",
         "--settle-grace",
@@ -147,7 +143,7 @@ def run_cli(base_url: str, tmp: Path, *, kill_after: float | None = None) -> str
         "--json",
     ]
     proc = subprocess.Popen(
-        args, cwd=tmp, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+        args, cwd=tmp, env=CLEAN_ENV, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
     )
     try:
         out, _ = proc.communicate(timeout=kill_after if kill_after is not None else 120)
@@ -173,8 +169,8 @@ def test_the_command_line_killed_again_and_again_resumes(
     # Killed while uploading and submitting (paced at 20 a second), while polling, while
     # downloading: whatever it was doing, four times in a row.
     for kill_after in (0.9, 1.4, 2.0, 2.6):
-        run_cli(emulator_process, tmp_path, kill_after=kill_after)
-    out = run_cli(emulator_process, tmp_path)
+        run_cli_killed(emulator_process, tmp_path, kill_after=kill_after)
+    out = run_cli_killed(emulator_process, tmp_path)
     assert out is not None
     doc = json.loads(out)
     assert (doc["total"], doc["completed"]) == (count, count)

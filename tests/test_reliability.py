@@ -5,14 +5,11 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import anyio
 import pytest
-from conftest import MakeTrack, fast_client, fast_config
+from conftest import MakeTrack, against, fast_client, fast_config, run_cli
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -204,30 +201,17 @@ def test_the_key_is_not_in_the_command_lines_output(make_audio: MakeTrack, tmp_p
     from test_crash import emulator_process_at
 
     make_audio("in/a.wav")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WAVESPEED_")}
     with emulator_process_at(time_scale=0.01) as url:
-        done = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "wavespeed_outpaint",
-                "run",
-                "in",
-                "--out",
-                "out",
-                "--tags",
-                "x",
-                "--api-key",
-                SECRET_KEY,
-                "--base-url",
-                url,
-                "--json",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
+        done = run_cli(
+            "run",
+            "in",
+            "--out",
+            "out",
+            "--tags",
+            "x",
+            *against(url, SECRET_KEY),
+            "--json",
             cwd=tmp_path,
-            env=env,
         )
     assert done.returncode == 2  # the emulator does not know this key
     assert "refused the API key" in done.stderr
