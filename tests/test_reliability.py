@@ -65,6 +65,7 @@ def test_every_field_accepts_exactly_its_valid_values(field: str, value: object)
 @given(text=st.text(max_size=40))
 @example(text="~0")  # a home directory that does not exist
 @example(text="\x00")  # a NUL byte
+@example(text="~\x00")  # both
 def test_any_text_as_audio_is_a_url_a_path_or_refused(text: str) -> None:
     try:
         request = OutpaintRequest(text, tags="x")

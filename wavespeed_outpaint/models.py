@@ -53,7 +53,7 @@ def expand_path(value: str | os.PathLike[str]) -> Path:
     """`~` and `~user` expanded where they can be; a name like `~0` stays as it is."""
     try:
         return Path(value).expanduser()
-    except RuntimeError:  # no such user, or no home directory to expand to
+    except (RuntimeError, ValueError):  # no such user, no home, a NUL byte in the name
         return Path(value)
 
 
