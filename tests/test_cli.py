@@ -294,3 +294,22 @@ def test_the_emulator_refuses_an_unknown_fault_kind(tmp_path: Path) -> None:
     done = run_cli("emulator", "--fault", "gremlins=0.5", cwd=tmp_path)
     assert done.returncode == 2
     assert "unknown fault kind 'gremlins'" in done.stderr
+
+
+def test_the_demo_without_the_emulator_extra_says_what_to_install(tmp_path: Path) -> None:
+    # numpy made unimportable, as on a machine with `pip install .` alone.
+    code = (
+        "import sys; sys.modules['numpy'] = None; "
+        "from wavespeed_outpaint.cli import main; sys.exit(main(['demo']))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        env=CLEAN_ENV,
+    )
+    assert done.returncode == 2
+    assert "pip install 'wavespeed-outpaint[emulator]'" in done.stderr
+    assert "Traceback" not in done.stderr

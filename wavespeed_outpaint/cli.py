@@ -198,6 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# What only the emulator (and so `demo` and `run --emulator`) imports.
+EMULATOR_NEEDS = {"numpy", "soundfile"}
+
 COMMANDS = {
     "run": _run_run,
     "status": _run_status,
@@ -216,6 +219,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except ModuleNotFoundError as exc:
+        if exc.name not in EMULATOR_NEEDS:
+            raise
+        print(
+            "error: the emulator needs the 'emulator' extra: "
+            "pip install 'wavespeed-outpaint[emulator]'",
+            file=sys.stderr,
+        )
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover
