@@ -287,7 +287,8 @@ def test_the_demo_writes_whole_extended_tracks(tmp_path: Path) -> None:
     assert [p.name for p in outputs] == ["ballad.wav", "chiptune.wav", "groove.wav"]
     # Each track gained 2 s before and 4 s after.
     assert round(sf.info(tmp_path / "demo-out" / "groove.wav").duration, 3) == 12.0
-    assert "would cost $0.0036" in done.stdout
+    assert "costs $0.0036" in done.stdout
+    assert "embedded emulator" in done.stdout
 
 
 def test_the_emulator_refuses_an_unknown_fault_kind(tmp_path: Path) -> None:
@@ -313,3 +314,21 @@ def test_the_demo_without_the_emulator_extra_says_what_to_install(tmp_path: Path
     assert done.returncode == 2
     assert "pip install 'wavespeed-outpaint[emulator]'" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_with_a_key_the_demo_runs_on_the_service_it_names(tmp_path: Path) -> None:
+    with emulator_process_at(time_scale=0.01) as url:
+        env = {**CLEAN_ENV, "WAVESPEED_API_KEY": "emulator-key", "WAVESPEED_BASE_URL": url}
+        done = subprocess.run(
+            [sys.executable, "-m", "wavespeed_outpaint", "demo", "--out", "o"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=tmp_path,
+            env=env,
+        )
+        counters = stats(url)
+    assert done.returncode == 0, done.stderr
+    assert f"running on {url}" in done.stdout
+    assert counters["tasks_created"] == 3
+    assert len(list((tmp_path / "o").glob("*.wav"))) == 3
