@@ -49,7 +49,6 @@ CREATE TABLE IF NOT EXISTS uploads (
     url          TEXT NOT NULL,
     uploaded_at  REAL NOT NULL
 );
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 # One statement instead of two per state change, where SQLite knows RETURNING (3.35+).
@@ -236,10 +235,6 @@ class Journal:
         cursor = self._db.execute("SELECT prediction_id FROM tasks WHERE prediction_id IS NOT NULL")
         return {r[0] for r in cursor}
 
-    def counts(self) -> dict[str, int]:
-        cursor = self._db.execute("SELECT state, COUNT(*) FROM tasks GROUP BY state")
-        return {r[0]: r[1] for r in cursor}
-
     # -- uploads -----------------------------------------------------------------------
 
     def upload_url(self, content_hash: str) -> str | None:
@@ -254,12 +249,3 @@ class Journal:
             "INSERT OR REPLACE INTO uploads (content_hash, url, uploaded_at) VALUES (?, ?, ?)",
             (content_hash, url, time.time()),
         )
-
-    # -- meta --------------------------------------------------------------------------
-
-    def meta(self, key: str) -> str | None:
-        r = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return r[0] if r else None
-
-    def set_meta(self, key: str, value: str) -> None:
-        self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
