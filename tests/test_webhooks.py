@@ -27,6 +27,9 @@ from wavespeed_outpaint import (
 from wavespeed_outpaint.emulator import DEFAULT_WEBHOOK_SECRET, Emulator, Faults
 
 SECRET = "whsec_c2VjcmV0LWZvci10ZXN0cw"
+# Signed at a fixed instant and verified with now=SENT_AT: parameters are built when the tests
+# are collected, minutes before they run, so the real clock would drift out of tolerance.
+SENT_AT = 1_700_000_000.0
 BODY = json.dumps({"id": "pred-1", "status": "completed", "outputs": ["https://o/x.wav"]}).encode()
 
 
@@ -66,21 +69,26 @@ def test_a_genuine_delivery_is_accepted_once() -> None:
 @pytest.mark.parametrize(
     ("body", "headers", "status", "words"),
     [
-        (BODY + b" ", signed(), 401, "signature"),
-        (BODY.replace(b"completed", b"failed"), signed(), 401, "signature"),
-        (BODY, signed(secret="whsec_another"), 401, "signature"),
-        (BODY, signed(timestamp=time.time() - 3600), 401, "tolerance"),
-        (BODY, signed(timestamp=time.time() + 3600), 401, "tolerance"),
+        (BODY + b" ", signed(timestamp=SENT_AT), 401, "signature"),
+        (BODY.replace(b"completed", b"failed"), signed(timestamp=SENT_AT), 401, "signature"),
+        (BODY, signed(secret="whsec_another", timestamp=SENT_AT), 401, "signature"),
+        (BODY, signed(timestamp=SENT_AT - 3600), 401, "tolerance"),
+        (BODY, signed(timestamp=SENT_AT + 3600), 401, "tolerance"),
         (BODY, {"webhook-id": "m", "webhook-timestamp": "1"}, 400, "missing"),
-        (b"not json", signed(b"not json"), 400, "not a prediction"),
-        (b'{"status": "completed"}', signed(b'{"status": "completed"}'), 400, "not a prediction"),
+        (b"not json", signed(b"not json", timestamp=SENT_AT), 400, "not a prediction"),
+        (
+            b'{"status": "completed"}',
+            signed(b'{"status": "completed"}', timestamp=SENT_AT),
+            400,
+            "not a prediction",
+        ),
     ],
 )
 def test_bad_deliveries_are_refused(
     body: bytes, headers: dict[str, str], status: int, words: str
 ) -> None:
     with pytest.raises(WebhookVerificationError, match=words) as info:
-        WebhookVerifier(SECRET).verify(body, headers)
+        WebhookVerifier(SECRET).verify(body, headers, now=SENT_AT)
     assert info.value.status == status
 
 
