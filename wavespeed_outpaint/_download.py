@@ -16,9 +16,9 @@ from urllib.parse import unquote, urlsplit
 
 import aiofiles
 import aiohttp
-import anyio
 from aiofiles.threadpool.binary import AsyncBufferedIOBase
 
+from ._filewriter import write_whole
 from ._http import Policy, Transport
 from .errors import APIError, NotFoundError, ProtocolError, TransportError, ValidationError
 from .models import is_loopback_host
@@ -57,8 +57,8 @@ def part_path(dest: Path) -> Path:
 
 
 class _PartFile:
-    """A download's `.part` file: a small output is written and renamed in one trip to a
-    worker thread; a large one streams through aiofiles in `WRITE_BUFFER` pieces."""
+    """A download's `.part` file: a small output is written and renamed by the writer
+    thread in one go; a large one streams through aiofiles in `WRITE_BUFFER` pieces."""
 
     def __init__(self, part: Path) -> None:
         self.part = part
@@ -76,7 +76,7 @@ class _PartFile:
     async def finish(self, dest: Path) -> None:
         """Everything arrived and was checked: make `dest` whole, at once."""
         if self._file is None:
-            await anyio.to_thread.run_sync(_write_whole, self.part, bytes(self._pending), dest)
+            await write_whole(self.part, bytes(self._pending), dest)
             return
         await self._file.write(bytes(self._pending))
         await self._file.close()
@@ -87,12 +87,6 @@ class _PartFile:
         if self._file is not None:
             await self._file.close()
             self._file = None
-
-
-def _write_whole(part: Path, data: bytes, dest: Path) -> None:
-    with open(part, "wb") as f:
-        f.write(data)
-    os.replace(part, dest)
 
 
 async def download(transport: Transport, url: str, dest: Path, *, into_folder: bool = True) -> Path:

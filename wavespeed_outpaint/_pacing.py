@@ -30,7 +30,7 @@ class StartPacer:
         self._started = time.monotonic()
         self._recent: collections.deque[float] = collections.deque()
         self._backoff = 1.0
-        self._lock = anyio.Lock()
+        self._lock = anyio.Lock(fast_acquire=True)
 
     async def slot(self) -> None:
         """Wait for the next start slot."""

@@ -133,7 +133,7 @@ class SharedPoller:
         self._list_lies = 0
         self._sweep_gap = options.min_sweep_gap
         self._last_sweep = 0.0
-        self._limiter = anyio.CapacityLimiter(options.parallel_status_requests)
+        self._limiter = anyio.Semaphore(options.parallel_status_requests, fast_acquire=True)
         self.counts = collections.Counter[str]()
 
     @property
