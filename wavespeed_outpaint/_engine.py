@@ -235,12 +235,8 @@ class Engine:
             if batch.out_dir is not None:
                 wanted = checked_stem(stem) if stem else default_stem(request)
                 stems = (wanted, f"{wanted}-{fp[:8]}")
-            row = journal.get(fp)
-            if row is None:
-                payload = request.payload("") | {"audio": None}
-                row = journal.add(fp, payload, str(request.audio), request.cost_usd, stems)
-            elif stems:
-                row = journal.claim_stem(row, stems)
+            payload = request.payload("") | {"audio": None}
+            row = journal.add(fp, payload, str(request.audio), request.cost_usd, stems)
             shared.result = await self._drive(request, row, content_hash, batch)
             return shared.result
         finally:
@@ -314,6 +310,7 @@ class Engine:
                 row = journal.update(
                     fp, state=State.SUBMITTING, sent_at=sent_at, failed_at=None, request=payload
                 )
+                journal.commit()
                 self._on_the_wire[fp] = OpenSubmit(
                     fp, payload, sent_at, sent_at + self.options.read_timeout
                 )

@@ -5,10 +5,19 @@ not its path, plus every parameter). The rows answer the resume questions: was i
 submitted (poll it, never submit again), was a submit in flight when the process died
 (settle it through the list endpoint), did it complete (download again if its files are
 missing). WAL mode keeps each commit cheap and survives a killed process.
+
+Inside an event loop, writes are grouped: the first write of a loop iteration opens a
+transaction and the end of the iteration commits it, so thousands of tasks changing
+state together cost one commit, not thousands. A write that must be on disk before
+the code acts on it (a submit about to be sent) calls `commit()` first. A crash can lose
+only writes of the current iteration, none of which let anything be charged twice: a
+lost "submitted" leaves the row "submitting", which is settled, never sent again.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
 import sqlite3
@@ -136,9 +145,53 @@ class Journal:
                 "journal", target, f"is not a usable SQLite journal ({exc})"
             ) from None
         self.path = None if path is None else Path(target)
+        self._in_transaction = False
+        self._commit_error: sqlite3.Error | None = None
 
     def close(self) -> None:
-        self._db.close()
+        try:
+            self.commit()
+        finally:
+            self._db.close()
+
+    def commit(self) -> None:
+        """Make every write so far durable now."""
+        self._raise_commit_error()
+        if self._in_transaction:
+            self._in_transaction = False
+            self._db.execute("COMMIT")
+
+    def _commit_at_end_of_iteration(self) -> None:
+        try:
+            self.commit()
+        except sqlite3.Error as exc:
+            # Nobody awaits this callback: keep the error for the next write to raise.
+            self._commit_error = exc
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
+
+    def _raise_commit_error(self) -> None:
+        if self._commit_error is not None:
+            exc, self._commit_error = self._commit_error, None
+            raise ValidationError(
+                "journal",
+                str(self.path),
+                f"could not be written ({exc}); nothing was lost "
+                "at the service, run again with this journal",
+            ) from exc
+
+    def _write(self, sql: str, values: tuple[Any, ...]) -> sqlite3.Cursor:
+        self._raise_commit_error()
+        if not self._in_transaction:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                loop = None  # used outside an event loop: every write commits by itself
+            if loop is not None:
+                self._db.execute("BEGIN")
+                self._in_transaction = True
+                loop.call_soon(self._commit_at_end_of_iteration)
+        return self._db.execute(sql, values)
 
     # -- tasks -------------------------------------------------------------------------
 
@@ -156,26 +209,46 @@ class Journal:
         cost_usd: float,
         stems: tuple[str, ...] = (),
     ) -> TaskRow:
-        """A new task, with the first of `stems` that no other task has as output name."""
+        """The task's row: as it was, or new, with the first of `stems` that no other task
+        has as its output name."""
+        request_json = json.dumps(request)
         for stem in stems or (None,):
-            values = (
-                fingerprint,
-                json.dumps(request),
-                input_text,
-                stem,
-                State.PENDING,
-                cost_usd,
-                time.time(),
-            )
             try:
-                self._db.execute(
+                added = self._write(
                     "INSERT INTO tasks (fingerprint, request, input, output_stem, state, cost_usd,"
-                    " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    values,
-                )
+                    " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(fingerprint) DO NOTHING",
+                    (
+                        fingerprint,
+                        request_json,
+                        input_text,
+                        stem,
+                        State.PENDING,
+                        cost_usd,
+                        time.time(),
+                    ),
+                ).rowcount
             except sqlite3.IntegrityError:
-                if self.get(fingerprint) is None:
-                    continue  # the name is taken: try the next
+                continue  # the name is taken by another task: try the next
+            if added:
+                # The row is what was just written: no need to read it back.
+                return TaskRow(
+                    fingerprint=fingerprint,
+                    request_json=request_json,
+                    input=input_text,
+                    output_stem=stem,
+                    state=State.PENDING,
+                    prediction_id=None,
+                    created_at=None,
+                    sent_at=None,
+                    failed_at=None,
+                    status=None,
+                    code=None,
+                    outputs_json=None,
+                    files_json=None,
+                    error=None,
+                    cost_usd=cost_usd,
+                    delivered_by=None,
+                )
             row = self.get(fingerprint)
             assert row is not None
             return self.claim_stem(row, stems) if stems else row
@@ -204,11 +277,11 @@ class Journal:
         columns = ", ".join(f"{name} = ?" for name in fields)
         values = (*fields.values(), fingerprint)
         if HAS_RETURNING:
-            r = self._db.execute(
+            r = self._write(
                 f"UPDATE tasks SET {columns} WHERE fingerprint = ? RETURNING {ROW_COLUMNS}", values
             ).fetchone()
             return _row(r)
-        self._db.execute(f"UPDATE tasks SET {columns} WHERE fingerprint = ?", values)
+        self._write(f"UPDATE tasks SET {columns} WHERE fingerprint = ?", values)
         row = self.get(fingerprint)
         assert row is not None
         return row
@@ -245,7 +318,7 @@ class Journal:
         return r[0] if r else None
 
     def remember_upload(self, content_hash: str, url: str) -> None:
-        self._db.execute(
+        self._write(
             "INSERT OR REPLACE INTO uploads (content_hash, url, uploaded_at) VALUES (?, ?, ?)",
             (content_hash, url, time.time()),
         )

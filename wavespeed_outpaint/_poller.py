@@ -308,14 +308,17 @@ class SharedPoller:
         self._last_sweep = time.time()
         settled = 0
         try:
-            async for page in self._client.list_predictions(
+            async for _, _, items in self._client._list_pages(
                 status=status, created_after=after, created_before=before
             ):
                 self.counts["list_requests"] += 1
                 self._list_lies = 0
-                for prediction in page.items:
-                    watch = self._watches.get(prediction.id)
-                    if watch is not None and prediction.is_final:
+                for item in items:
+                    watch = self._watches.get(item["id"])
+                    if watch is None:
+                        continue  # settled earlier, or not this client's
+                    prediction = Prediction.from_data(item)
+                    if prediction.is_final:
                         self._resolve(watch, prediction, "list")
                         settled += 1
         except NotFoundError as exc:

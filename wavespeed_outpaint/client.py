@@ -472,6 +472,27 @@ class OutpaintClient:
         page_size: int = 100,
     ) -> AsyncIterator[PredictionPage]:
         """The account's recent predictions, newest first, a page at a time."""
+        async for page, total, items in self._list_pages(
+            status=status,
+            created_after=created_after,
+            created_before=created_before,
+            model=model,
+            page_size=page_size,
+        ):
+            predictions = tuple(Prediction.from_data(item) for item in items)
+            yield PredictionPage(page=page, total=total, items=predictions)
+
+    async def _list_pages(
+        self,
+        *,
+        status: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        model: str | None = MODEL_ID,
+        page_size: int = 100,
+    ) -> AsyncIterator[tuple[int, int, list[dict[str, Any]]]]:
+        """Pages as (number, total, items with an id), the items not yet parsed: the poller
+        parses only those it waits for, and most items in a sweep's window are not."""
         if status is not None and status not in LIST_STATUSES:
             raise ValidationError("status", status, f"give one of {', '.join(LIST_STATUSES)}")
         if (
@@ -494,13 +515,13 @@ class OutpaintClient:
             data = await self._list_page({**query, "page": page})
             if not isinstance(data, dict) or not isinstance(data.get("items"), list):
                 raise ProtocolError("the list answer has no `items` list")
-            items = tuple(
-                Prediction.from_data(item)
+            items = [
+                item
                 for item in data["items"]
                 if isinstance(item, dict) and isinstance(item.get("id"), str)
-            )
+            ]
             total = data["total"] if isinstance(data.get("total"), int) else len(items)
-            yield PredictionPage(page=page, total=total, items=items)
+            yield page, total, items
             if not data["items"] or page * page_size >= total:
                 return
             page += 1
