@@ -270,12 +270,6 @@ class Engine:
             return await self._download(request, row, batch)
         return self._result(request, row)
 
-    @staticmethod
-    def _row(journal: Journal, fp: str) -> TaskRow:
-        row = journal.get(fp)
-        assert row is not None
-        return row
-
     async def _submit(
         self, request: OutpaintRequest, row: TaskRow, content_hash: str | None, batch: BatchState
     ) -> TaskRow:
@@ -285,14 +279,14 @@ class Engine:
             url = await self._audio_url(request, content_hash, batch)
         except OutpaintError as exc:
             return journal.update(
-                fp, state=State.FAILED, status=Status.FAILED.value, error=str(exc)
+                row, state=State.FAILED, status=Status.FAILED.value, error=str(exc)
             )
         payload = request.payload(url)
         lost = 0
         while not batch.stopped:
             if lost >= MAX_LOST_SUBMITS:
                 return journal.update(
-                    fp,
+                    row,
                     state=State.FAILED,
                     status=Status.FAILED.value,
                     error=(
@@ -308,7 +302,7 @@ class Engine:
                 sent_at = time.time()
                 # Written before the POST leaves: from here a crash is settled, not re-sent.
                 row = journal.update(
-                    fp, state=State.SUBMITTING, sent_at=sent_at, failed_at=None, request=payload
+                    row, state=State.SUBMITTING, sent_at=sent_at, failed_at=None, request=payload
                 )
                 journal.commit()
                 self._on_the_wire[fp] = OpenSubmit(
@@ -319,11 +313,11 @@ class Engine:
                 except RateLimitedError as exc:
                     # Not accepted, so nothing exists: the whole pool waits, then this retries.
                     self.pacer.rate_limited(exc.retry_after)
-                    journal.update(fp, state=State.PENDING)
+                    row = journal.update(row, state=State.PENDING)
                     continue
                 except UnknownSubmissionError as exc:
                     row = journal.update(
-                        fp, state=State.UNKNOWN, failed_at=exc.failed_at, error=exc.cause
+                        row, state=State.UNKNOWN, failed_at=exc.failed_at, error=exc.cause
                     )
                     # Lost answers are settled by creation time; submits one at a time for
                     # a while keep the next lost ones' windows apart.
@@ -331,10 +325,10 @@ class Engine:
                 except (InsufficientBalanceError, AuthenticationError) as exc:
                     # The account takes no more tasks: stop the batch; this one stays pending.
                     batch.fatal = batch.fatal or exc
-                    return journal.update(fp, state=State.PENDING, error=str(exc))
+                    return journal.update(row, state=State.PENDING, error=str(exc))
                 except APIError as exc:
                     return journal.update(
-                        fp,
+                        row,
                         state=State.FAILED,
                         status=Status.FAILED.value,
                         error=str(exc),
@@ -342,7 +336,7 @@ class Engine:
                     )
                 except OutpaintError as exc:  # never connected, even after retries
                     return journal.update(
-                        fp, state=State.FAILED, status=Status.FAILED.value, error=str(exc)
+                        row, state=State.FAILED, status=Status.FAILED.value, error=str(exc)
                     )
                 else:
                     self.pacer.accepted()
@@ -361,7 +355,7 @@ class Engine:
                 return row
             # The list proved that no task was created: sending again is safe.
             lost += 1
-        return self._row(journal, fp)
+        return row
 
     def _accepted(
         self, batch: BatchState, row: TaskRow, prediction: Prediction, via: str
@@ -370,7 +364,7 @@ class Engine:
         batch.progress.submitted += 1
         batch.progress.charged_usd += row.cost_usd
         row = batch.journal.update(
-            row.fingerprint,
+            row,
             state=State.SUBMITTED,
             prediction_id=prediction.id,
             error=None,
@@ -378,12 +372,12 @@ class Engine:
             created_at=_created(prediction, row.sent_at),
         )
         if prediction.is_final:
-            return self._record_final(batch.journal, row.fingerprint, prediction, via)
+            return self._record_final(batch.journal, row, prediction, via)
         return row
 
     async def _settle(self, row: TaskRow, batch: BatchState) -> TaskRow:
         """A submit whose answer was lost: adopt its task, or prove there is none."""
-        journal, fp = batch.journal, row.fingerprint
+        journal = batch.journal
         settlement = await self.settler.settle(self._open_submit(row))
         if settlement.outcome is Outcome.ADOPTED:
             prediction = settlement.prediction
@@ -391,9 +385,9 @@ class Engine:
             log.info("a lost submit was found again as prediction %s", prediction.id)
             return self._accepted(batch, row, prediction, "list")
         if settlement.outcome is Outcome.ABSENT or batch.resubmit_unknown:
-            return journal.update(fp, state=State.PENDING)
+            return journal.update(row, state=State.PENDING)
         return journal.update(
-            fp,
+            row,
             state=State.UNKNOWN,
             status=Status.UNKNOWN.value,
             error=(
@@ -403,7 +397,7 @@ class Engine:
         )
 
     async def _wait(self, request: OutpaintRequest, row: TaskRow, batch: BatchState) -> TaskRow:
-        journal, fp = batch.journal, row.fingerprint
+        journal = batch.journal
         assert row.prediction_id is not None
         created = row.created_at or row.sent_at or time.time()
         prediction = Prediction(
@@ -417,21 +411,21 @@ class Engine:
                 final, via = await self.poller.wait(prediction, request.generated_seconds)
         except TimeoutError:
             return journal.update(
-                fp,
+                row,
                 error=(
                     f"no final status within task_deadline={deadline:g} s; the task goes on at "
                     "the service and the next run with this journal collects it"
                 ),
             )
         except OutpaintError as exc:
-            return journal.update(fp, error=str(exc))
-        return self._record_final(journal, fp, final, via)
+            return journal.update(row, error=str(exc))
+        return self._record_final(journal, row, final, via)
 
     @staticmethod
-    def _record_final(journal: Journal, fp: str, prediction: Prediction, via: str) -> TaskRow:
+    def _record_final(journal: Journal, row: TaskRow, prediction: Prediction, via: str) -> TaskRow:
         if prediction.ok and prediction.outputs:
             return journal.update(
-                fp,
+                row,
                 state=State.COMPLETED,
                 status=prediction.status_text,
                 outputs=prediction.outputs,
@@ -442,7 +436,7 @@ class Engine:
             "completed without any output" if prediction.ok else f"ended {prediction.status_text}"
         )
         return journal.update(
-            fp,
+            row,
             state=State.FAILED,
             status=prediction.status_text,
             code=prediction.code,
@@ -454,7 +448,7 @@ class Engine:
     async def _download(
         self, request: OutpaintRequest, row: TaskRow, batch: BatchState
     ) -> OutpaintResult:
-        journal, fp = batch.journal, row.fingerprint
+        journal = batch.journal
         assert batch.out_dir is not None
         assert row.output_stem is not None
         try:
@@ -463,9 +457,9 @@ class Engine:
                 for url, path in zip(row.outputs, paths, strict=True):
                     await download(self._client._transport, url, path, into_folder=False)
         except OutpaintError as exc:
-            return self._result(request, journal.update(fp, error=f"download failed: {exc}"))
+            return self._result(request, journal.update(row, error=f"download failed: {exc}"))
         return self._result(
-            request, journal.update(fp, state=State.DOWNLOADED, files=paths, error=None)
+            request, journal.update(row, state=State.DOWNLOADED, files=paths, error=None)
         )
 
     @staticmethod
