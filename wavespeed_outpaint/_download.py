@@ -53,7 +53,26 @@ def output_name(url: str) -> str:
 
 
 def part_path(dest: Path) -> Path:
-    return dest.with_name(dest.name + PART_SUFFIX)
+    return Path(f"{dest}{PART_SUFFIX}")
+
+
+# Folders made (or found) already: a batch writes thousands of files into a few folders.
+_made_folders: set[str] = set()
+
+
+def _make_folder(dest: Path) -> None:
+    folder = os.path.dirname(dest)
+    if folder in _made_folders:
+        return
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as exc:
+        raise ValidationError(
+            "dest", str(dest), f"cannot create its folder ({exc.strerror})"
+        ) from None
+    if len(_made_folders) > 10_000:
+        _made_folders.clear()
+    _made_folders.add(folder)
 
 
 class _PartFile:
@@ -94,13 +113,7 @@ async def download(transport: Transport, url: str, dest: Path, *, into_folder: b
     check_output_url(url)
     if into_folder and dest.is_dir():
         dest = dest / output_name(url)
-    if not dest.parent.is_dir():
-        try:
-            dest.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ValidationError(
-                "dest", str(dest), f"cannot create its folder ({exc.strerror})"
-            ) from None
+    _make_folder(dest)
     part = part_path(dest)
     cap = transport.options.max_download_bytes
 
@@ -145,7 +158,7 @@ async def download(transport: Transport, url: str, dest: Path, *, into_folder: b
         return dest
 
     try:
-        return await transport.retrying(Policy.IDEMPOTENT, f"download {output_name(url)}", once)
+        return await transport.retrying(Policy.IDEMPOTENT, f"download to {dest.name}", once)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             part.unlink()

@@ -66,7 +66,13 @@ def _run() -> None:
 
 def _write(part: Path, data: bytes, dest: Path) -> Exception | None:
     try:
-        with open(part, "wb") as f:
+        try:
+            f = open(part, "wb")  # noqa: SIM115 - closed below
+        except FileNotFoundError:
+            # Its folder was made when the download began: removed since, make it again.
+            os.makedirs(os.path.dirname(part), exist_ok=True)
+            f = open(part, "wb")  # noqa: SIM115
+        with f:
             f.write(data)
         os.replace(part, dest)
     except Exception as exc:  # noqa: BLE001 - handed to the awaiting download; the thread lives on

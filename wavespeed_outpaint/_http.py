@@ -86,6 +86,9 @@ class Transport:
         self.options = options
         self._balance_pattern = re.compile(options.insufficient_balance_pattern)
         self._session: aiohttp.ClientSession | None = None
+        # Built once: every call of a busy client would otherwise build its own.
+        self._headers: dict[str, str] | None = None
+        self._timeouts: dict[float | None, aiohttp.ClientTimeout] = {}
 
     def __repr__(self) -> str:
         return f"Transport(base_url={self.base_url!r})"
@@ -108,29 +111,36 @@ class Transport:
         return self._session
 
     def timeout(self, read: float | None = None) -> aiohttp.ClientTimeout:
-        return aiohttp.ClientTimeout(
-            total=None,
-            connect=self.options.connect_timeout,
-            sock_read=read if read is not None else self.options.read_timeout,
-        )
+        found = self._timeouts.get(read)
+        if found is None:
+            found = self._timeouts[read] = aiohttp.ClientTimeout(
+                total=None,
+                connect=self.options.connect_timeout,
+                sock_read=read if read is not None else self.options.read_timeout,
+            )
+        return found
 
     def auth_headers(self) -> dict[str, str]:
+        if self._headers is not None:
+            return self._headers
         if not self._api_key:
             raise ConfigurationError(
                 "no API key: set WAVESPEED_API_KEY or pass api_key= to OutpaintClient"
             )
-        return {
+        self._headers = {
             "Authorization": f"Bearer {self._api_key}",
             "X-Client-Name": CLIENT_NAME,
             "X-Client-Version": CLIENT_VERSION,
             "X-Client-OS": platform.system().lower() or "unknown",
         }
+        return self._headers
 
     # -- retries -----------------------------------------------------------------------
 
-    def _backoff(
-        self, policy: Policy, retry_rate_limits: bool
+    def _retry_hook(
+        self, policy: Policy, what: str, retry_rate_limits: bool
     ) -> Callable[[Exception], bool | float]:
+        """Whether a failure is retried (True, or seconds to wait), or raised (False)."""
         resend = self.options.submit_resend_statuses
 
         def decide(exc: Exception) -> bool | float:
@@ -154,7 +164,13 @@ class Transport:
                 return policy is Policy.IDEMPOTENT or isinstance(exc, NotSent)
             return False
 
-        return decide
+        def hook(exc: Exception) -> bool | float:
+            verdict = decide(exc)
+            if verdict is not False:
+                log.info("retrying %s after: %s", what, exc)
+            return verdict
+
+        return hook
 
     async def retrying(
         self,
@@ -166,18 +182,11 @@ class Transport:
     ) -> T:
         """Run `attempt` under `policy`'s retry rules; the last failure is raised."""
         opts = self.options
-        decide = self._backoff(policy, retry_rate_limits)
-
-        def hook(exc: Exception) -> bool | float:
-            verdict = decide(exc)
-            if verdict is not False:
-                log.info("retrying %s after: %s", what, exc)
-            return verdict
-
         # Most calls succeed at once; they skip building the retry machinery.
         try:
             return await attempt()
         except Exception as exc:
+            hook = self._retry_hook(policy, what, retry_rate_limits)
             verdict = hook(exc)
             if verdict is False or opts.retry_attempts <= 1:
                 raise
@@ -238,6 +247,9 @@ class Transport:
         )
 
     async def read_capped(self, response: aiohttp.ClientResponse, cap: int) -> bytes:
+        length = response.content_length
+        if length is not None and length <= cap:
+            return await response.read()  # the length is known and allowed: in one piece
         body = bytearray()
         async for chunk in response.content.iter_chunked(64 * 1024):
             body += chunk

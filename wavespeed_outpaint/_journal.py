@@ -73,9 +73,13 @@ class State:
     UNKNOWN = "unknown"  # a submit whose outcome cannot be known
 
 
-@attrs.frozen
+@attrs.define(eq=False)
 class TaskRow:
-    """One task's row. The JSON columns are decoded when asked for: most reads need none."""
+    """One task's row. The JSON columns are decoded when asked for: most reads need none.
+
+    `Journal.update` changes it in place along with the database: the engine drives
+    each task from one coroutine, which holds its row.
+    """
 
     fingerprint: str
     request_json: str
@@ -265,21 +269,21 @@ class Journal:
         raise ValidationError("output name", stems[0], "two tasks claim the same output name")
 
     def update(self, row: TaskRow, **fields: Any) -> TaskRow:
-        """Change a task's row; returns the row as it now stands. The new row is built
-        here, not read back: a RETURNING clause doubles what an update costs."""
-        changes = {}
-        for name, value in fields.items():
-            if name in ("outputs", "files"):
-                value = fields[name] = json.dumps([str(x) for x in value])
-            elif name == "request":
-                value = fields[name] = json.dumps(value)
-            changes[_JSON_FIELDS.get(name, name)] = value
+        """Change a task's row, in the database and in `row`; returns `row`. It is not
+        read back: a RETURNING clause doubles what an update costs."""
+        for name in ("outputs", "files"):
+            if name in fields:
+                fields[name] = json.dumps([str(x) for x in fields[name]])
+        if "request" in fields:
+            fields["request"] = json.dumps(fields["request"])
         columns = ", ".join(f"{name} = ?" for name in fields)
         self._write(
             f"UPDATE tasks SET {columns}, updated_at = ? WHERE fingerprint = ?",
             (*fields.values(), time.time(), row.fingerprint),
         )
-        return attrs.evolve(row, **changes)
+        for name, value in fields.items():  # only once the database took them
+            setattr(row, _JSON_FIELDS.get(name, name), value)
+        return row
 
     def rows(self, state: str | None = None) -> Iterator[TaskRow]:
         if state is None:

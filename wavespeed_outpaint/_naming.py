@@ -31,20 +31,24 @@ def checked_stem(stem: str) -> str:
     return "/".join(parts)
 
 
+_EXTENSION = re.compile(r"\.[a-z0-9]{1,8}")
+
+
 def output_extension(url: str) -> str:
     suffix = PurePosixPath(unquote(urlsplit(url).path)).suffix.lower()
-    return suffix if re.fullmatch(r"\.[a-z0-9]{1,8}", suffix) else ".wav"
+    return suffix if _EXTENSION.fullmatch(suffix) else ".wav"
 
 
 def output_paths(out_dir: Path, stem: str, outputs: tuple[str, ...]) -> list[Path]:
     """`stem.ext` for the first output, `stem-1.ext`, `stem-2.ext` ... for the others."""
     paths = []
     root = os.path.abspath(out_dir)
+    inside = root.rstrip(os.sep) + os.sep
     for i, url in enumerate(outputs):
         name = stem if i == 0 else f"{stem}-{i}"
         path = os.path.normpath(os.path.join(root, name + output_extension(url)))
         # checked_stem already refuses '..'; this holds for stems from anywhere.
-        if os.path.commonpath([root, path]) != root:
+        if not path.startswith(inside):
             raise ValidationError("output name", stem, "would land outside out_dir")
         paths.append(Path(path))
     return paths

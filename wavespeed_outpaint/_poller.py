@@ -12,6 +12,7 @@ task when the list is unavailable, gets its own result GET, never more often tha
 from __future__ import annotations
 
 import collections
+import contextlib
 import heapq
 import itertools
 import logging
@@ -129,6 +130,7 @@ class SharedPoller:
         self._heap: list[tuple[float, int, _Watch]] = []
         self._seq = itertools.count()
         self._wakeup = anyio.Event()
+        self._sleeping_until = -math.inf  # when run() next looks by itself
         self._list_ok = True
         self._list_lies = 0
         self._sweep_gap = options.min_sweep_gap
@@ -205,7 +207,11 @@ class SharedPoller:
     def _schedule(self, watch: _Watch, due: float) -> None:
         watch.due = due
         heapq.heappush(self._heap, (due, next(self._seq), watch))
-        self._wakeup.set()
+        if due < self._sleeping_until:
+            # Only a look earlier than the one already planned needs the loop woken:
+            # thousands of new tasks otherwise cost thousands of empty loop turns.
+            self._sleeping_until = -math.inf
+            self._wakeup.set()
 
     def _resolve(self, watch: _Watch, outcome: Prediction | OutpaintError, via: str) -> None:
         if isinstance(outcome, Prediction):
@@ -248,9 +254,10 @@ class SharedPoller:
             # Drop stale heap entries so the next wake-up is a real one.
             while self._heap and self._heap[0][2].due != self._heap[0][0]:
                 heapq.heappop(self._heap)
-            delay = self._heap[0][0] - now if self._heap else math.inf
-            with anyio.move_on_after(delay):
+            self._sleeping_until = self._heap[0][0] if self._heap else math.inf
+            with anyio.move_on_after(self._sleeping_until - now):
                 await self._wakeup.wait()
+            self._sleeping_until = -math.inf
 
     async def _check(self, due: list[_Watch], now: float) -> None:
         opts = self.options
@@ -307,20 +314,24 @@ class SharedPoller:
         before = datetime.fromtimestamp(max(w.created for w in due) + skew, timezone.utc)
         self._last_sweep = time.time()
         settled = 0
+        unsettled = {w.id for w in due}
+        pages = self._client._list_pages(status=status, created_after=after, created_before=before)
         try:
-            async for _, _, items in self._client._list_pages(
-                status=status, created_after=after, created_before=before
-            ):
-                self.counts["list_requests"] += 1
-                self._list_lies = 0
-                for item in items:
-                    watch = self._watches.get(item["id"])
-                    if watch is None:
-                        continue  # settled earlier, or not this client's
-                    prediction = Prediction.from_data(item)
-                    if prediction.is_final:
-                        self._resolve(watch, prediction, "list")
-                        settled += 1
+            async with contextlib.aclosing(pages):
+                async for _, _, items in pages:
+                    self.counts["list_requests"] += 1
+                    self._list_lies = 0
+                    for item in items:
+                        watch = self._watches.get(item["id"])
+                        if watch is None:
+                            continue  # settled earlier, or not this client's
+                        prediction = Prediction.from_data(item)
+                        if prediction.is_final:
+                            self._resolve(watch, prediction, "list")
+                            unsettled.discard(watch.id)
+                            settled += 1
+                    if not unsettled:
+                        break  # the rest of the window holds nothing this sweep is for
         except NotFoundError as exc:
             log.warning("the list endpoint is unavailable (%s); polling each task instead", exc)
             self._list_ok = False

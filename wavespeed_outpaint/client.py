@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable
 from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
@@ -490,7 +490,7 @@ class OutpaintClient:
         created_before: datetime | None = None,
         model: str | None = MODEL_ID,
         page_size: int = 100,
-    ) -> AsyncIterator[tuple[int, int, list[dict[str, Any]]]]:
+    ) -> AsyncGenerator[tuple[int, int, list[dict[str, Any]]], None]:
         """Pages as (number, total, items with an id), the items not yet parsed: the poller
         parses only those it waits for, and most items in a sweep's window are not."""
         if status is not None and status not in LIST_STATUSES:
