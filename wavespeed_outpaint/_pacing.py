@@ -9,6 +9,7 @@ allows, the rate is set just under it; accepted starts then raise it again slowl
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import logging
 import random
@@ -30,7 +31,7 @@ class StartPacer:
         self._started = time.monotonic()
         self._recent: collections.deque[float] = collections.deque()
         self._backoff = 1.0
-        self._lock = anyio.Lock(fast_acquire=True)
+        self._lock = asyncio.Lock()  # asyncio's: taken once per submit, never awaits when free
 
     async def slot(self) -> None:
         """Wait for the next start slot."""

@@ -11,6 +11,7 @@ task when the list is unavailable, gets its own result GET, never more often tha
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import contextlib
 import heapq
@@ -104,7 +105,7 @@ class _Watch:
     generated: float
     predicted: float
     due: float
-    event: anyio.Event = attrs.field(factory=anyio.Event)
+    event: asyncio.Event = attrs.field(factory=asyncio.Event)  # asyncio's: one per task
     last_get: float = 0.0
     last_seen_unfinished: float = 0.0
     misses: int = 0
@@ -135,7 +136,7 @@ class SharedPoller:
         self._list_lies = 0
         self._sweep_gap = options.min_sweep_gap
         self._last_sweep = 0.0
-        self._limiter = anyio.Semaphore(options.parallel_status_requests, fast_acquire=True)
+        self._limiter = asyncio.Semaphore(options.parallel_status_requests)
         self.counts = collections.Counter[str]()
 
     @property

@@ -272,26 +272,24 @@ class OutpaintClient:
         finished: anyio.Event,
     ) -> None:
         """Feed requests to the engine, never more than the pipeline can hold at once."""
-        admission = anyio.Semaphore(self.options.max_in_flight + self.options.parallel_downloads)
+        # anyio's semaphore, for its cancellation check: reading a plain iterable never
+        # awaits, so this is where a cancelled batch stops reading requests.
+        slots = self.options.max_in_flight + self.options.parallel_downloads
+        admission = anyio.Semaphore(slots, fast_acquire=True)
 
-        async def one(
-            request: OutpaintRequest,
-            stem: str | None,
-            out: MemoryObjectSendStream[OutpaintResult],
-        ) -> None:
-            async with out:
-                try:
-                    result = await engine.run(request, stem, batch)
-                except OutpaintError as exc:  # this task cannot run; the others go on
-                    result = OutpaintResult(request, Status.FAILED, error=str(exc))
-                try:
-                    if result is not None:
-                        batch.progress.count(result)
-                        await out.send(result)
-                finally:
-                    # Released once the consumer has the result: a slow consumer slows
-                    # the reading of requests instead of piling up finished tasks.
-                    admission.release()
+        async def one(request: OutpaintRequest, stem: str | None) -> None:
+            try:
+                result = await engine.run(request, stem, batch)
+            except OutpaintError as exc:  # this task cannot run; the others go on
+                result = OutpaintResult(request, Status.FAILED, error=str(exc))
+            try:
+                if result is not None:
+                    batch.progress.count(result)
+                    await send.send(result)
+            finally:
+                # Released once the consumer has the result: a slow consumer slows
+                # the reading of requests instead of piling up finished tasks.
+                admission.release()
 
         try:
             with scope:
@@ -306,7 +304,7 @@ class OutpaintClient:
                             batch.fatal = batch.fatal or exc
                             break
                         await admission.acquire()
-                        tg.start_soon(one, request, stem, send.clone())
+                        tg.start_soon(one, request, stem)
         except Exception as exc:  # noqa: BLE001 - handed to the consumer, who raises it
             batch.fatal = batch.fatal or _sole_cause(exc)
         finally:
