@@ -125,6 +125,7 @@ class Engine:
         self._serial = asyncio.Lock()
         self._careful_until = 0.0
         self._hashes: dict[tuple[str, int, int], str] = {}
+        self._hashing: dict[tuple[str, int, int], asyncio.Event] = {}
         self._uploading: dict[str, asyncio.Event] = {}
         self._upload_urls: dict[str, str] = {}
         self._on_the_wire: dict[str, OpenSubmit] = {}
@@ -171,12 +172,24 @@ class Engine:
     # -- identity and uploads ----------------------------------------------------------
 
     async def content_hash(self, path: Path) -> str:
-        """The file's SHA-256, once per version of it (a new size or mtime hashes again)."""
+        """The file's SHA-256, once per version of it (a new size or mtime hashes again).
+
+        Thousands of tasks of one file ask at once: the first hashes, the others wait
+        for it, instead of thousands of threads reading the same file."""
         try:
             stat = path.stat()
             key = (os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
-            if key not in self._hashes:
-                self._hashes[key] = await anyio.to_thread.run_sync(sha256_file, path)
+            while key not in self._hashes:
+                pending = self._hashing.get(key)
+                if pending is not None:
+                    await pending.wait()  # and if that hashing failed, try it here
+                    continue
+                done = self._hashing[key] = asyncio.Event()
+                try:
+                    self._hashes[key] = await anyio.to_thread.run_sync(sha256_file, path)
+                finally:
+                    del self._hashing[key]
+                    done.set()
         except OSError as exc:
             raise ValidationError(
                 "audio", str(path), f"the file disappeared or cannot be read ({exc.strerror})"

@@ -46,7 +46,7 @@ class PollOptions:
     min_check_interval: float = 2.0
     max_check_interval: float = 30.0
     # Sweeps: the gap between two list requests, growing while they find nothing.
-    min_sweep_gap: float = 0.2
+    min_sweep_gap: float = 0.1
     max_sweep_gap: float = 2.0
     # Below this many tasks in flight, per-task GETs are as cheap as the list.
     list_min_tasks: int = 2
@@ -279,8 +279,10 @@ class SharedPoller:
                 self._sweep_gap = opts.min_sweep_gap
             else:
                 # Nothing yet: wait longer before the next look, the more so the fewer
-                # tasks a look serves (a handful: doubling; a thousand: +6% a look).
-                growth = 1 + min(1.0, 2 / math.sqrt(len(due)))
+                # tasks are in flight, any of which may finish by then (a handful:
+                # doubling; a thousand: +6% a look). Counting only the due ones would
+                # let one early straggler stretch the gap while a thousand tasks end.
+                growth = 1 + min(1.0, 2 / math.sqrt(len(self._watches)))
                 self._sweep_gap = min(opts.max_sweep_gap, self._sweep_gap * growth)
             now = time.time()
             overdue = []
