@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -230,9 +231,14 @@ class Engine:
     # -- one task ----------------------------------------------------------------------
 
     async def run(
-        self, request: OutpaintRequest, stem: str | None, batch: BatchState
+        self,
+        request: OutpaintRequest,
+        stem: str | None,
+        batch: BatchState,
+        sent: Callable[[], None] | None = None,
     ) -> OutpaintResult | None:
-        """Take one request as far as it goes; None when the batch stopped before it."""
+        """Take one request as far as it goes; None when the batch stopped before it.
+        `sent` is called once the task no longer waits to be submitted."""
         journal = batch.journal
         content_hash = (
             await self.content_hash(request.audio) if isinstance(request.audio, Path) else None
@@ -253,14 +259,19 @@ class Engine:
                 stems = (wanted, f"{wanted}-{fp[:8]}")
             payload = request.payload("") | {"audio": None}
             row = journal.add(fp, payload, str(request.audio), request.cost_usd, stems)
-            shared.result = await self._drive(request, row, content_hash, batch)
+            shared.result = await self._drive(request, row, content_hash, batch, sent)
             return shared.result
         finally:
             del self._driving[fp]
             shared.done.set()
 
     async def _drive(
-        self, request: OutpaintRequest, row: TaskRow, content_hash: str | None, batch: BatchState
+        self,
+        request: OutpaintRequest,
+        row: TaskRow,
+        content_hash: str | None,
+        batch: BatchState,
+        sent: Callable[[], None] | None,
     ) -> OutpaintResult | None:
         # Finished by an earlier run?
         if row.state == State.DOWNLOADED and all(os.path.exists(f) for f in row.files):
@@ -278,6 +289,8 @@ class Engine:
                 row = await self._settle(row, batch)
             if row.state in (State.PENDING, State.FAILED):
                 row = await self._submit(request, row, content_hash, batch)
+            if sent is not None:
+                sent()
             if row.state == State.SUBMITTED:
                 row = await self._wait(request, row, batch)
         if row.state == State.PENDING:

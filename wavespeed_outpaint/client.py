@@ -51,6 +51,8 @@ __all__ = ["OutpaintClient", "PredictionPage"]
 SUBMIT_PATH = f"/api/v3/{MODEL_ID}"
 UPLOAD_CHUNK = 256 * 1024
 LIST_STATUSES = ("completed", "failed", "processing")
+# Requests read ahead per parallel submit: enough that a submitter never waits for one.
+UNSENT_PER_SUBMITTER = 4
 
 
 @attrs.frozen
@@ -272,16 +274,31 @@ class OutpaintClient:
         finished: anyio.Event,
     ) -> None:
         """Feed requests to the engine, never more than the pipeline can hold at once."""
-        # anyio's semaphore, for its cancellation check: reading a plain iterable never
-        # awaits, so this is where a cancelled batch stops reading requests.
+        # anyio's semaphores, for their cancellation check: reading a plain iterable
+        # never awaits, so this is where a cancelled batch stops reading requests.
         slots = self.options.max_in_flight + self.options.parallel_downloads
         admission = anyio.Semaphore(slots, fast_acquire=True)
+        # Requests read ahead of the submitters: enough to keep them busy. Reading all
+        # `max_in_flight` at once would hold thousands of waiting tasks in memory.
+        unsent = anyio.Semaphore(
+            UNSENT_PER_SUBMITTER * self.options.parallel_submits, fast_acquire=True
+        )
 
         async def one(request: OutpaintRequest, stem: str | None) -> None:
+            waiting = True
+
+            def sent() -> None:
+                nonlocal waiting
+                if waiting:
+                    waiting = False
+                    unsent.release()
+
             try:
-                result = await engine.run(request, stem, batch)
+                result = await engine.run(request, stem, batch, sent)
             except OutpaintError as exc:  # this task cannot run; the others go on
                 result = OutpaintResult(request, Status.FAILED, error=str(exc))
+            finally:
+                sent()
             try:
                 if result is not None:
                     batch.progress.count(result)
@@ -304,6 +321,7 @@ class OutpaintClient:
                             batch.fatal = batch.fatal or exc
                             break
                         await admission.acquire()
+                        await unsent.acquire()
                         tg.start_soon(one, request, stem)
         except Exception as exc:  # noqa: BLE001 - handed to the consumer, who raises it
             batch.fatal = batch.fatal or _sole_cause(exc)
