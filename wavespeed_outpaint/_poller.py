@@ -36,6 +36,8 @@ log = logging.getLogger("wavespeed_outpaint.poller")
 
 EARLY_QUANTILE = 0.1
 EARLY_DELIVERIES_KEPT = 10_000
+# The gap between sweeps that find something, for a single task in flight (seconds).
+SWEEP_GAP_FOR_ONE = 1.0
 # Answers that break the protocol this many times in a row are not asked again.
 PROTOCOL_STRIKES = 3
 
@@ -269,21 +271,25 @@ class SharedPoller:
                 for watch in due:
                     self._schedule(watch, now + wait)
                 return
+            in_flight = len(self._watches)
             found = await self._sweep(due, "completed")
             log.debug("list sweep: %d tasks due, %d found final", len(due), found)
             # Tasks missed twice may have failed: the same window, for failures.
             missed = [w for w in due if w.id in self._watches and w.misses >= 2]
             if missed:
                 found += await self._sweep(missed, "failed")
+            # A look costs one request whatever it serves: frequent for a thousand tasks
+            # (lag), sparing for a handful (requests per task).
+            shortest = max(opts.min_sweep_gap, SWEEP_GAP_FOR_ONE / math.sqrt(in_flight))
             if found:
-                self._sweep_gap = opts.min_sweep_gap
+                self._sweep_gap = shortest
             else:
                 # Nothing yet: wait longer before the next look, the more so the fewer
                 # tasks are in flight, any of which may finish by then (a handful:
                 # doubling; a thousand: +6% a look). Counting only the due ones would
                 # let one early straggler stretch the gap while a thousand tasks end.
-                growth = 1 + min(1.0, 2 / math.sqrt(len(self._watches)))
-                self._sweep_gap = min(opts.max_sweep_gap, self._sweep_gap * growth)
+                growth = 1 + min(1.0, 2 / math.sqrt(in_flight))
+                self._sweep_gap = min(opts.max_sweep_gap, max(shortest, self._sweep_gap * growth))
             now = time.time()
             overdue = []
             for watch in due:
