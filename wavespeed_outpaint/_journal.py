@@ -179,8 +179,8 @@ class Journal:
             raise ValidationError(
                 "journal",
                 str(self.path),
-                f"could not be written ({exc}); nothing was lost "
-                "at the service, run again with this journal",
+                f"could not be written ({exc}); make room or mend it, then run again with "
+                "this journal: tasks already sent are found again, never sent twice",
             ) from exc
 
     def _write(self, sql: str, values: tuple[Any, ...]) -> sqlite3.Cursor:
