@@ -278,8 +278,8 @@ class OutpaintClient:
         # never awaits, so this is where a cancelled batch stops reading requests.
         slots = self.options.max_in_flight + self.options.parallel_downloads
         admission = anyio.Semaphore(slots, fast_acquire=True)
-        # Requests read ahead of the submitters: enough to keep them busy. Reading all
-        # `max_in_flight` at once would hold thousands of waiting tasks in memory.
+        # Tasks not yet sent: reading `max_in_flight` requests at once would hold
+        # thousands of tasks in memory that only wait for a submitter.
         unsent = anyio.Semaphore(
             UNSENT_PER_SUBMITTER * self.options.parallel_submits, fast_acquire=True
         )
