@@ -16,10 +16,10 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import anyio
 import attrs
@@ -54,6 +54,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("wavespeed_outpaint.engine")
 
 HASH_CHUNK = 1024 * 1024
+
+K = TypeVar("K")
+V = TypeVar("V")
+
 # Submits of one task that may be lost (and proven to have created nothing) in a row.
 MAX_LOST_SUBMITS = 5
 
@@ -81,6 +85,29 @@ class BatchState:
 class _Shared:
     done: asyncio.Event = attrs.field(factory=asyncio.Event)
     result: OutpaintResult | None = None
+
+
+class _OncePerKey(Generic[K, V]):
+    """Work done once per key, however many tasks ask for it at the same moment: the
+    first does it, the others wait for it (and, if it failed, try it themselves)."""
+
+    def __init__(self) -> None:
+        self.done: dict[K, V] = {}
+        self._running: dict[K, asyncio.Event] = {}
+
+    async def get(self, key: K, work: Callable[[], Awaitable[V]]) -> V:
+        while key not in self.done:
+            running = self._running.get(key)
+            if running is not None:
+                await running.wait()
+                continue
+            finished = self._running[key] = asyncio.Event()
+            try:
+                self.done[key] = await work()
+            finally:
+                del self._running[key]
+                finished.set()
+        return self.done[key]
 
 
 def sha256_file(path: Path) -> str:
@@ -125,10 +152,9 @@ class Engine:
         self._downloads = asyncio.Semaphore(opts.parallel_downloads)
         self._serial = asyncio.Lock()
         self._careful_until = 0.0
-        self._hashes: dict[tuple[str, int, int], str] = {}
-        self._hashing: dict[tuple[str, int, int], asyncio.Event] = {}
-        self._uploading: dict[str, asyncio.Event] = {}
-        self._upload_urls: dict[str, str] = {}
+        # Thousands of tasks of one file ask at once: one hash, one upload, not thousands.
+        self._hashes = _OncePerKey[tuple[str, int, int], str]()
+        self._upload_urls = _OncePerKey[str, str]()
         self._on_the_wire: dict[str, OpenSubmit] = {}
         self._journals: list[Journal] = []
         # Tasks being driven now, so a second caller with the same request shares it.
@@ -173,29 +199,15 @@ class Engine:
     # -- identity and uploads ----------------------------------------------------------
 
     async def content_hash(self, path: Path) -> str:
-        """The file's SHA-256, once per version of it (a new size or mtime hashes again).
-
-        Thousands of tasks of one file ask at once: the first hashes, the others wait
-        for it, instead of thousands of threads reading the same file."""
+        """The file's SHA-256, once per version of it (a new size or mtime hashes again)."""
         try:
             stat = path.stat()
             key = (os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
-            while key not in self._hashes:
-                pending = self._hashing.get(key)
-                if pending is not None:
-                    await pending.wait()  # and if that hashing failed, try it here
-                    continue
-                done = self._hashing[key] = asyncio.Event()
-                try:
-                    self._hashes[key] = await anyio.to_thread.run_sync(sha256_file, path)
-                finally:
-                    del self._hashing[key]
-                    done.set()
+            return await self._hashes.get(key, lambda: anyio.to_thread.run_sync(sha256_file, path))
         except OSError as exc:
             raise ValidationError(
                 "audio", str(path), f"the file disappeared or cannot be read ({exc.strerror})"
             ) from None
-        return self._hashes[key]
 
     async def _audio_url(
         self, request: OutpaintRequest, content_hash: str | None, batch: BatchState
@@ -204,25 +216,18 @@ class Engine:
         if not isinstance(request.audio, Path):
             return request.audio
         assert content_hash is not None
-        url = self._upload_urls.get(content_hash) or batch.journal.upload_url(content_hash)
-        while url is None:
-            pending = self._uploading.get(content_hash)
-            if pending is not None:
-                await pending.wait()  # another task is uploading the same content
-                url = self._upload_urls.get(content_hash)
-                continue
-            done = self._uploading[content_hash] = asyncio.Event()
-            try:
-                if await self.content_hash(request.audio) != content_hash:
-                    raise ValidationError(
-                        "audio",
-                        str(request.audio),
-                        "the file changed after it was checked; run again",
-                    )
-                url = self._upload_urls[content_hash] = await self._client.upload(request.audio)
-            finally:
-                del self._uploading[content_hash]
-                done.set()
+        path = request.audio
+
+        async def upload() -> str:
+            if await self.content_hash(path) != content_hash:
+                raise ValidationError(
+                    "audio", str(path), "the file changed after it was checked; run again"
+                )
+            return await self._client.upload(path)
+
+        url = self._upload_urls.done.get(content_hash) or batch.journal.upload_url(content_hash)
+        if url is None:
+            url = await self._upload_urls.get(content_hash, upload)
         if content_hash not in batch.uploads_recorded:
             batch.journal.remember_upload(content_hash, url)
             batch.uploads_recorded.add(content_hash)
