@@ -403,7 +403,7 @@ class Engine:
             prediction_id=prediction.id,
             error=None,
             status=prediction.status_text,
-            created_at=_created(prediction, row.sent_at),
+            created_at=prediction.created_at.timestamp() if prediction.created_at else None,
         )
         if prediction.is_final:
             return self._record_final(batch.journal, row, prediction, via)
@@ -433,16 +433,17 @@ class Engine:
     async def _wait(self, request: OutpaintRequest, row: TaskRow, batch: BatchState) -> TaskRow:
         journal = batch.journal
         assert row.prediction_id is not None
-        created = row.created_at or row.sent_at or time.time()
         prediction = Prediction(
             row.prediction_id,
             parse_status(row.status or "processing"),
-            created_at=_datetime(created),
+            created_at=_datetime(row.created_at) if row.created_at is not None else None,
         )
         deadline = self.options.task_deadline
         try:
             with anyio.fail_after(deadline) if deadline is not None else contextlib.nullcontext():
-                final, via = await self.poller.wait(prediction, request.generated_seconds)
+                final, via = await self.poller.wait(
+                    prediction, request.generated_seconds, sent_at=row.sent_at
+                )
         except TimeoutError:
             return journal.update(
                 row,
@@ -517,10 +518,6 @@ class Engine:
             submitted_at=row.sent_at,
             finished_at=time.time(),
         )
-
-
-def _created(prediction: Prediction, fallback: float | None) -> float | None:
-    return prediction.created_at.timestamp() if prediction.created_at else fallback
 
 
 def _datetime(ts: float) -> datetime:

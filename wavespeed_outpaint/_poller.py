@@ -27,7 +27,7 @@ import anyio
 import attrs
 
 from .errors import APIError, AuthenticationError, NotFoundError, OutpaintError, ProtocolError
-from .models import Prediction, Status
+from .models import CREATED_AT_RESOLUTION, Prediction, Status
 
 if TYPE_CHECKING:
     from .client import OutpaintClient
@@ -62,7 +62,8 @@ class PollOptions:
     parallel_status_requests: int = 16
     # Seconds of service work per generated second, until finished tasks teach better.
     initial_work_per_second: float = 0.1
-    clock_skew: float = 2.0  # slack on creation windows between client and server clocks
+    # Slack on a creation window around a client-clock time (the service gave none).
+    clock_skew: float = 2.0
     # With webhooks on: how long after its predicted finish a task without a delivery
     # is checked by polling. None: webhooks are off.
     webhook_grace: float | None = None
@@ -103,7 +104,8 @@ class FinishEstimator:
 @attrs.define(eq=False)
 class _Watch:
     id: str
-    created: float
+    created: float  # server clock when the service said, else the client's submit time
+    margin: float  # how far the true creation time may be from `created`
     generated: float
     predicted: float
     due: float
@@ -146,9 +148,10 @@ class SharedPoller:
         return len(self._watches)
 
     async def wait(
-        self, prediction: Prediction, generated_seconds: float
+        self, prediction: Prediction, generated_seconds: float, *, sent_at: float | None = None
     ) -> tuple[Prediction, str]:
-        """Wait until the prediction is final; returns it and how it was learned."""
+        """Wait until the prediction is final; returns it and how it was learned.
+        `sent_at` (client clock) stands in for a creation time the service did not give."""
         if prediction.is_final:
             return prediction, "submit"
         early = self._early.pop(prediction.id, None)
@@ -156,7 +159,11 @@ class SharedPoller:
             return early  # its webhook came before the submit's answer
         watch = self._watches.get(prediction.id)
         if watch is None:
-            created = prediction.created_at.timestamp() if prediction.created_at else time.time()
+            if prediction.created_at is not None:
+                created, margin = prediction.created_at.timestamp(), CREATED_AT_RESOLUTION
+            else:
+                created = sent_at if sent_at is not None else time.time()
+                margin = self.options.clock_skew
             predicted = self.estimator.finish(created, generated_seconds)
             if self.webhook_grace is not None:
                 # Webhooks bring the result: look only when one is late. Before any task
@@ -175,7 +182,7 @@ class SharedPoller:
                 # A task of its own is first asked about when most tasks are done: an
                 # early GET costs a request and a back-off.
                 first_look = predicted
-            watch = _Watch(prediction.id, created, generated_seconds, predicted, first_look)
+            watch = _Watch(prediction.id, created, margin, generated_seconds, predicted, first_look)
             watch.last_seen_unfinished = time.time()
             self._watches[watch.id] = watch
             self._schedule(watch, first_look)
@@ -318,9 +325,10 @@ class SharedPoller:
     async def _sweep(self, due: list[_Watch], status: str) -> int:
         """One list query over the due tasks' creation window; returns how many it settled."""
 
-        skew = self.options.clock_skew
-        after = datetime.fromtimestamp(min(w.created for w in due) - skew, timezone.utc)
-        before = datetime.fromtimestamp(max(w.created for w in due) + skew, timezone.utc)
+        # Exactly the due tasks' creation window: every finished task inside it that is
+        # not due is read for nothing (at thousands in flight, most of a sweep's cost).
+        after = datetime.fromtimestamp(min(w.created - w.margin for w in due), timezone.utc)
+        before = datetime.fromtimestamp(max(w.created + w.margin for w in due), timezone.utc)
         self._last_sweep = time.time()
         settled = 0
         unsettled = {w.id for w in due}
@@ -329,6 +337,7 @@ class SharedPoller:
             async with contextlib.aclosing(pages):
                 async for _, _, items in pages:
                     self.counts["list_requests"] += 1
+                    self.counts["list_items"] += len(items)
                     self._list_lies = 0
                     for item in items:
                         watch = self._watches.get(item["id"])

@@ -25,7 +25,7 @@ import anyio
 import attrs
 
 from .errors import OutpaintError
-from .models import Prediction
+from .models import CREATED_AT_RESOLUTION, Prediction
 
 if TYPE_CHECKING:
     from .client import OutpaintClient
@@ -58,7 +58,7 @@ class ClockOffset:
     of padded by a guessed skew.
     """
 
-    RESOLUTION = 0.002  # created_at carries milliseconds
+    RESOLUTION = CREATED_AT_RESOLUTION
 
     def __init__(self, fallback_skew: float) -> None:
         self._skew = fallback_skew

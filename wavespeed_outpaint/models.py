@@ -32,6 +32,8 @@ MODEL_ID = "wavespeed-ai/ace-step/audio-outpaint"
 PRICE_PER_SECOND_USD = 0.0002
 MAX_EXTEND_SECONDS = 240
 MAX_SEED = 2_147_483_647
+# A prediction's `created_at` carries milliseconds: a time read from it is this close.
+CREATED_AT_RESOLUTION = 0.002
 
 
 def is_loopback_host(host: str | None) -> bool:
