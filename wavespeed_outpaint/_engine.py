@@ -338,7 +338,7 @@ class Engine:
                 row = journal.update(
                     row, state=State.SUBMITTING, sent_at=sent_at, failed_at=None, request=payload
                 )
-                journal.commit()
+                await journal.durable()
                 self._on_the_wire[fp] = OpenSubmit(
                     fp, payload, sent_at, sent_at + self.options.read_timeout
                 )

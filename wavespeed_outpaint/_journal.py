@@ -6,12 +6,13 @@ submitted (poll it, never submit again), was a submit in flight when the process
 (settle it through the list endpoint), did it complete (download again if its files are
 missing). WAL mode keeps each commit cheap and survives a killed process.
 
-Inside an event loop, writes are grouped: the first write of a loop iteration opens a
-transaction and the end of the iteration commits it, so thousands of tasks changing
-state together cost one commit, not thousands. A write that must be on disk before
-the code acts on it (a submit about to be sent) calls `commit()` first. A crash can lose
-only writes of the current iteration, none of which let anything be charged twice: a
-lost "submitted" leaves the row "submitting", which is settled, never sent again.
+Inside an event loop, writes are grouped: a row's changes are kept in memory and the
+end of the loop iteration writes every changed row in one statement and one commit, so
+thousands of tasks changing state together cost one commit, not thousands. A write that
+must be on disk before the code acts on it (a submit about to be sent) awaits
+`durable()`, which shares that commit. A crash can lose only writes of the current
+iteration, none of which let anything be charged twice: a lost "submitted" leaves the
+row "submitting", which is settled, never sent again.
 """
 
 from __future__ import annotations
@@ -125,6 +126,34 @@ def _row(r: tuple[Any, ...]) -> TaskRow:
     return TaskRow(*r)
 
 
+# What a grouped write stores of a changed row. The output name is not among them: it
+# is claimed at once, since its unique index must say there and then if it is taken.
+_SAVE_ROW = (
+    "UPDATE tasks SET request = ?, state = ?, prediction_id = ?, created_at = ?, sent_at = ?,"
+    " failed_at = ?, status = ?, code = ?, outputs = ?, files = ?, error = ?,"
+    " delivered_by = ?, updated_at = ? WHERE fingerprint = ?"
+)
+
+
+def _saved(row: TaskRow, now: float) -> tuple[Any, ...]:
+    return (
+        row.request_json,
+        row.state,
+        row.prediction_id,
+        row.created_at,
+        row.sent_at,
+        row.failed_at,
+        row.status,
+        row.code,
+        row.outputs_json,
+        row.files_json,
+        row.error,
+        row.delivered_by,
+        now,
+        row.fingerprint,
+    )
+
+
 class Journal:
     """One SQLite file (or memory, for `path=None`), used from the event loop's thread."""
 
@@ -150,6 +179,10 @@ class Journal:
         self.path = None if path is None else Path(target)
         self._in_transaction = False
         self._commit_error: sqlite3.Error | None = None
+        # Rows changed in memory since the last write, by fingerprint.
+        self._changed: dict[str, TaskRow] = {}
+        self._commit_planned = False
+        self._committed: asyncio.Future[None] | None = None
 
     def close(self) -> None:
         try:
@@ -160,18 +193,64 @@ class Journal:
     def commit(self) -> None:
         """Make every write so far durable now."""
         self._raise_commit_error()
+        self._commit_now()
+
+    def _commit_now(self) -> None:
+        self._save_changed()
         if self._in_transaction:
             self._in_transaction = False
             self._db.execute("COMMIT")
 
-    def _commit_at_end_of_iteration(self) -> None:
+    async def durable(self) -> None:
+        """Wait until every write so far is committed: at the end of this loop iteration,
+        in the one commit every task that asks in this iteration shares."""
+        if self._committed is None:
+            self._committed = asyncio.get_running_loop().create_future()
+            self._plan_commit()
+        await asyncio.shield(self._committed)
+        self._raise_commit_error()
+
+    def _plan_commit(self) -> bool:
+        """Commit at the end of this loop iteration; False outside an event loop."""
+        if self._commit_planned:
+            return True
         try:
-            self.commit()
-        except sqlite3.Error as exc:
-            # Nobody awaits this callback: keep the error for the next write to raise.
-            self._commit_error = exc
-            with contextlib.suppress(sqlite3.Error):
-                self._db.execute("ROLLBACK")
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return False  # used outside an event loop: every write commits by itself
+        loop.call_soon(self._commit_at_end_of_iteration)
+        self._commit_planned = True
+        return True
+
+    def _commit_at_end_of_iteration(self) -> None:
+        self._commit_planned = False
+        committed, self._committed = self._committed, None
+        if self._commit_error is None:
+            try:
+                self._commit_now()
+            except sqlite3.Error as exc:
+                # Nobody awaits this callback: keep the error for the next write to raise.
+                self._commit_error = exc
+                self._in_transaction = False
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
+        if committed is not None and not committed.done():
+            committed.set_result(None)  # `durable()` raises a failure itself
+
+    def _save_changed(self) -> None:
+        """Write the rows changed in memory, in one statement."""
+        if not self._changed:
+            return
+        changed = list(self._changed.values())
+        self._changed.clear()
+        self._begin()
+        now = time.time()
+        self._db.executemany(_SAVE_ROW, [_saved(row, now) for row in changed])
+
+    def _begin(self) -> None:
+        if not self._in_transaction:
+            self._db.execute("BEGIN")
+            self._in_transaction = True
 
     def _raise_commit_error(self) -> None:
         if self._commit_error is not None:
@@ -185,21 +264,19 @@ class Journal:
 
     def _write(self, sql: str, values: tuple[Any, ...]) -> sqlite3.Cursor:
         self._raise_commit_error()
-        if not self._in_transaction:
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:
-                loop = None  # used outside an event loop: every write commits by itself
-            if loop is not None:
-                self._db.execute("BEGIN")
-                self._in_transaction = True
-                loop.call_soon(self._commit_at_end_of_iteration)
+        self._save_changed()  # in the order they were made
+        if self._plan_commit():
+            self._begin()
+        return self._db.execute(sql, values)
+
+    def _read(self, sql: str, values: tuple[Any, ...] = ()) -> sqlite3.Cursor:
+        self._save_changed()  # a query sees every change made so far
         return self._db.execute(sql, values)
 
     # -- tasks -------------------------------------------------------------------------
 
     def get(self, fingerprint: str) -> TaskRow | None:
-        r = self._db.execute(
+        r = self._read(
             f"SELECT {ROW_COLUMNS} FROM tasks WHERE fingerprint = ?", (fingerprint,)
         ).fetchone()
         return _row(r) if r else None
@@ -269,27 +346,33 @@ class Journal:
         raise ValidationError("output name", stems[0], "two tasks claim the same output name")
 
     def update(self, row: TaskRow, **fields: Any) -> TaskRow:
-        """Change a task's row, in the database and in `row`; returns `row`. It is not
-        read back: a RETURNING clause doubles what an update costs."""
+        """Change a task's row, in `row` now and in the database by the end of this loop
+        iteration (at once outside a loop); returns `row`."""
         for name in ("outputs", "files"):
             if name in fields:
                 fields[name] = json.dumps([str(x) for x in fields[name]])
         if "request" in fields:
             fields["request"] = json.dumps(fields["request"])
-        columns = ", ".join(f"{name} = ?" for name in fields)
-        self._write(
-            f"UPDATE tasks SET {columns}, updated_at = ? WHERE fingerprint = ?",
-            (*fields.values(), time.time(), row.fingerprint),
-        )
-        for name, value in fields.items():  # only once the database took them
+        if "output_stem" in fields:
+            # Its unique index must answer now: raises IntegrityError when it is taken.
+            stem = fields.pop("output_stem")
+            self._write(
+                "UPDATE tasks SET output_stem = ? WHERE fingerprint = ?", (stem, row.fingerprint)
+            )
+            row.output_stem = stem
+        self._raise_commit_error()
+        for name, value in fields.items():
             setattr(row, _JSON_FIELDS.get(name, name), value)
+        self._changed[row.fingerprint] = row
+        if not self._plan_commit():
+            self.commit()
         return row
 
     def rows(self, state: str | None = None) -> Iterator[TaskRow]:
         if state is None:
-            cursor = self._db.execute(f"SELECT {ROW_COLUMNS} FROM tasks ORDER BY rowid")
+            cursor = self._read(f"SELECT {ROW_COLUMNS} FROM tasks ORDER BY rowid")
         else:
-            cursor = self._db.execute(
+            cursor = self._read(
                 f"SELECT {ROW_COLUMNS} FROM tasks WHERE state = ? ORDER BY rowid", (state,)
             )
         for r in cursor:
@@ -297,20 +380,20 @@ class Journal:
 
     def open_submits(self) -> list[TaskRow]:
         """Rows whose submit may have created a task nobody has an id for."""
-        cursor = self._db.execute(
+        cursor = self._read(
             f"SELECT {ROW_COLUMNS} FROM tasks WHERE state IN (?, ?) AND sent_at IS NOT NULL",
             (State.SUBMITTING, State.UNKNOWN),
         )
         return [_row(r) for r in cursor]
 
     def known_prediction_ids(self) -> set[str]:
-        cursor = self._db.execute("SELECT prediction_id FROM tasks WHERE prediction_id IS NOT NULL")
+        cursor = self._read("SELECT prediction_id FROM tasks WHERE prediction_id IS NOT NULL")
         return {r[0] for r in cursor}
 
     # -- uploads -----------------------------------------------------------------------
 
     def upload_url(self, content_hash: str) -> str | None:
-        r = self._db.execute(
+        r = self._read(
             "SELECT url FROM uploads WHERE content_hash = ? AND uploaded_at > ?",
             (content_hash, time.time() - UPLOAD_REUSE_SECONDS),
         ).fetchone()
