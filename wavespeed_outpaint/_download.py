@@ -52,24 +52,18 @@ def output_name(url: str) -> str:
     return name or "output"
 
 
-def part_path(dest: Path) -> Path:
-    return Path(f"{dest}{PART_SUFFIX}")
-
-
 # Folders made (or found) already: a batch writes thousands of files into a few folders.
 _made_folders: set[str] = set()
 
 
-def _make_folder(dest: Path) -> None:
+def _make_folder(dest: str) -> None:
     folder = os.path.dirname(dest)
     if folder in _made_folders:
         return
     try:
         os.makedirs(folder, exist_ok=True)
     except OSError as exc:
-        raise ValidationError(
-            "dest", str(dest), f"cannot create its folder ({exc.strerror})"
-        ) from None
+        raise ValidationError("dest", dest, f"cannot create its folder ({exc.strerror})") from None
     if len(_made_folders) > 10_000:
         _made_folders.clear()
     _made_folders.add(folder)
@@ -79,7 +73,7 @@ class _PartFile:
     """A download's `.part` file: a small output is written and renamed by the writer
     thread in one go; a large one streams through aiofiles in `WRITE_BUFFER` pieces."""
 
-    def __init__(self, part: Path) -> None:
+    def __init__(self, part: str) -> None:
         self.part = part
         self._pending = bytearray()
         self._file: AsyncBufferedIOBase | None = None
@@ -92,7 +86,7 @@ class _PartFile:
             await self._file.write(bytes(self._pending))
             self._pending.clear()
 
-    async def finish(self, dest: Path) -> None:
+    async def finish(self, dest: str) -> None:
         """Everything arrived and was checked: make `dest` whole, at once."""
         if self._file is None:
             await write_whole(self.part, bytes(self._pending), dest)
@@ -108,16 +102,20 @@ class _PartFile:
             self._file = None
 
 
-async def download(transport: Transport, url: str, dest: Path, *, into_folder: bool = True) -> Path:
-    """Fetch `url` to `dest`; with `into_folder`, an existing folder gets the URL's name."""
+async def download(
+    transport: Transport, url: str, dest: str | Path, *, into_folder: bool = True
+) -> str:
+    """Fetch `url` to `dest`; with `into_folder`, an existing folder gets the URL's name.
+    Returns the file's path. Paths are plain strings here: a batch downloads thousands."""
     check_output_url(url)
-    if into_folder and dest.is_dir():
-        dest = dest / output_name(url)
+    dest = os.fspath(dest)
+    if into_folder and os.path.isdir(dest):
+        dest = os.path.join(dest, output_name(url))
     _make_folder(dest)
-    part = part_path(dest)
+    part = dest + PART_SUFFIX
     cap = transport.options.max_download_bytes
 
-    async def once() -> Path:
+    async def once() -> str:
         writer = _PartFile(part)
         try:
             # No auth headers: output hosts never see the API key.
@@ -150,18 +148,18 @@ async def download(transport: Transport, url: str, dest: Path, *, into_folder: b
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             raise TransportError(f"download failed: {type(exc).__name__}: {exc}") from None
         except OSError as exc:
-            raise ValidationError(
-                "dest", str(dest), f"cannot be written ({exc.strerror})"
-            ) from None
+            raise ValidationError("dest", dest, f"cannot be written ({exc.strerror})") from None
         finally:
             await writer.close()
         return dest
 
     try:
-        return await transport.retrying(Policy.IDEMPOTENT, f"download to {dest.name}", once)
+        return await transport.retrying(
+            Policy.IDEMPOTENT, f"download to {os.path.basename(dest)}", once
+        )
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
-            part.unlink()
+            os.unlink(part)
         raise
 
 

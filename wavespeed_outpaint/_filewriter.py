@@ -15,9 +15,8 @@ import os
 import queue
 import threading
 from collections import defaultdict
-from pathlib import Path
 
-_Job = tuple[Path, bytes, Path, asyncio.AbstractEventLoop, "asyncio.Future[None]"]
+_Job = tuple[str, bytes, str, asyncio.AbstractEventLoop, "asyncio.Future[None]"]
 
 _Outcome = tuple["asyncio.Future[None]", Exception | None]
 
@@ -26,7 +25,7 @@ _started = threading.Lock()
 _thread: threading.Thread | None = None
 
 
-async def write_whole(part: Path, data: bytes, dest: Path) -> None:
+async def write_whole(part: str, data: bytes, dest: str) -> None:
     """Write `data` to `part`, then rename it to `dest`: `dest` is whole or absent."""
     loop = asyncio.get_running_loop()
     done: asyncio.Future[None] = loop.create_future()
@@ -64,7 +63,7 @@ def _run() -> None:
                 loop.call_soon_threadsafe(_settle, results)
 
 
-def _write(part: Path, data: bytes, dest: Path) -> Exception | None:
+def _write(part: str, data: bytes, dest: str) -> Exception | None:
     try:
         try:
             f = open(part, "wb")  # noqa: SIM115 - closed below

@@ -22,9 +22,12 @@ def default_stem(request: OutpaintRequest) -> str:
 
 
 def checked_stem(stem: str) -> str:
-    """A relative output name such as `album/song`: no absolute paths, no `..`."""
-    parts = PurePosixPath(stem.replace("\\", "/")).parts
-    if not parts or PurePosixPath(stem).is_absolute() or any(p in ("..", ".", "") for p in parts):
+    """A relative output name such as `album/song`: no absolute paths, no `..`.
+
+    Plain string work, not PurePosixPath: a batch checks one name per task."""
+    text = stem.replace("\\", "/")
+    parts = [p for p in text.split("/") if p not in ("", ".")]
+    if not parts or text.startswith("/") or ".." in parts:
         raise ValidationError(
             "output name", stem, "give a relative name inside out_dir, without '..'"
         )
@@ -35,11 +38,15 @@ _EXTENSION = re.compile(r"\.[a-z0-9]{1,8}")
 
 
 def output_extension(url: str) -> str:
-    suffix = PurePosixPath(unquote(urlsplit(url).path)).suffix.lower()
+    """The URL's file extension (as PurePosixPath.suffix gives it), or `.wav`."""
+    parts = [p for p in unquote(urlsplit(url).path).split("/") if p not in ("", ".")]
+    name = parts[-1] if parts else ""
+    dot = name.rfind(".")
+    suffix = name[dot:].lower() if 0 < dot < len(name) - 1 else ""
     return suffix if _EXTENSION.fullmatch(suffix) else ".wav"
 
 
-def output_paths(out_dir: Path, stem: str, outputs: tuple[str, ...]) -> list[Path]:
+def output_paths(out_dir: Path, stem: str, outputs: tuple[str, ...]) -> list[str]:
     """`stem.ext` for the first output, `stem-1.ext`, `stem-2.ext` ... for the others."""
     paths = []
     root = os.path.abspath(out_dir)
@@ -50,5 +57,5 @@ def output_paths(out_dir: Path, stem: str, outputs: tuple[str, ...]) -> list[Pat
         # checked_stem already refuses '..'; this holds for stems from anywhere.
         if not path.startswith(inside):
             raise ValidationError("output name", stem, "would land outside out_dir")
-        paths.append(Path(path))
+        paths.append(path)
     return paths

@@ -575,7 +575,7 @@ class OutpaintClient:
 
     async def download(self, url: str, dest: str | os.PathLike[str]) -> Path:
         """Stream an output to `dest` through a `.part` file; the key is never sent."""
-        return await _download.download(self._transport, url, expand_path(dest))
+        return Path(await _download.download(self._transport, url, expand_path(dest)))
 
 
 BatchInput = (

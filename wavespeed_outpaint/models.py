@@ -53,10 +53,11 @@ def _is_url(text: str) -> bool:
 
 def expand_path(value: str | os.PathLike[str]) -> Path:
     """`~` and `~user` expanded where they can be; a name like `~0` stays as it is."""
+    path = value if isinstance(value, Path) else Path(value)  # a Path is not parsed again
     try:
-        return Path(value).expanduser()
+        return path.expanduser()
     except (RuntimeError, ValueError):  # no such user, no home, a NUL byte in the name
-        return Path(value)
+        return path
 
 
 def _audio_converter(value: Any) -> Any:
