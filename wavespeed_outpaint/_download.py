@@ -129,22 +129,21 @@ async def download(
                     raise ProtocolError(
                         f"output is {expected} bytes, over max_download_bytes={cap}"
                     )
-                received = 0
-                async for chunk in response.content.iter_chunked(CHUNK):
-                    received += len(chunk)
-                    if received > cap:
-                        raise ProtocolError(
-                            f"output is over max_download_bytes={cap}; refused (raise the "
-                            "limit if outputs this large are expected)"
-                        )
-                    if expected is not None and received > expected:
-                        raise ProtocolError(
-                            f"output sent more than its Content-Length of {expected} bytes; refused"
-                        )
-                    await writer.write(chunk)
+                if expected is not None and expected <= WRITE_BUFFER:
+                    # Small and of known length: one read, no chunk loop (aiohttp raises
+                    # if the connection ends before the Content-Length).
+                    body = await response.read()
+                    whole: bytes | None = body
+                    received = len(body)
+                else:
+                    whole = None
+                    received = await _receive(response, writer, expected, cap)
             if expected is not None and received != expected:
                 raise TransportError(f"download cut short: {received} of {expected} bytes")
-            await writer.finish(dest)
+            if whole is not None:
+                await write_whole(part, whole, dest)
+            else:
+                await writer.finish(dest)
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             raise TransportError(f"download failed: {type(exc).__name__}: {exc}") from None
         except OSError as exc:
@@ -161,6 +160,26 @@ async def download(
         with contextlib.suppress(FileNotFoundError):
             os.unlink(part)
         raise
+
+
+async def _receive(
+    response: aiohttp.ClientResponse, writer: _PartFile, expected: int | None, cap: int
+) -> int:
+    """Stream the body into `writer`, refusing more than `cap` or the Content-Length."""
+    received = 0
+    async for chunk in response.content.iter_chunked(CHUNK):
+        received += len(chunk)
+        if received > cap:
+            raise ProtocolError(
+                f"output is over max_download_bytes={cap}; refused (raise the "
+                "limit if outputs this large are expected)"
+            )
+        if expected is not None and received > expected:
+            raise ProtocolError(
+                f"output sent more than its Content-Length of {expected} bytes; refused"
+            )
+        await writer.write(chunk)
+    return received
 
 
 def _status_error(transport: Transport, status: int, url: str) -> APIError:
