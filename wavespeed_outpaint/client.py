@@ -24,6 +24,7 @@ from ._audio import AudioProblem, probe_audio
 from ._engine import BatchState, Engine
 from ._http import NotSent, Policy, Transport
 from ._journal import Journal
+from ._taskset import TaskSet
 from .errors import (
     APIError,
     ConfigurationError,
@@ -310,7 +311,7 @@ class OutpaintClient:
 
         try:
             with scope:
-                async with send, anyio.create_task_group() as tg:
+                async with send, TaskSet() as tasks:
                     async for item in _items(requests):
                         if batch.stopped:
                             break
@@ -322,7 +323,7 @@ class OutpaintClient:
                             break
                         await admission.acquire()
                         await unsent.acquire()
-                        tg.start_soon(one, request, stem)
+                        tasks.start(one(request, stem))
         except Exception as exc:  # noqa: BLE001 - handed to the consumer, who raises it
             batch.fatal = batch.fatal or _sole_cause(exc)
         finally:
