@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import heapq
 import json
 import logging
 import math
-import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import quote, urlsplit
 
 import aiohttp
@@ -23,6 +22,7 @@ from .._signing import signature
 from ..models import MODEL_ID, is_loopback_host
 from . import _audio
 from ._config import EmulatorConfig
+from ._outputs import RenderedOutputs
 from ._service import InsufficientBalance, Service, Task, parse_iso
 
 log = logging.getLogger("wavespeed_outpaint.emulator")
@@ -61,7 +61,7 @@ class Dropped(Exception):
     """Raised after the connection was cut on purpose, to end the handler."""
 
 
-def drop_connection(request: web.Request) -> None:
+def drop_connection(request: web.Request) -> NoReturn:
     if request.transport is not None:
         request.transport.abort()
     raise Dropped
@@ -77,8 +77,7 @@ class EmulatorApp:
     def __init__(self, config: EmulatorConfig) -> None:
         self.service = Service(config)
         self.config = config
-        self._outputs_dir = tempfile.TemporaryDirectory(prefix="outpaint-emulator-")
-        self._rendered: dict[str, asyncio.Future[Path]] = {}
+        self._outputs = RenderedOutputs()
         self._decoded: dict[str, asyncio.Future[Any]] = {}
         self._webhook_heap: list[tuple[float, int, str]] = []
         self._webhook_wakeup = asyncio.Event()
@@ -126,7 +125,6 @@ class EmulatorApp:
         await asyncio.gather(*self._background, return_exceptions=True)
         if self._http is not None:
             await self._http.close()
-        self._outputs_dir.cleanup()
 
     def _spawn(self, coro: Awaitable[None]) -> None:
         task = asyncio.ensure_future(coro)
@@ -476,57 +474,38 @@ class EmulatorApp:
         ttl = self.config.output_ttl
         if task.expired_output or (ttl is not None and now > task.finish_at + ttl):
             return web.Response(status=403, text="Request has expired")
-        path = await self._render(task)
+        data = await self._render(task)
         if task.output_lie == "lie_oversize_download":
-            return await self._oversize(request, path)
-        size = path.stat().st_size
+            return await self._oversize(request, data)
+        truncate_at = len(data) // 2 if svc.fault("truncated_download") else None
+        if truncate_at is None:
+            svc.counters.downloads_completed += 1
+            return web.Response(body=data, content_type="audio/wav")
         response = web.StreamResponse(headers={"Content-Type": "audio/wav"})
-        response.content_length = size
+        response.content_length = len(data)
         await response.prepare(request)
-        truncate_at = size // 2 if svc.fault("truncated_download") else None
-        sent = 0
-        # Outputs are small local files; a blocking read per chunk is fine in the emulator.
-        with open(path, "rb") as f:  # noqa: ASYNC230
-            while chunk := f.read(CHUNK):
-                if truncate_at is not None and sent + len(chunk) > truncate_at:
-                    await response.write(chunk[: truncate_at - sent])
-                    drop_connection(request)
-                await response.write(chunk)
-                sent += len(chunk)
-        await response.write_eof()
-        svc.counters.downloads_completed += 1
-        return response
+        await response.write(data[:truncate_at])
+        drop_connection(request)
 
-    async def _oversize(self, request: web.Request, path: Path) -> web.StreamResponse:
+    async def _oversize(self, request: web.Request, data: bytes) -> web.StreamResponse:
         """The file, then junk, in chunks with no Content-Length: ten times its size."""
         response = web.StreamResponse(headers={"Content-Type": "audio/wav"})
         response.enable_chunked_encoding()
         await response.prepare(request)
-        data = path.read_bytes()
         for _ in range(10):
             await response.write(data)
         await response.write_eof()
         return response
 
-    async def _render(self, task: Task) -> Path:
-        if task.id not in self._rendered:
-            self._rendered[task.id] = asyncio.ensure_future(self._render_to_file(task))
-        return await asyncio.shield(self._rendered[task.id])
-
-    async def _render_to_file(self, task: Task) -> Path:
+    async def _render(self, task: Task) -> bytes:
         assert task.media is not None
         samples, rate = await asyncio.shield(self._decoded[task.media.token])
-        data = await asyncio.to_thread(
-            _audio.render_outpaint,
-            samples,
-            rate,
-            float(task.input["extend_before_duration"]),
-            float(task.input["extend_after_duration"]),
-            task.seed,
+        before = float(task.input["extend_before_duration"])
+        after = float(task.input["extend_after_duration"])
+        return await self._outputs.get(
+            task.id,
+            functools.partial(_audio.render_outpaint, samples, rate, before, after, task.seed),
         )
-        path = Path(self._outputs_dir.name) / f"{task.id}.wav"
-        await asyncio.to_thread(path.write_bytes, data)
-        return path
 
     # -- webhooks ----------------------------------------------------------------------
 
