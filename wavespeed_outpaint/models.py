@@ -64,7 +64,7 @@ def _audio_converter(value: Any) -> Any:
     """URLs stay text; local paths become Paths so the request carries one form."""
     if isinstance(value, str) and not _is_url(value):
         return expand_path(value)
-    if isinstance(value, os.PathLike):
+    if isinstance(value, (Path, os.PathLike)):  # Path first: it skips the ABC check
         return expand_path(value)
     return value
 
@@ -96,7 +96,12 @@ def _check_tags(inst: OutpaintRequest, attribute: attrs.Attribute[Any], value: A
 
 def _check_extend(inst: OutpaintRequest, attribute: attrs.Attribute[Any], value: Any) -> None:
     name = attribute.name
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+    # Plain numbers first: the numbers.Real check walks the ABC machinery each time.
+    if (
+        type(value) is not float
+        and type(value) is not int
+        and (isinstance(value, bool) or not isinstance(value, numbers.Real))
+    ):
         raise ValidationError(name, value, "give a number of seconds from 0 to 240")
     seconds = float(value)
     if math.isnan(seconds) or not 0 <= seconds <= MAX_EXTEND_SECONDS:
