@@ -133,6 +133,10 @@ class SharedPoller:
         # Seconds past a task's predicted finish before polling for it; None: no webhooks.
         self.webhook_grace = options.webhook_grace
         self._heap: list[tuple[float, int, _Watch]] = []
+        # Due tasks a sweep did not settle, asked about again in the next sweep: one list
+        # for all of them instead of a heap entry each, since they share the time.
+        self._next_sweep: list[_Watch] = []
+        self._next_sweep_at = math.inf
         self._seq = itertools.count()
         self._wakeup = anyio.Event()
         self._sleeping_until = -math.inf  # when run() next looks by itself
@@ -245,8 +249,28 @@ class SharedPoller:
             if due < other.due:
                 self._schedule(other, due)
 
+    def _ask_next_sweep(self, watch: _Watch, at: float) -> None:
+        """Due again at `at`, the next sweep's time (`_check` runs inside `run`, which
+        looks at `_next_sweep_at` before it sleeps: no wake-up needed)."""
+        if at != self._next_sweep_at:
+            self._carry_over_next_sweep()
+            self._next_sweep_at = at
+        watch.due = at
+        self._next_sweep.append(watch)
+
+    def _carry_over_next_sweep(self) -> None:
+        """Tasks waiting for a next sweep whose time changes go on the heap instead."""
+        for watch in self._next_sweep:
+            if watch.id in self._watches and watch.due == self._next_sweep_at:
+                heapq.heappush(self._heap, (watch.due, next(self._seq), watch))
+        self._next_sweep = []
+
     def _pop_due(self, now: float) -> list[_Watch]:
         due = []
+        if self._next_sweep_at <= now:
+            at, self._next_sweep_at = self._next_sweep_at, math.inf
+            due = [w for w in self._next_sweep if w.id in self._watches and w.due == at]
+            self._next_sweep = []
         while self._heap and self._heap[0][0] <= now:
             when, _, watch = heapq.heappop(self._heap)
             if watch.id in self._watches and watch.due == when:
@@ -264,7 +288,9 @@ class SharedPoller:
             # Drop stale heap entries so the next wake-up is a real one.
             while self._heap and self._heap[0][2].due != self._heap[0][0]:
                 heapq.heappop(self._heap)
-            self._sleeping_until = self._heap[0][0] if self._heap else math.inf
+            self._sleeping_until = min(
+                self._heap[0][0] if self._heap else math.inf, self._next_sweep_at
+            )
             with anyio.move_on_after(self._sleeping_until - now):
                 await self._wakeup.wait()
             self._sleeping_until = -math.inf
@@ -276,7 +302,7 @@ class SharedPoller:
             if wait > 0:
                 # Too soon for another list request: fold these into the next sweep.
                 for watch in due:
-                    self._schedule(watch, now + wait)
+                    self._ask_next_sweep(watch, now + wait)
                 return
             in_flight = len(self._watches)
             found = await self._sweep(due, "completed")
@@ -317,7 +343,7 @@ class SharedPoller:
                     overdue.append(watch)
                 else:
                     watch.misses += 1
-                    self._schedule(watch, now + self._sweep_gap)
+                    self._ask_next_sweep(watch, now + self._sweep_gap)
             due = overdue
         if due:
             await self._get_each(due)
