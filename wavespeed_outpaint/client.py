@@ -275,15 +275,11 @@ class OutpaintClient:
         finished: anyio.Event,
     ) -> None:
         """Feed requests to the engine, never more than the pipeline can hold at once."""
-        # anyio's semaphores, for their cancellation check: reading a plain iterable
-        # never awaits, so this is where a cancelled batch stops reading requests.
-        slots = self.options.max_in_flight + self.options.parallel_downloads
-        admission = anyio.Semaphore(slots, fast_acquire=True)
+        # asyncio's semaphores: anyio's cost more, at one wait per request.
+        admission = asyncio.Semaphore(self.options.max_in_flight + self.options.parallel_downloads)
         # Tasks not yet sent: reading `max_in_flight` requests at once would hold
         # thousands of tasks in memory that only wait for a submitter.
-        unsent = anyio.Semaphore(
-            UNSENT_PER_SUBMITTER * self.options.parallel_submits, fast_acquire=True
-        )
+        unsent = asyncio.Semaphore(UNSENT_PER_SUBMITTER * self.options.parallel_submits)
 
         async def one(request: OutpaintRequest, stem: str | None) -> None:
             waiting = True
@@ -313,7 +309,7 @@ class OutpaintClient:
             with scope:
                 async with send, TaskSet() as tasks:
                     async for item in _items(requests):
-                        if batch.stopped:
+                        if batch.stopped or scope.cancel_called:
                             break
                         try:
                             request, stem = _unpack(item)
