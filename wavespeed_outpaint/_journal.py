@@ -105,13 +105,22 @@ class TaskRow:
     def request(self) -> dict[str, Any]:
         return json.loads(self.request_json)  # type: ignore[no-any-return]
 
+    # The last decoded JSON lists, with the text they came from: a task reads its
+    # outputs several times on its way.
+    _outputs: tuple[str | None, tuple[str, ...]] = attrs.field(init=False, default=(None, ()))
+    _files: tuple[str | None, tuple[str, ...]] = attrs.field(init=False, default=(None, ()))
+
     @property
     def outputs(self) -> tuple[str, ...]:
-        return tuple(json.loads(self.outputs_json or "[]"))
+        if self._outputs[0] is not self.outputs_json:
+            self._outputs = (self.outputs_json, tuple(json.loads(self.outputs_json or "[]")))
+        return self._outputs[1]
 
     @property
     def files(self) -> tuple[str, ...]:
-        return tuple(json.loads(self.files_json or "[]"))
+        if self._files[0] is not self.files_json:
+            self._files = (self.files_json, tuple(json.loads(self.files_json or "[]")))
+        return self._files[1]
 
 
 # Columns holding JSON, and the TaskRow fields that keep their text.
