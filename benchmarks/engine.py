@@ -6,7 +6,9 @@
 Per size: wall time and its ratio to the emulator's last completion (1.0 is the limit),
 status requests per task, mean and p95 detection lag, client CPU ms per task, peak RSS,
 completed tasks and duplicate submissions. Each size runs in a fresh child process, so
-its peak RSS is its own.
+its peak RSS is its own. Next to the client's CPU, the floor's (`_floor.py`: the same
+HTTP requests and file writes with nothing else) in its own child, and their ratio:
+absolute CPU figures swing with the machine, the ratio much less.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from _floor import bare_batch
 from _harness import (
     Meter,
     TimeModel,
@@ -58,10 +61,29 @@ async def run_size(base_url: str, count: int, workdir: Path) -> dict[str, Any]:
     return figures(meter, emulator_stats(base_url), count, completed)
 
 
-def child(count: int) -> None:
+async def run_floor(base_url: str, count: int, workdir: Path) -> dict[str, Any]:
+    source = make_source(workdir / "source.wav")
+    with Meter() as meter:
+        await bare_batch(base_url, count, source, workdir / "out", GENERATED)
+    return {"floor_cpu_ms_per_task": 1000 * meter.cpu / count}
+
+
+def child(count: int, floor: bool) -> None:
+    run = run_floor if floor else run_size
     with emulator_process(MODEL) as base_url, tempfile.TemporaryDirectory() as tmp:
-        row = asyncio.run(run_size(base_url, count, Path(tmp)))
+        row = asyncio.run(run(base_url, count, Path(tmp)))
     print(json.dumps(row))
+
+
+def in_child(size: int, *flags: str) -> dict[str, Any]:
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", str(size), *flags],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        check=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
 COLUMNS = [
@@ -73,6 +95,8 @@ COLUMNS = [
     ("lag_mean_s", "lag mean s"),
     ("lag_p95_s", "lag p95 s"),
     ("cpu_ms_per_task", "CPU ms / task"),
+    ("floor_cpu_ms_per_task", "floor CPU ms / task"),
+    ("cpu_over_floor", "CPU / floor"),
     ("peak_rss_mb", "peak RSS MB"),
     ("duplicates", "duplicate submits"),
 ]
@@ -85,21 +109,16 @@ def main() -> None:
         "--no-save", action="store_true", help="print only; keep benchmarks/results as it is"
     )
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--floor", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.child)
+        child(args.child, args.floor)
         return
     rows = []
     for size in (int(s) for s in args.sizes.split(",")):
         started = time.time()
-        out = subprocess.run(
-            [sys.executable, __file__, "--child", str(size)],
-            capture_output=True,
-            text=True,
-            timeout=1800,
-            check=True,
-        )
-        row = json.loads(out.stdout.strip().splitlines()[-1])
+        row = in_child(size) | in_child(size, "--floor")
+        row["cpu_over_floor"] = row["cpu_ms_per_task"] / row["floor_cpu_ms_per_task"]
         rows.append(row)
         print(f"{size} tasks in {time.time() - started:.1f} s: {row}", flush=True)
     print(f"\n{platform.node()} {platform.machine()} Python {platform.python_version()}")
