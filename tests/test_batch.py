@@ -307,6 +307,8 @@ async def test_output_names_never_collide_or_escape(
                     OutpaintRequest(b, tags="x"),
                     (OutpaintRequest(a, tags="y"), "../evil"),
                     (OutpaintRequest(b, tags="y"), "/abs/path"),
+                    # Refused before its submit, not after it was charged.
+                    (OutpaintRequest(a, tags="z"), "\\abs\\path"),
                 ],
                 tmp_path / "out",
             )
