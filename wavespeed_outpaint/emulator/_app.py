@@ -360,6 +360,8 @@ class EmulatorApp:
                     "error": t.error,
                     "expired_output": t.expired_output,
                     "output_lie": t.output_lie,
+                    "created": t.created,
+                    "finish_at": t.finish_at,
                 }
                 for t in self.service.order
             ]
