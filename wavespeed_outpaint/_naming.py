@@ -38,11 +38,7 @@ _EXTENSION = re.compile(r"\.[a-z0-9]{1,8}")
 
 
 def output_extension(url: str) -> str:
-    """The URL's file extension (as PurePosixPath.suffix gives it), or `.wav`."""
-    parts = [p for p in unquote(urlsplit(url).path).split("/") if p not in ("", ".")]
-    name = parts[-1] if parts else ""
-    dot = name.rfind(".")
-    suffix = name[dot:].lower() if 0 < dot < len(name) - 1 else ""
+    suffix = PurePosixPath(unquote(urlsplit(url).path)).suffix.lower()
     return suffix if _EXTENSION.fullmatch(suffix) else ".wav"
 
 
