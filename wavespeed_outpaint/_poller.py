@@ -35,7 +35,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("wavespeed_outpaint.poller")
 
 EARLY_QUANTILE = 0.1
-FINISH_QUANTILE = 0.75  # a task's predicted finish: when three in four like it are done
 EARLY_DELIVERIES_KEPT = 10_000
 # The gap between sweeps that find something, for a single task in flight (seconds).
 SWEEP_GAP_FOR_ONE = 1.0
@@ -98,7 +97,7 @@ class FinishEstimator:
             self._sorted = sorted(self._samples)
         return self._sorted[min(len(self._sorted) - 1, math.ceil(quantile * len(self._sorted)) - 1)]
 
-    def finish(self, created: float, generated: float, quantile: float = FINISH_QUANTILE) -> float:
+    def finish(self, created: float, generated: float, quantile: float = 0.75) -> float:
         return created + self.work_per_second(quantile) * generated
 
 
@@ -326,13 +325,12 @@ class SharedPoller:
                 self._sweep_gap = min(opts.max_sweep_gap, max(shortest, self._sweep_gap * growth))
             now = time.time()
             overdue = []
-            work_per_second = self.estimator.work_per_second(FINISH_QUANTILE)
             for watch in due:
                 if watch.id not in self._watches:
                     continue
                 watch.last_seen_unfinished = now
                 watch.predicted = max(
-                    watch.predicted, watch.created + work_per_second * watch.generated
+                    watch.predicted, self.estimator.finish(watch.created, watch.generated)
                 )
                 # Cancelled and timed-out tasks never show in the list: ask them directly,
                 # once they are late by what the finished tasks have shown (or very late).
