@@ -16,7 +16,8 @@ from typing import Any
 
 import aiohttp
 
-MODEL_ID = "wavespeed-ai/ace-step/audio-outpaint"
+from wavespeed_outpaint.models import MODEL_ID
+
 HEADERS = {"Authorization": "Bearer emulator-key"}
 
 
