@@ -25,6 +25,7 @@ import anyio
 import attrs
 
 from ._download import download
+from ._hashing import FileVersion, file_version, known_hash, sha256_file
 from ._journal import Journal, State, TaskRow
 from ._naming import checked_stem, default_stem, output_paths
 from ._pacing import StartPacer
@@ -52,8 +53,6 @@ if TYPE_CHECKING:
     from .client import OutpaintClient
 
 log = logging.getLogger("wavespeed_outpaint.engine")
-
-HASH_CHUNK = 1024 * 1024
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -110,14 +109,6 @@ class _OncePerKey(Generic[K, V]):
         return self.done[key]
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def fingerprint(request: OutpaintRequest, content_hash: str | None) -> str:
     """The task's identity: the audio's content (or its URL) plus every parameter."""
     body: dict[str, Any] = request.payload("sha256:" + content_hash if content_hash else None)
@@ -153,7 +144,7 @@ class Engine:
         self._serial = asyncio.Lock()
         self._careful_until = 0.0
         # Thousands of tasks of one file ask at once: one hash, one upload, not thousands.
-        self._hashes = _OncePerKey[tuple[str, int, int], str]()
+        self._hashes = _OncePerKey[FileVersion, str]()
         self._upload_urls = _OncePerKey[str, str]()
         self._on_the_wire: dict[str, OpenSubmit] = {}
         self._journals: list[Journal] = []
@@ -201,9 +192,10 @@ class Engine:
     async def content_hash(self, path: Path) -> str:
         """The file's SHA-256, once per version of it (a new size or mtime hashes again)."""
         try:
-            stat = path.stat()
-            key = (os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
-            return await self._hashes.get(key, lambda: anyio.to_thread.run_sync(sha256_file, path))
+            version = file_version(path)
+            return known_hash(version) or await self._hashes.get(
+                version, lambda: anyio.to_thread.run_sync(sha256_file, path)
+            )
         except OSError as exc:
             raise ValidationError(
                 "audio", str(path), f"the file disappeared or cannot be read ({exc.strerror})"

@@ -13,7 +13,8 @@ from typing import Any
 
 import attrs
 
-from ._engine import fingerprint, sha256_file
+from ._engine import fingerprint
+from ._hashing import sha256_file
 from ._journal import Journal, State
 from ._naming import checked_stem, default_stem
 from .errors import ValidationError
@@ -159,16 +160,14 @@ def budget(tasks: list[PlannedTask], journal_path: Path, max_cost: float | None)
             paid = {row.fingerprint for row in journal.rows() if row.state in PAID_STATES}
         finally:
             journal.close()
-    hashes: dict[Path, str] = {}
     run: list[PlannedTask] = []
     held: list[PlannedTask] = []
     cost = 0.0
     paid_before = 0
     for task in tasks:
         audio = task.request.audio
-        content = None
-        if isinstance(audio, Path):
-            content = hashes.get(audio) or hashes.setdefault(audio, sha256_file(audio))
+        # Remembered for the engine, which needs the same hashes once the batch starts.
+        content = sha256_file(audio) if isinstance(audio, Path) else None
         if fingerprint(task.request, content) in paid:
             paid_before += 1
             run.append(task)
