@@ -163,6 +163,19 @@ async def test_upload_falls_back_to_the_single_step_form(
     assert done.ok
 
 
+async def test_a_retried_single_step_upload_sends_the_whole_file_again(
+    emulator: Emulator, client: OutpaintClient, make_audio: MakeTrack, tmp_path: Path
+) -> None:
+    emulator.config.ticket_uploads = False
+    emulator.config.faults = Faults({"upload_5xx": 0.5}, seed=3, error_statuses=(503,))
+    for i in range(4):
+        path = make_audio(f"a{i}.wav", seconds=0.5 + i / 4)
+        url = await client.upload(path)
+        fetched = await client.download(url, tmp_path / f"fetched{i}.wav")
+        assert fetched.read_bytes() == path.read_bytes()
+    assert emulator.stats()["upload_requests"] > 4  # some attempts were refused
+
+
 async def test_missing_key_is_an_error_at_first_use(
     emulator: Emulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -10,6 +10,7 @@ the caller turns an ambiguous failure into `UnknownSubmissionError`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import json
 import logging
@@ -17,6 +18,7 @@ import platform
 import random
 import re
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
@@ -214,26 +216,30 @@ class Transport:
         *,
         policy: Policy = Policy.IDEMPOTENT,
         json_body: Any = None,
+        form: Callable[[], AbstractContextManager[aiohttp.FormData]] | None = None,
         params: dict[str, str] | None = None,
         prediction_id: str | None = None,
         retry_rate_limits: bool = True,
     ) -> Any:
-        """One API call with retries; returns the envelope's `data`."""
+        """One API call with retries; returns the envelope's `data`. `form` makes a
+        fresh multipart body for each attempt (a file in it is read again)."""
         url = self.base_url + path
         headers = self.auth_headers()
 
         async def once() -> Any:
             try:
-                async with self.session.request(
-                    method,
-                    url,
-                    json=json_body,
-                    params=params,
-                    headers=headers,
-                    timeout=self.timeout(),
-                ) as response:
-                    body = await self.read_capped(response, self.options.max_json_bytes)
-                    return self.unwrap(response, body, prediction_id)
+                with form() if form is not None else contextlib.nullcontext() as data:
+                    async with self.session.request(
+                        method,
+                        url,
+                        json=json_body,
+                        data=data,
+                        params=params,
+                        headers=headers,
+                        timeout=self.timeout(),
+                    ) as response:
+                        body = await self.read_capped(response, self.options.max_json_bytes)
+                        return self.unwrap(response, body, prediction_id)
             except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
                 raise NotSent(f"could not connect to {self.base_url}: {exc}") from None
             except (aiohttp.ClientError, asyncio.TimeoutError) as exc:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
@@ -379,26 +380,14 @@ class OutpaintClient:
     async def _upload_binary(self, path: Path, content_type: str) -> str:
         """The older single-step upload, for services without the ticket endpoint."""
 
-        async def once() -> Any:
-            headers = self._transport.auth_headers()
-            try:
-                with path.open("rb") as f:
-                    form = aiohttp.FormData()
-                    form.add_field("file", f, filename=path.name, content_type=content_type)
-                    async with self._transport.session.post(
-                        self.base_url + "/api/v3/media/upload/binary",
-                        data=form,
-                        headers=headers,
-                        timeout=self._transport.timeout(),
-                    ) as response:
-                        body = await self._transport.read_capped(
-                            response, self.options.max_json_bytes
-                        )
-                        return self._transport.unwrap(response, body, None)
-            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-                raise TransportError(f"upload failed: {type(exc).__name__}") from None
+        @contextlib.contextmanager
+        def file_form() -> Iterator[aiohttp.FormData]:
+            with path.open("rb") as f:
+                form = aiohttp.FormData()
+                form.add_field("file", f, filename=path.name, content_type=content_type)
+                yield form
 
-        data = await self._transport.retrying(Policy.IDEMPOTENT, f"upload {path.name}", once)
+        data = await self._transport.call("POST", "/api/v3/media/upload/binary", form=file_form)
         if not isinstance(data, dict) or not isinstance(data.get("download_url"), str):
             raise ProtocolError("the upload answer lacks download_url")
         return str(data["download_url"])
