@@ -98,6 +98,31 @@ async def test_requests_are_read_lazily_and_breaking_out_stops_everything(
     assert emulator.stats()["tasks_created"] == created  # nothing goes on after the break
 
 
+async def test_a_slow_consumer_slows_the_reading_of_requests(
+    emulator: Emulator, make_audio: MakeTrack
+) -> None:
+    source = make_audio("a.wav")
+    pulled = 0
+
+    def requests() -> Iterator[OutpaintRequest]:
+        nonlocal pulled
+        for seed in range(12):
+            pulled += 1
+            yield OutpaintRequest(source, tags="x", extend_after_duration=1, seed=seed)
+
+    taken = 0
+    most_ahead = 0
+    async with fast_client(emulator, max_in_flight=4, parallel_downloads=1) as client:
+        with anyio.fail_after(60):
+            async for _ in client.outpaint_many(requests()):
+                taken += 1
+                await anyio.sleep(0.1)  # every admitted task finishes meanwhile
+                most_ahead = max(most_ahead, pulled - taken)
+    assert taken == 12
+    # Results not yet taken hold their admission: 4 + 1, and the one read next waits.
+    assert 4 <= most_ahead <= 4 + 1 + 1
+
+
 async def test_async_iterables_are_accepted(emulator: Emulator) -> None:
     async def source() -> AsyncIterator[OutpaintRequest]:
         for seed in range(4):
