@@ -11,6 +11,8 @@ next to this figure, since the absolute numbers swing with the machine.
 from __future__ import annotations
 
 import asyncio
+import os
+import resource
 from pathlib import Path
 from typing import Any
 
@@ -62,3 +64,18 @@ async def bare_batch(base_url: str, count: int, source: Path, out: Path, generat
 
         await asyncio.gather(*(fetch(i, url) for i, url in enumerate(outputs)))
         return len(outputs)
+
+
+def file_write_cpu(folder: Path, size: int, count: int = 1000) -> float:
+    """CPU seconds (user and kernel) to write one file of `size` bytes in `folder` the
+    way the client does (a `.part` file renamed into place), over `count` new files."""
+    folder.mkdir(parents=True, exist_ok=True)
+    data = os.urandom(size)
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    for i in range(count):
+        part = folder / f"w{i}.wav.part"
+        part.write_bytes(data)
+        part.replace(folder / f"w{i}.wav")
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    used = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+    return used / count

@@ -11,7 +11,8 @@ its peak RSS is its own. Next to the client's CPU, the floor's (`_floor.py`: the
 HTTP requests and file writes with nothing else) in its own child, and their ratio:
 absolute CPU figures swing with the machine, the ratio much less. The kernel's share of
 each CPU figure is printed too: most of it is the file system's cost of creating the
-output files, which `--workdir` on a RAM disk takes out of the picture.
+output files, which `--workdir` on a RAM disk takes out of the picture; and what writing
+one output file costs there by itself (a loop of plain writes and renames).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _floor import bare_batch
+from _floor import bare_batch, file_write_cpu
 from _harness import (
     Meter,
     TimeModel,
@@ -68,9 +69,11 @@ async def run_floor(base_url: str, count: int, workdir: Path) -> dict[str, Any]:
     source = make_source(workdir / "source.wav")
     with Meter() as meter:
         await bare_batch(base_url, count, source, workdir / "out", GENERATED)
+    output_size = next((workdir / "out").iterdir()).stat().st_size
     return {
         "floor_cpu_ms_per_task": 1000 * meter.cpu / count,
         "floor_kernel_ms_per_task": 1000 * meter.kernel / count,
+        "file_write_ms": 1000 * file_write_cpu(workdir / "writes", output_size),
     }
 
 
@@ -106,6 +109,7 @@ COLUMNS = [
     ("kernel_ms_per_task", "of it kernel"),
     ("floor_cpu_ms_per_task", "floor CPU ms / task"),
     ("floor_kernel_ms_per_task", "of it kernel"),
+    ("file_write_ms", "CPU ms to write one output file"),
     ("cpu_over_floor", "CPU / floor"),
     ("peak_rss_mb", "peak RSS MB"),
     ("duplicates", "duplicate submits"),
