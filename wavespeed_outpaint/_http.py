@@ -18,7 +18,6 @@ import platform
 import random
 import re
 from collections.abc import Awaitable, Callable
-from contextlib import AbstractContextManager
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
@@ -216,7 +215,7 @@ class Transport:
         *,
         policy: Policy = Policy.IDEMPOTENT,
         json_body: Any = None,
-        form: Callable[[], AbstractContextManager[aiohttp.FormData]] | None = None,
+        form: Callable[[], contextlib.AbstractContextManager[aiohttp.FormData]] | None = None,
         params: dict[str, str] | None = None,
         prediction_id: str | None = None,
         retry_rate_limits: bool = True,
