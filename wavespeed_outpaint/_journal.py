@@ -9,11 +9,10 @@ missing). WAL mode keeps each commit cheap and survives a killed process.
 Inside an event loop, writes are grouped: a row's changes are kept in memory and the
 end of the loop iteration writes every changed row (a statement per set of changed
 columns) in one commit, so thousands of tasks changing state together cost one commit,
-not thousands. A write that
-must be on disk before the code acts on it (a submit about to be sent) awaits
-`durable()`, which shares that commit. A crash can lose only writes of the current
-iteration, none of which let anything be charged twice: a lost "submitted" leaves the
-row "submitting", which is settled, never sent again.
+not thousands. A write that must be on disk before the code acts on it (a submit about
+to be sent) awaits `durable()`, which shares that commit. A crash can lose only writes
+of the current iteration, none of which let anything be charged twice: a lost
+"submitted" leaves the row "submitting", which is settled, never sent again.
 """
 
 from __future__ import annotations
