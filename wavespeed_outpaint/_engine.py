@@ -88,25 +88,31 @@ class _Shared:
 
 class _OncePerKey(Generic[K, V]):
     """Work done once per key, however many tasks ask for it at the same moment: the
-    first does it, the others wait for it (and, if it failed, try it themselves)."""
+    first does it, the others wait for it (and, if it failed, try it themselves).
+    Results are kept in `done`, unless `known` finds them in a cache of their own."""
 
-    def __init__(self) -> None:
+    def __init__(self, known: Callable[[K], V | None] | None = None) -> None:
         self.done: dict[K, V] = {}
+        self._keep = known is None
+        self._known = self.done.get if known is None else known
         self._running: dict[K, asyncio.Event] = {}
 
     async def get(self, key: K, work: Callable[[], Awaitable[V]]) -> V:
-        while key not in self.done:
+        while (value := self._known(key)) is None:
             running = self._running.get(key)
             if running is not None:
                 await running.wait()
                 continue
             finished = self._running[key] = asyncio.Event()
             try:
-                self.done[key] = await work()
+                value = await work()
             finally:
                 del self._running[key]
                 finished.set()
-        return self.done[key]
+            if self._keep:
+                self.done[key] = value
+            return value
+        return value
 
 
 def fingerprint(request: OutpaintRequest, content_hash: str | None) -> str:
@@ -144,7 +150,8 @@ class Engine:
         self._serial = asyncio.Lock()
         self._careful_until = 0.0
         # Thousands of tasks of one file ask at once: one hash, one upload, not thousands.
-        self._hashes = _OncePerKey[FileVersion, str]()
+        # Hashes are kept by `_hashing` (bounded, shared with the command line's plan).
+        self._hashes = _OncePerKey[FileVersion, str](known=known_hash)
         self._upload_urls = _OncePerKey[str, str]()
         self._on_the_wire: dict[str, OpenSubmit] = {}
         self._journals: list[Journal] = []
@@ -192,9 +199,8 @@ class Engine:
     async def content_hash(self, path: Path) -> str:
         """The file's SHA-256, once per version of it (a new size or mtime hashes again)."""
         try:
-            version = file_version(path)
-            return known_hash(version) or await self._hashes.get(
-                version, lambda: anyio.to_thread.run_sync(sha256_file, path)
+            return await self._hashes.get(
+                file_version(path), lambda: anyio.to_thread.run_sync(sha256_file, path)
             )
         except OSError as exc:
             raise ValidationError(
