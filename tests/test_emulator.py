@@ -7,6 +7,7 @@ import hmac
 import io
 import itertools
 import json
+import math
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -144,10 +145,48 @@ async def test_tasks_beyond_the_running_limit_wait_in_a_queue() -> None:
             ids.append(body["data"]["id"])
         _, _, last = await api(emulator, "GET", f"/api/v3/predictions/{ids[2]}/result")
         assert last["data"]["status"] == "created"  # queued behind two others
+        await anyio.sleep(3 * 0.05 * 2 + 0.05)
+        _, _, last = await api(emulator, "GET", f"/api/v3/predictions/{ids[2]}/result")
+        assert last["data"]["status"] not in ("created", "processing")
         tasks = [emulator.service.tasks[i] for i in ids]
         for earlier, later in itertools.pairwise(tasks):
             assert later.start_at == pytest.approx(earlier.finish_at)
         assert tasks[2].finish_at - tasks[0].start_at == pytest.approx(3 * 0.05 * 2, rel=0.01)
+
+
+def test_a_queue_in_random_order_starts_each_task_when_a_worker_frees() -> None:
+    from wavespeed_outpaint.emulator._service import Service
+
+    service = Service(fast_config(running_at_once=2, queue_order="random", seed=3))
+    body = submit_body(extend_before_duration=0, extend_after_duration=10)
+    tasks = [service.create_task(body, 100.0 + i * 0.001, None) for i in range(12)]
+    service.advance(1000.0)
+    starts = sorted(tasks, key=lambda t: t.start_at)
+    assert starts != tasks  # not in creation order
+    assert all(t.start_at >= t.created for t in tasks)
+    # Two workers, never idle while a task waits: each start is some earlier finish.
+    finishes = sorted(t.finish_at for t in tasks)
+    for task in starts[2:]:
+        assert min(abs(task.start_at - f) for f in finishes) < 1e-9
+    assert finishes[-1] == pytest.approx(100.0 + sum(t.duration for t in tasks) / 2, abs=0.02)
+
+
+def test_lognormal_task_times_have_a_heavy_tail() -> None:
+    from wavespeed_outpaint.emulator._service import Service
+
+    service = Service(fast_config(time_scale=0.1, distribution="lognormal", sigma=0.6))
+    body = submit_body(extend_before_duration=0, extend_after_duration=10)
+    durations = sorted(service.create_task(body, 0.0, None).duration for _ in range(4000))
+    median, p95 = durations[2000], durations[int(0.95 * 4000)]
+    assert median == pytest.approx(1.0, rel=0.05)  # time_scale × generated seconds
+    assert p95 / median == pytest.approx(math.exp(1.645 * 0.6), rel=0.1)
+
+
+def test_time_models_refuse_unknown_names() -> None:
+    with pytest.raises(ValueError, match="distribution"):
+        fast_config(distribution="pareto")
+    with pytest.raises(ValueError, match="queue_order"):
+        fast_config(queue_order="lifo")
 
 
 async def test_tier_presets() -> None:

@@ -42,7 +42,24 @@ def _emulator_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         help="seconds of work per generated second (default 0.01)",
     )
     p.add_argument("--base-seconds", type=float, default=0.02, help="fixed seconds per task")
-    p.add_argument("--jitter", type=float, default=0.1, help="relative spread of task times")
+    p.add_argument(
+        "--jitter", type=float, default=0.1, help="relative spread of uniform task times"
+    )
+    p.add_argument(
+        "--distribution",
+        choices=["uniform", "lognormal"],
+        default="uniform",
+        help="task times: uniform in 1 ± jitter, or lognormal (a heavy tail; see --sigma)",
+    )
+    p.add_argument(
+        "--sigma", type=float, default=0.6, help="spread of lognormal task times (default 0.6)"
+    )
+    p.add_argument(
+        "--queue-order",
+        choices=["fifo", "random"],
+        default="fifo",
+        help="how tasks beyond --running wait to start: first in first out, or in no order",
+    )
     p.add_argument("--balance", type=float, default=1000.0, help="account balance in USD")
     p.add_argument("--api-key", action="append", help="an accepted key (repeatable)")
     p.add_argument("--seed", type=int, default=0)
@@ -86,6 +103,9 @@ def _run_emulator(args: argparse.Namespace) -> int:
         time_scale=args.time_scale,
         base_seconds=args.base_seconds,
         jitter=args.jitter,
+        distribution=args.distribution,
+        sigma=args.sigma,
+        queue_order=args.queue_order,
         balance_usd=args.balance,
         seed=args.seed,
         faults=faults,

@@ -30,6 +30,8 @@ log = logging.getLogger("wavespeed_outpaint.emulator")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 CHUNK = 64 * 1024
 MAX_UPLOAD_BYTES = 200 * 1024 * 1024
+# How often a loop waiting on a queued task (sync mode, webhooks) looks whether it started.
+QUEUE_RECHECK = 0.05
 
 
 def envelope(data: Any, *, status: int = 200, message: str = "success") -> web.Response:
@@ -228,9 +230,13 @@ class EmulatorApp:
         return envelope(svc.prediction(task, time.time(), base_url_of(request)))
 
     async def _sync_answer(self, request: web.Request, task: Task) -> web.Response:
-        await asyncio.sleep(
-            max(0.0, min(task.finish_at, task.created + self.config.sync_timeout) - time.time())
-        )
+        deadline = task.created + self.config.sync_timeout
+        while (now := time.time()) < deadline:
+            self.service.advance(now)
+            if task.finish_at <= now:
+                break
+            # A queued task has no finish time yet: look again while it waits.
+            await asyncio.sleep(min(task.finish_at, deadline, now + QUEUE_RECHECK) - now)
         data = self.service.prediction(task, time.time(), base_url_of(request))
         if data["status"] in ("created", "processing"):
             data.update(
@@ -361,7 +367,9 @@ class EmulatorApp:
                     "expired_output": t.expired_output,
                     "output_lie": t.output_lie,
                     "created": t.created,
-                    "finish_at": t.finish_at,
+                    "duration": t.duration,
+                    "start_at": t.start_at if t.start_at < math.inf else None,
+                    "finish_at": t.finish_at if t.finish_at < math.inf else None,
                 }
                 for t in self.service.order
             ]
@@ -469,6 +477,7 @@ class EmulatorApp:
             svc.counters.outputs_asked_with_key += 1
         task = svc.tasks.get(request.match_info["id"])
         now = time.time()
+        svc.advance(now)
         if task is None or task.status(now) != "completed" or task.media is None:
             return web.Response(status=404, text="not found")
         if request.match_info["name"] != "outpaint.wav":
@@ -516,9 +525,17 @@ class EmulatorApp:
         while True:
             self._webhook_wakeup.clear()
             now = time.time()
+            self.service.advance(now)
             while heap and heap[0][0] <= now:
-                _, _, task_id = heapq.heappop(heap)
-                self._schedule_webhook(self.service.tasks[task_id])
+                _, order, task_id = heapq.heappop(heap)
+                task = self.service.tasks[task_id]
+                if task.finish_at > now:
+                    # Still queued when it was pushed: due when it finishes, or looked at
+                    # again shortly while it waits for a worker.
+                    due = task.finish_at if task.finish_at < math.inf else now + QUEUE_RECHECK
+                    heapq.heappush(heap, (due, order, task_id))
+                    continue
+                self._schedule_webhook(task)
             timeout = heap[0][0] - now if heap else None
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._webhook_wakeup.wait(), timeout)

@@ -29,6 +29,9 @@ TIERS = {
     )
 }
 
+DISTRIBUTIONS = ("uniform", "lognormal")
+QUEUE_ORDERS = ("fifo", "random")
+
 # The kinds of fault, each with its own probability per occasion.
 FAULT_KINDS = (
     "submit_429",  # submit refused with 429 and Retry-After; no task created
@@ -94,10 +97,18 @@ class EmulatorConfig:
     # Per-minute start limit and tasks running at once; None means no limit.
     starts_per_minute: int | None = None
     running_at_once: int = 10_000
-    # Each task takes time_scale × generated seconds × (1 ± jitter) + base_seconds.
+    # Tasks beyond `running_at_once` wait in the service's queue, served first in first
+    # out ("fifo") or in no fixed order ("random").
+    queue_order: str = attrs.field(default="fifo", validator=attrs.validators.in_(QUEUE_ORDERS))
+    # Each task runs base_seconds + time_scale × generated seconds × a spread: uniform in
+    # 1 ± jitter, or lognormal, exp(sigma × N(0, 1)) (a heavy tail; its median is 1).
     time_scale: float = 0.01
     jitter: float = 0.1
     base_seconds: float = 0.02
+    distribution: str = attrs.field(
+        default="uniform", validator=attrs.validators.in_(DISTRIBUTIONS)
+    )
+    sigma: float = 0.6
     balance_usd: float = 1_000.0
     # No status is documented for "cannot pay"; clients must go by the message.
     insufficient_balance_status: int = 400

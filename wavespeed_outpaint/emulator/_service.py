@@ -2,7 +2,9 @@
 
 Nothing here speaks HTTP; `_app.py` turns requests into calls on `Service`. A task's
 status is worked out from the clock (queued, then running, then final), so ten thousand
-tasks cost no timers: only webhook delivery needs a loop, in `_app.py`.
+tasks cost no timers: only webhook delivery needs a loop, in `_app.py`. The queue in front
+of the running limit is played forward lazily (`advance`) whenever the service is asked
+anything, so a queue served in random order needs no timers either.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import collections
 import hashlib
 import heapq
 import json
+import math
 import random
 import uuid
 from datetime import datetime, timezone
@@ -41,7 +44,8 @@ class Task:
     input: dict[str, Any]
     fingerprint: str
     created: float
-    start_at: float
+    duration: float  # seconds of work once it runs
+    start_at: float  # math.inf while it waits in the queue
     finish_at: float
     final_status: str
     seed: int
@@ -116,8 +120,12 @@ class Service:
         self.counters = Counters()
         self.charged_usd = 0.0
         self._workers: list[float] = []  # heap of the times each worker is next free
+        self._queue: collections.deque[Task] = collections.deque()  # waiting to run
         self._starts: collections.deque[float] = collections.deque()
         self._rng = random.Random(config.seed)
+        # Its own generator: which queued task starts next depends on when clients ask,
+        # and must not shift the task times drawn from `_rng`.
+        self._queue_rng = random.Random(config.seed + 1)
         self._fault_rng = random.Random(config.faults.seed)
 
     # -- faults ------------------------------------------------------------------------
@@ -182,16 +190,8 @@ class Service:
         self.charged_usd += cost
         self._starts.append(now)
 
-        duration = cfg.base_seconds + cfg.time_scale * generated * (
-            1 + cfg.jitter * self._rng.uniform(-1, 1)
-        )
-        # A queue in front of `running_at_once` workers: start on the first free one.
-        while len(self._workers) < cfg.running_at_once:
-            heapq.heappush(self._workers, 0.0)
-        start = max(now, heapq.heappop(self._workers))
-        finish = start + max(0.0, duration)
-        heapq.heappush(self._workers, finish)
-
+        duration = self._draw_duration(generated)
+        self.advance(now)
         media = self.media_for_url(str(body["audio"]))
         seed = int(body.get("seed", -1))
         task = Task(
@@ -199,8 +199,9 @@ class Service:
             input=body,
             fingerprint=self.fingerprint(body, media),
             created=now,
-            start_at=start,
-            finish_at=finish,
+            duration=duration,
+            start_at=math.inf,
+            finish_at=math.inf,
             final_status="completed",
             seed=seed if seed >= 0 else self._rng.randrange(2**31),
             media=media,
@@ -209,9 +210,39 @@ class Service:
         self._decide_outcome(task)
         self.tasks[task.id] = task
         self.order.append(task)
+        self._queue.append(task)
+        self.advance(now)
         self.counters.tasks_created += 1
         self.counters.per_fingerprint[task.fingerprint] += 1
         return task
+
+    def _draw_duration(self, generated: float) -> float:
+        cfg = self.config
+        if cfg.distribution == "lognormal":
+            spread = math.exp(cfg.sigma * self._rng.gauss(0.0, 1.0))
+        else:
+            spread = 1 + cfg.jitter * self._rng.uniform(-1, 1)
+        return max(0.0, cfg.base_seconds + cfg.time_scale * generated * spread)
+
+    def advance(self, now: float) -> None:
+        """Start queued tasks on the workers that came free by `now`, in time order.
+
+        Every task in the queue was created before any worker time still on the heap
+        (creation advances first), so a task never starts before it exists."""
+        cfg = self.config
+        while len(self._workers) < cfg.running_at_once:
+            heapq.heappush(self._workers, -math.inf)
+        while self._queue and self._workers[0] <= now:
+            free_at = heapq.heappop(self._workers)
+            if cfg.queue_order == "random" and len(self._queue) > 1:
+                index = self._queue_rng.randrange(len(self._queue))
+                task = self._queue[index]
+                del self._queue[index]
+            else:
+                task = self._queue.popleft()
+            task.start_at = max(free_at, task.created)
+            task.finish_at = task.start_at + task.duration
+            heapq.heappush(self._workers, task.finish_at)
 
     def _decide_outcome(self, task: Task) -> None:
         if task.media is None:
@@ -238,6 +269,7 @@ class Service:
         task.final_status, task.code, task.error = "failed", 1402, f"media access failed: {reason}"
 
     def prediction(self, task: Task, now: float, base_url: str) -> dict[str, Any]:
+        self.advance(now)
         status = task.status(now)
         done = status == "completed"
         data: dict[str, Any] = {
@@ -274,6 +306,7 @@ class Service:
     ) -> list[Task]:
         """Tasks matching the filters, newest first (the list endpoint's order)."""
         wanted = {"processing": ("created", "processing")}.get(status or "", (status,))
+        self.advance(now)
         found = []
         for task in reversed(self.order):
             if before is not None and task.created > before:
@@ -285,9 +318,10 @@ class Service:
         return found
 
     def last_completion(self) -> float | None:
-        return max((t.finish_at for t in self.order), default=None)
+        return max((t.finish_at for t in self.order if t.finish_at < math.inf), default=None)
 
     def stats(self, now: float) -> dict[str, Any]:
+        self.advance(now)
         c = self.counters
         lags = [
             t.first_reported_at - t.finish_at for t in self.order if t.first_reported_at is not None
