@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import heapq
 import json
+import random
 import resource
 import subprocess
 import sys
@@ -20,12 +23,38 @@ from wavespeed_outpaint.emulator._process import emulator_process as spawn_emula
 
 @attrs.frozen
 class TimeModel:
-    """How the emulated service behaves: seconds of work per generated second, and spread."""
+    """How the emulated service behaves: seconds of work per generated second, and spread;
+    optionally a running limit with a queue in front of it."""
 
     time_scale: float = 1.0
     base_seconds: float = 0.5
     jitter: float = 0.2
     faults: float = 0.0  # every fault kind at this probability (webhooks aside)
+    distribution: str = "uniform"  # or "lognormal", with `sigma`
+    sigma: float = 0.6
+    running: int | None = None  # tasks the service runs at once; None: no limit
+    queue_order: str = "fifo"  # or "random"
+
+    def emulator_args(self) -> list[str]:
+        args = [
+            "--time-scale",
+            str(self.time_scale),
+            "--base-seconds",
+            str(self.base_seconds),
+            "--jitter",
+            str(self.jitter),
+            "--distribution",
+            self.distribution,
+            "--sigma",
+            str(self.sigma),
+            "--queue-order",
+            self.queue_order,
+        ]
+        if self.running is not None:
+            args += ["--running", str(self.running)]
+        for kind in FAULT_KINDS if self.faults else ():
+            args += ["--fault", f"{kind}={self.faults}"]
+        return args
 
 
 FAULT_KINDS = (
@@ -48,20 +77,7 @@ FAULT_KINDS = (
 @contextlib.contextmanager
 def emulator_process(model: TimeModel, *, seed: int = 1) -> Iterator[str]:
     """The emulator in its own process with this time model; yields its base URL."""
-    args = [
-        "--time-scale",
-        str(model.time_scale),
-        "--base-seconds",
-        str(model.base_seconds),
-        "--jitter",
-        str(model.jitter),
-        "--seed",
-        str(seed),
-        "--retry-after",
-        "0.2",
-    ]
-    for kind in FAULT_KINDS if model.faults else ():
-        args += ["--fault", f"{kind}={model.faults}"]
+    args = [*model.emulator_args(), "--seed", str(seed), "--retry-after", "0.2"]
     with spawn_emulator(*args) as base_url:
         yield base_url
 
@@ -69,6 +85,44 @@ def emulator_process(model: TimeModel, *, seed: int = 1) -> Iterator[str]:
 def emulator_stats(base_url: str) -> dict[str, Any]:
     with urllib.request.urlopen(base_url + "/_emulator/stats", timeout=30) as response:
         return json.loads(response.read())  # type: ignore[no-any-return]
+
+
+def emulator_tasks(base_url: str) -> list[dict[str, Any]]:
+    """Every task the emulator made, in creation order, with its duration."""
+    with urllib.request.urlopen(base_url + "/_emulator/tasks", timeout=60) as response:
+        return json.loads(response.read())  # type: ignore[no-any-return]
+
+
+def ideal_makespan(
+    durations: list[float], in_flight: int, running: int | None, order: str, seed: int = 0
+) -> float:
+    """The batch's wall time for a client that sees every finish at once and fills the
+    freed slot at once: `in_flight` tasks submitted at a time, in this order, to a service
+    that runs `running` at once and serves its queue in `order` ("fifo" or "random")."""
+    rng = random.Random(seed)
+    pending = collections.deque(durations)
+    workers = running if running is not None else len(durations)
+    queue: list[float] = []  # durations waiting at the service
+    finishes: list[float] = []  # heap of running tasks' finish times
+    now = 0.0
+
+    def submit() -> None:
+        queue.append(pending.popleft())
+
+    def start() -> None:
+        while queue and len(finishes) < workers:
+            index = rng.randrange(len(queue)) if order == "random" else 0
+            heapq.heappush(finishes, now + queue.pop(index))
+
+    for _ in range(min(in_flight, len(pending))):
+        submit()
+    start()
+    while finishes:
+        now = heapq.heappop(finishes)
+        if pending:
+            submit()
+        start()
+    return now
 
 
 def make_source(path: Path, seconds: float = 0.5, rate: int = 8000) -> Path:

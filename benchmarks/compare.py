@@ -27,6 +27,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import attrs
+
 sys.path.insert(0, str(Path(__file__).parent))
 
 from _harness import (
@@ -145,7 +147,7 @@ CLIENTS = {"this SDK": run_ours, "official SDK": run_official, "hand-written loo
 
 
 def child(client: str, count: int, faults: float, result_file: Path) -> None:
-    model = TimeModel(SERVICE.time_scale, SERVICE.base_seconds, SERVICE.jitter, faults)
+    model = attrs.evolve(SERVICE, faults=faults)
     concurrency = min(count, 1000)
     with emulator_process(model) as base_url, tempfile.TemporaryDirectory() as tmp:
         source = make_source(Path(tmp) / "source.wav")
