@@ -16,7 +16,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -123,13 +123,30 @@ def fingerprint(request: OutpaintRequest, content_hash: str | None) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
+@attrs.frozen
+class _StatusOf:
+    """The poller's view of the client: one prediction, or pages of the list."""
+
+    client: OutpaintClient
+
+    async def get(self, prediction_id: str) -> Prediction:
+        return await self.client.get(prediction_id)
+
+    def list_pages(
+        self, *, status: str, created_after: datetime, created_before: datetime
+    ) -> AsyncGenerator[tuple[int, int, list[dict[str, Any]]], None]:
+        return self.client._list_pages(
+            status=status, created_after=created_after, created_before=created_before
+        )
+
+
 class Engine:
     def __init__(self, client: OutpaintClient) -> None:
         opts = client.options
         self._client = client
         self.options = opts
         self.poller = SharedPoller(
-            client,
+            _StatusOf(client),
             PollOptions(
                 min_check_interval=opts.min_check_interval,
                 parallel_status_requests=opts.parallel_status_requests,

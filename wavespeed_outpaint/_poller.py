@@ -1,17 +1,25 @@
 """The shared poller: one loop watches every in-flight prediction of a client.
 
-Each watched task has a due time on a heap: first near its predicted finish (learned
-online from the tasks that already finished), then after a short back-off. When tasks
-come due the loop asks in the cheapest way: with several tasks in flight, one list
-request (status `completed`, filtered to the due tasks' creation window) reports up to
-100 finished predictions at once; a task the list does not show for too long, or any
-task when the list is unavailable, gets its own result GET, never more often than
-`min_check_interval` (the docs ask for politeness per task).
+With several tasks in flight it asks the list endpoint, which answers for many tasks at
+once (status `completed`, filtered to a creation window, up to 100 items a page). The
+tasks in flight, in creation order, are cut into *windows* that each fit one page of
+the finished predictions around them (`_windows`), and each window is looked at when
+the lag its unseen finished tasks have probably run up outweighs the price of a request
+(`SweepPolicy`). What "probably" means is learned from the tasks that already finished:
+the chance that a task of a given age is still running (`Survival`), with no model of
+the service's times built in, so a heavy tail, a queue at the service or a long fixed
+start cost change how often a window is looked at, not whether a late task is found.
+
+Per task result GETs remain for what the list cannot show (`cancelled`, `timeout`: asked
+about once a task is far older than any seen to finish), for a single task in flight, and
+when the list endpoint is unavailable; never more often than `min_check_interval` per task
+(the docs ask for politeness per task).
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import collections
 import contextlib
 import heapq
@@ -19,27 +27,39 @@ import itertools
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import anyio
+import anyio.abc
 import attrs
 
 from .errors import APIError, AuthenticationError, NotFoundError, OutpaintError, ProtocolError
-from .models import CREATED_AT_RESOLUTION, Prediction, Status
-
-if TYPE_CHECKING:
-    from .client import OutpaintClient
+from .models import CREATED_AT_RESOLUTION, Prediction, Status, _parse_time
 
 log = logging.getLogger("wavespeed_outpaint.poller")
 
-EARLY_QUANTILE = 0.1
 EARLY_DELIVERIES_KEPT = 10_000
-# The gap between sweeps that find something, for a single task in flight (seconds).
-SWEEP_GAP_FOR_ONE = 1.0
 # Answers that break the protocol this many times in a row are not asked again.
 PROTOCOL_STRIKES = 3
+# Finished predictions a window may already hold: a page is 100, and the rest is room
+# for the ones that finish before the look.
+WINDOW_ITEMS = 80
+# The planning pass over every task costs CPU: at most this share of the loop's time.
+PLANNING_SHARE = 0.05
+# The longest wait between two plans while tasks are in flight (seconds).
+PLAN_EVERY = 0.1
+
+
+class StatusAPI(Protocol):
+    """What the poller asks the service: one prediction, or pages of the list."""
+
+    async def get(self, prediction_id: str) -> Prediction: ...
+
+    def list_pages(
+        self, *, status: str, created_after: datetime, created_before: datetime
+    ) -> AsyncGenerator[tuple[int, int, list[dict[str, Any]]], None]: ...
 
 
 @attrs.frozen
@@ -47,14 +67,21 @@ class PollOptions:
     # Per task: never two result GETs closer than this (the docs advise >= 2 s).
     min_check_interval: float = 2.0
     max_check_interval: float = 30.0
-    # Sweeps: the gap between two list requests, growing while they find nothing.
-    min_sweep_gap: float = 0.1
+    # Never two list requests for one window closer than this.
+    min_sweep_gap: float = 0.05
+    # Before any task has finished: the gap between looks at everything in flight grows
+    # from this (divided by the square root of the tasks in flight) up to `max_sweep_gap`.
+    blind_sweep_gap: float = 1.0
     max_sweep_gap: float = 2.0
+    # The price of one list request, in seconds of detection lag: a window is looked at
+    # once the tasks in it have probably run up this much lag between them (finished
+    # and not yet seen). Lower: less lag, more requests.
+    request_price: float = 0.5
     # Below this many tasks in flight, per-task GETs are as cheap as the list.
     list_min_tasks: int = 2
-    # A task still unseen this long after its predicted finish gets its own GET
+    # A task still running at this multiple of the time 99% of tasks took gets its own GET
     # (the list cannot show `cancelled` or `timeout`).
-    overdue_after: float = 1.0
+    overdue_factor: float = 2.0
     # Before any task has finished, how long until a task is asked about on its own
     # (and, with webhooks, looked for at all).
     blind_overdue_after: float = 30.0
@@ -65,25 +92,23 @@ class PollOptions:
     # Slack on a creation window around a client-clock time (the service gave none).
     clock_skew: float = 2.0
     # With webhooks on: how long after its predicted finish a task without a delivery
-    # is checked by polling. None: webhooks are off.
+    # is checked by GET when the list is not there. None: webhooks are off.
     webhook_grace: float | None = None
 
 
 class FinishEstimator:
-    """Predicts when a task finishes, from the work per generated second seen so far."""
+    """Predicts when a task finishes, from the work per generated second seen so far
+    (for per-task GETs, where one look at the wrong moment costs a request)."""
 
     def __init__(self, initial: float) -> None:
         self._samples: collections.deque[float] = collections.deque(maxlen=256)
         self._initial = initial
         self._sorted: list[float] | None = None
 
-    def observe(self, generated: float, not_before: float, seen_at: float, created: float) -> None:
-        """The task finished after `not_before` (its last check) and by `seen_at`."""
-        if generated <= 0:
-            return
-        finished = (max(not_before, created) + seen_at) / 2
-        self._samples.append(max(0.0, finished - created) / generated)
-        self._sorted = None
+    def observe(self, generated: float, seconds: float) -> None:
+        if generated > 0:
+            self._samples.append(max(0.0, seconds) / generated)
+            self._sorted = None
 
     @property
     def has_samples(self) -> bool:
@@ -101,49 +126,120 @@ class FinishEstimator:
         return created + self.work_per_second(quantile) * generated
 
 
+class Survival:
+    """How long tasks take from creation to their end, as seen so far: the chance that a
+    task is still running at a given age. Past the longest time seen, the chance decays
+    with the mean time (a tail that was not seen yet is not ruled out)."""
+
+    def __init__(self, kept: int = 512) -> None:
+        self._samples: collections.deque[float] = collections.deque(maxlen=kept)
+        self._sorted: list[float] = []
+        self.mean = 0.0
+        self.longest = 0.0
+        self.nearly_all = 0.0  # 99% of tasks took at most this long
+
+    def observe(self, seconds: float) -> None:
+        self._samples.append(max(0.0, seconds))
+        self._sorted = sorted(self._samples)
+        self.mean = max(1e-3, sum(self._sorted) / len(self._sorted))
+        self.longest = self._sorted[-1]
+        self.nearly_all = self._sorted[int(0.99 * (len(self._sorted) - 1))]
+
+    @property
+    def has_samples(self) -> bool:
+        return bool(self._sorted)
+
+    def running(self, age: float) -> float:
+        """The chance that a task is still running at `age` seconds (1 with no samples)."""
+        n = len(self._sorted)
+        if not n:
+            return 1.0
+        beyond = n - bisect.bisect_right(self._sorted, age)
+        if beyond:
+            return beyond / n
+        return 0.5 / n * math.exp(-(age - self.longest) / self.mean)
+
+
+class _Items:
+    """Predictions of one status the list has shown (anyone's), by creation time: how
+    many items a window will hold. Only the span of the tasks in flight is kept."""
+
+    def __init__(self) -> None:
+        self.created: list[float] = []  # sorted
+        self._ids: dict[str, float] = {}
+
+    def __contains__(self, prediction_id: str) -> bool:
+        return prediction_id in self._ids
+
+    def add(self, prediction_id: str, created: float) -> None:
+        if prediction_id not in self._ids:
+            self._ids[prediction_id] = created
+            bisect.insort(self.created, created)
+
+    def forget_before(self, oldest: float) -> None:
+        """Items created before every task in flight no longer fall in any window
+        (forgotten in bulk, when they are half of what is kept)."""
+        cut = bisect.bisect_left(self.created, oldest - 1.0)
+        if cut > 1000 and cut > len(self.created) // 2:
+            limit = self.created[cut - 1]
+            del self.created[:cut]
+            self._ids = {i: c for i, c in self._ids.items() if c > limit}
+
+
 @attrs.define(eq=False)
 class _Watch:
     id: str
     created: float  # server clock when the service said, else the client's submit time
     margin: float  # how far the true creation time may be from `created`
     generated: float
-    predicted: float
-    due: float
+    due: float  # the next result GET, if any
     event: asyncio.Event = attrs.field(factory=asyncio.Event)  # asyncio's: one per task
+    looked: float = 0.0  # the last list look that covered it (client clock)
+    lag: float = 0.0  # seconds of lag it has probably run up since that look
+    asking: bool = False  # a list look that covers it is under way
     last_get: float = 0.0
     last_seen_unfinished: float = 0.0
-    misses: int = 0
+    gets: int = 0
     lies: int = 0  # answers about this task that broke the protocol, in a row
     outcome: Prediction | OutpaintError | None = None
     via: str = ""
 
 
-Fetch = Callable[[str], Awaitable[Prediction]]
-
-
 class SharedPoller:
-    """Owned by the client; `run()` lives in the client's task group."""
+    """Owned by the engine; `run()` lives in the client's task group."""
 
-    def __init__(self, client: OutpaintClient, options: PollOptions) -> None:
-        self._client = client
+    def __init__(self, api: StatusAPI, options: PollOptions) -> None:
+        self._api = api
         self.options = options
         self.estimator = FinishEstimator(options.initial_work_per_second)
+        self.survival = Survival()
         self._watches: dict[str, _Watch] = {}
         self._early: dict[str, tuple[Prediction, str]] = {}
-        # Seconds past a task's predicted finish before polling for it; None: no webhooks.
+        # Seconds past a task's predicted finish before a GET for it; None: no webhooks.
         self.webhook_grace = options.webhook_grace
-        self._heap: list[tuple[float, int, _Watch]] = []
-        # Due tasks a sweep did not settle, asked about again in the next sweep: one list
-        # for all of them instead of a heap entry each, since they share the time.
-        self._next_sweep: list[_Watch] = []
-        self._next_sweep_at = math.inf
+        # Deliveries: how many tasks were settled by a webhook and how many by a look.
+        self._delivered = 0
+        self._looked_up = 0
+        self._heap: list[tuple[float, int, _Watch]] = []  # result GETs, by due time
         self._seq = itertools.count()
         self._wakeup = anyio.Event()
         self._sleeping_until = -math.inf  # when run() next looks by itself
         self._list_ok = True
         self._list_lies = 0
-        self._sweep_gap = options.min_sweep_gap
-        self._last_sweep = 0.0
+        # Tasks for the list, in creation order (settled ones are dropped when planning).
+        self._order: list[_Watch] = []
+        # Creation times of finished predictions the list has shown (anyone's), sorted:
+        # how many items a window will hold. Only the span of the tasks in flight is kept.
+        self._finished = _Items()
+        self._failed = _Items()
+        self._was_listing = False
+        self._blind_gap = 0.0
+        self._blind_next = 0.0
+        self._failed_lag = 0.0  # the lag failed tasks have probably run up, unseen
+        self._asking_failed = False
+        self._ended = collections.Counter[str]()  # tasks seen to end, by list status
+        self._planned = time.time()  # when the lag of every task was last brought up to date
+        self._plan_cost = 0.0
         self._limiter = asyncio.Semaphore(options.parallel_status_requests)
         self.counts = collections.Counter[str]()
 
@@ -163,33 +259,7 @@ class SharedPoller:
             return early  # its webhook came before the submit's answer
         watch = self._watches.get(prediction.id)
         if watch is None:
-            if prediction.created_at is not None:
-                created, margin = prediction.created_at.timestamp(), CREATED_AT_RESOLUTION
-            else:
-                created = sent_at if sent_at is not None else time.time()
-                margin = self.options.clock_skew
-            predicted = self.estimator.finish(created, generated_seconds)
-            if self.webhook_grace is not None:
-                # Webhooks bring the result: look only when one is late. Before any task
-                # has finished, "late" is unknown: the first look waits a long while.
-                expected = (
-                    predicted
-                    if self.estimator.has_samples
-                    else created + self.options.blind_overdue_after
-                )
-                first_look = expected + self.webhook_grace
-            elif self._list_ok and self.in_flight + 1 >= self.options.list_min_tasks:
-                # With the list, an early look is cheap (one request asks for every due
-                # task), so the first look comes when the quicker tasks finish.
-                first_look = self.estimator.finish(created, generated_seconds, EARLY_QUANTILE)
-            else:
-                # A task of its own is first asked about when most tasks are done: an
-                # early GET costs a request and a back-off.
-                first_look = predicted
-            watch = _Watch(prediction.id, created, margin, generated_seconds, predicted, first_look)
-            watch.last_seen_unfinished = time.time()
-            self._watches[watch.id] = watch
-            self._schedule(watch, first_look)
+            watch = self._watch(prediction, generated_seconds, sent_at)
         try:
             await watch.event.wait()
         finally:
@@ -199,6 +269,40 @@ class SharedPoller:
             raise watch.outcome
         assert watch.outcome is not None
         return watch.outcome, watch.via
+
+    def _watch(self, prediction: Prediction, generated: float, sent_at: float | None) -> _Watch:
+        if prediction.created_at is not None:
+            created, margin = prediction.created_at.timestamp(), CREATED_AT_RESOLUTION
+        else:
+            created = sent_at if sent_at is not None else time.time()
+            margin = self.options.clock_skew
+        now = time.time()
+        watch = _Watch(prediction.id, created, margin, generated, due=math.inf)
+        watch.looked = watch.last_seen_unfinished = now
+        self._watches[watch.id] = watch
+        if not self._order or created >= self._order[-1].created:
+            self._order.append(watch)
+        else:
+            bisect.insort(self._order, watch, key=lambda w: w.created)  # a resumed task
+        self._schedule(watch, self._first_get(watch))
+        return watch
+
+    def _first_get(self, watch: _Watch) -> float:
+        """When a task is first asked about on its own, if the list does not cover it."""
+        predicted = self.estimator.finish(watch.created, watch.generated)
+        if self.webhook_grace is not None:
+            # Webhooks bring the result: ask only when one is late. Before any task has
+            # finished, "late" is unknown: the first look waits a long while.
+            if not self.estimator.has_samples:
+                predicted = watch.created + self.options.blind_overdue_after
+            return predicted + self.webhook_grace
+        return predicted
+
+    def _overdue_at(self, watch: _Watch) -> float:
+        """When a task is so late that it may have ended where the list cannot show it."""
+        if not self.survival.has_samples:
+            return watch.created + self.options.blind_overdue_after
+        return watch.created + self.options.overdue_factor * self.survival.nearly_all
 
     def deliver(self, prediction: Prediction, via: str) -> bool:
         """Hand in a final prediction learned elsewhere (a webhook). True if it was news.
@@ -230,175 +334,285 @@ class SharedPoller:
     def _resolve(self, watch: _Watch, outcome: Prediction | OutpaintError, via: str) -> None:
         if isinstance(outcome, Prediction):
             now = time.time()
-            # A webhook comes as the task ends; a poll only bounds when it ended.
-            not_before = now if via == "webhook" else watch.last_seen_unfinished
-            first_sample = not self.estimator.has_samples
-            self.estimator.observe(watch.generated, not_before, now, watch.created)
-            if first_sample and self.webhook_grace is not None:
-                self._reschedule_blind_watches()
+            if via == "webhook":
+                self._delivered += 1
+                seconds = now - watch.created  # a webhook comes as the task ends
+            else:
+                self._looked_up += 1
+                # A look only bounds when it ended: after the last look that saw it running.
+                seconds = (max(watch.last_seen_unfinished, watch.created) + now) / 2 - watch.created
+            first = not self.survival.has_samples
+            # Only what the list shows teaches when tasks end: `cancelled` and `timeout`
+            # are found late, by a GET, and would stretch every estimate.
+            listed = self._finished if outcome.ok else None
+            if outcome.status is Status.FAILED:
+                listed = self._failed
+            if listed is not None:
+                self._ended["completed" if outcome.ok else "failed"] += 1
+                listed.add(watch.id, watch.created)
+                self.estimator.observe(watch.generated, seconds)
+                self.survival.observe(seconds)
+                if first:
+                    self._wakeup.set()  # now there is something to plan with
         watch.outcome, watch.via = outcome, via
         self._watches.pop(watch.id, None)
         watch.event.set()
 
-    def _reschedule_blind_watches(self) -> None:
-        """The first finished task tells what "late" means: bring waiting looks forward."""
-        assert self.webhook_grace is not None
-        for other in self._watches.values():
-            other.predicted = self.estimator.finish(other.created, other.generated)
-            due = other.predicted + self.webhook_grace
-            if due < other.due:
-                self._schedule(other, due)
-
-    def _ask_next_sweep(self, watch: _Watch, at: float) -> None:
-        """Due again at `at`, the next sweep's time (`_check` runs inside `run`, which
-        looks at `_next_sweep_at` before it sleeps: no wake-up needed)."""
-        if at != self._next_sweep_at:
-            self._carry_over_next_sweep()
-            self._next_sweep_at = at
-        watch.due = at
-        self._next_sweep.append(watch)
-
-    def _carry_over_next_sweep(self) -> None:
-        """Tasks waiting for a next sweep whose time changes go on the heap instead."""
-        for watch in self._next_sweep:
-            if watch.id in self._watches and watch.due == self._next_sweep_at:
-                heapq.heappush(self._heap, (watch.due, next(self._seq), watch))
-        self._next_sweep = []
-
     def _pop_due(self, now: float) -> list[_Watch]:
         due = []
-        if self._next_sweep_at <= now:
-            at, self._next_sweep_at = self._next_sweep_at, math.inf
-            due = [w for w in self._next_sweep if w.id in self._watches and w.due == at]
-            self._next_sweep = []
         while self._heap and self._heap[0][0] <= now:
             when, _, watch = heapq.heappop(self._heap)
             if watch.id in self._watches and watch.due == when:
                 due.append(watch)
         return due
 
+    @property
+    def _listing(self) -> bool:
+        return self._list_ok and len(self._watches) >= self.options.list_min_tasks
+
     async def run(self) -> None:
+        # Requests run beside the loop: one slow answer (a retry, a back-off after 429)
+        # holds up its own window, not the looks at every other one.
+        async with anyio.create_task_group() as requests:
+            await self._loop(requests)
+
+    async def _loop(self, requests: anyio.abc.TaskGroup) -> None:
         while True:
             self._wakeup = anyio.Event()
             now = time.time()
-            due = self._pop_due(now)
-            if due:
-                await self._check(due, now)
-                continue
+            gets = self._pop_due(now)
+            listing = self._listing
+            if listing:
+                gets = self._only_overdue(gets, now)
+            elif self._was_listing:
+                self._ask_each_from(now)  # down to one task, or the list went away
+            self._was_listing = listing
+            sweeps: list[tuple[list[_Watch], str]] = []
+            next_plan = math.inf
+            if listing and now >= self._planned + self._plan_cost / PLANNING_SHARE:
+                started = time.perf_counter()
+                sweeps, next_plan = self._plan(now)
+                self._plan_cost = time.perf_counter() - started
+            elif listing:
+                next_plan = self._planned + self._plan_cost / PLANNING_SHARE
+            for window, status in sweeps:
+                requests.start_soon(self._sweep, window, status)
+            for watch in gets:
+                requests.start_soon(self._get_one, watch)
             # Drop stale heap entries so the next wake-up is a real one.
             while self._heap and self._heap[0][2].due != self._heap[0][0]:
                 heapq.heappop(self._heap)
-            self._sleeping_until = min(
-                self._heap[0][0] if self._heap else math.inf, self._next_sweep_at
-            )
+            self._sleeping_until = min(self._heap[0][0] if self._heap else math.inf, next_plan)
             with anyio.move_on_after(self._sleeping_until - now):
                 await self._wakeup.wait()
             self._sleeping_until = -math.inf
 
-    async def _check(self, due: list[_Watch], now: float) -> None:
+    def _only_overdue(self, gets: list[_Watch], now: float) -> list[_Watch]:
+        """While the list covers every task, a GET is only for a task that is overdue and
+        that a look at the list since did not show (it may have been cancelled)."""
+        asked = []
+        for watch in gets:
+            overdue = self._overdue_at(watch)
+            if now >= overdue and watch.looked >= overdue:
+                asked.append(watch)
+            elif self.survival.has_samples:
+                self._schedule(watch, max(overdue, now + self.options.max_sweep_gap))
+            else:
+                # What "overdue" means is learned with the first finished task: ask again.
+                self._schedule(watch, now + self.options.max_sweep_gap)
+        return asked
+
+    def _ask_each_from(self, now: float) -> None:
+        """Every task is asked about on its own from now on."""
+        for watch in self._watches.values():
+            self._schedule(watch, max(now, watch.last_get + self.options.min_check_interval))
+
+    # -- planning the list looks ---------------------------------------------------------
+
+    def _plan(self, now: float) -> tuple[list[tuple[list[_Watch], str]], float]:
+        """The windows to look at now, and when to plan again."""
+        self._order = order = [w for w in self._order if w.id in self._watches]
+        if not order:
+            return [], math.inf
+        oldest = order[0].created - order[0].margin
+        self._finished.forget_before(oldest)
+        self._failed.forget_before(oldest)
+        elapsed, self._planned = now - self._planned, now
         opts = self.options
-        if self._list_ok and len(self._watches) >= opts.list_min_tasks:
-            wait = self._last_sweep + self._sweep_gap - now
-            if wait > 0:
-                # Too soon for another list request: fold these into the next sweep.
-                for watch in due:
-                    self._ask_next_sweep(watch, now + wait)
-                return
-            in_flight = len(self._watches)
-            found = await self._sweep(due, "completed")
-            log.debug("list sweep: %d tasks due, %d found final", len(due), found)
-            # Tasks missed twice may have failed: the same window, for failures.
-            missed = [w for w in due if w.id in self._watches and w.misses >= 2]
-            if missed:
-                found += await self._sweep(missed, "failed")
-            # A look costs one request whatever it serves: frequent for a thousand tasks
-            # (lag), sparing for a handful (requests per task).
-            shortest = max(opts.min_sweep_gap, SWEEP_GAP_FOR_ONE / math.sqrt(in_flight))
-            if found:
-                self._sweep_gap = shortest
-            else:
-                # Nothing yet: wait longer before the next look, the more so the fewer
-                # tasks are in flight, any of which may finish by then (a handful:
-                # doubling; a thousand: +6% a look). Counting only the due ones would
-                # let one early straggler stretch the gap while a thousand tasks end.
-                growth = 1 + min(1.0, 2 / math.sqrt(in_flight))
-                self._sweep_gap = min(opts.max_sweep_gap, max(shortest, self._sweep_gap * growth))
-            now = time.time()
-            overdue = []
-            for watch in due:
-                if watch.id not in self._watches:
-                    continue
-                watch.last_seen_unfinished = now
-                watch.predicted = max(
-                    watch.predicted, self.estimator.finish(watch.created, watch.generated)
-                )
-                # Cancelled and timed-out tasks never show in the list: ask them directly,
-                # once they are late by what the finished tasks have shown (or very late).
-                overdue_after = max(opts.overdue_after, 0.5 * (watch.predicted - watch.created))
-                late = now - watch.predicted > overdue_after and (
-                    self.estimator.has_samples or now - watch.created > opts.blind_overdue_after
-                )
+        if not self.survival.has_samples:
+            return self._plan_blind(order, now)
 
-                if late and now - watch.last_get >= opts.min_check_interval:
-                    overdue.append(watch)
-                else:
-                    watch.misses += 1
-                    self._ask_next_sweep(watch, now + self._sweep_gap)
-            due = overdue
-        if due:
-            await self._get_each(due)
+        # Of the tasks that end, the share that fail, and with webhooks on, the share of
+        # deliveries lost (a finished task is unseen only if its delivery was lost).
+        failing = (self._ended["failed"] + 0.5) / (self._ended.total() + 5)
+        unseen = 1.0
+        if self.webhook_grace is not None:
+            unseen = (self._looked_up + 0.5) / (self._looked_up + self._delivered + 5)
+        sweeps: list[tuple[list[_Watch], str]] = []
+        next_plan = math.inf
+        running = self.survival.running
+        failed_rate = 0.0
+        for window in self._windows(order, self._finished.created):
+            if any(w.asking for w in window):
+                continue  # its look is under way; its answer wakes the loop
+            lag = rate = 0.0
+            last_look = 0.0
+            for w in window:
+                # The chance it ended since the last look that saw it running.
+                then = running(w.looked - w.created)
+                done = 1.0 - running(now - w.created) / then if then > 0 else 1.0
+                if unseen < 1.0:
+                    done = done * unseen / (1 - done + done * unseen)
+                w.lag += done * min(elapsed, now - w.looked)
+                lag += w.lag
+                rate += done
+                last_look = max(last_look, w.looked)
+            failed_rate += rate * failing
+            lag, rate = lag * (1 - failing), rate * (1 - failing)
+            if now - last_look < opts.min_sweep_gap:
+                next_plan = min(next_plan, last_look + opts.min_sweep_gap)
+            elif lag >= opts.request_price:
+                sweeps.append((window, "completed"))
+            elif rate:
+                # Lag grows at least as fast as now: plan again when it may reach the price.
+                next_plan = min(next_plan, now + (opts.request_price - lag) / rate)
+        # Failed tasks, by the same rule, in one look at everything in flight (few items
+        # have failed, so one window usually holds them all).
+        self._failed_lag += failed_rate * elapsed
+        if self._failed_lag >= opts.request_price and not self._asking_failed:
+            self._failed_lag = 0.0
+            sweeps += [(w, "failed") for w in self._windows(order, self._failed.created)]
+        elif failed_rate:
+            next_plan = min(next_plan, now + (opts.request_price - self._failed_lag) / failed_rate)
+        # The chances grow between plans (a projection at today's rate comes too late):
+        # plan again soon, and never busily.
+        return sweeps, min(max(next_plan, now + opts.min_sweep_gap / 2), now + PLAN_EVERY)
 
-    async def _sweep(self, due: list[_Watch], status: str) -> int:
-        """One list query over the due tasks' creation window; returns how many it settled."""
+    def _plan_blind(
+        self, order: list[_Watch], now: float
+    ) -> tuple[list[tuple[list[_Watch], str]], float]:
+        """Nothing has finished yet, so nothing tells when anything will: look at every
+        task, less often each time (a handful: doubling; a thousand: +6% a look)."""
+        if self.webhook_grace is not None:
+            # Wait for the first delivery; if none comes, the deliveries may not be
+            # reaching the receiver at all: look for them in the list.
+            silent_since = order[0].created + self.options.blind_overdue_after
+            if now < silent_since:
+                return [], silent_since
+        if not self._blind_gap:
+            # The first look: when the quicker tasks would finish by the prior guess.
+            first = min(self.estimator.finish(w.created, w.generated, 0.1) for w in order[:100])
+            self._blind_gap = self.options.blind_sweep_gap / math.sqrt(len(order))
+            self._blind_next = max(first, now + self.options.min_sweep_gap)
+        if now < self._blind_next:
+            return [], self._blind_next
+        n = len(order)
+        self._blind_gap = min(
+            self.options.max_sweep_gap,
+            max(self.options.blind_sweep_gap / math.sqrt(n), self._blind_gap)
+            * (1 + min(1.0, 2 / math.sqrt(n))),
+        )
+        self._blind_next = now + self._blind_gap
+        windows = self._windows(order, self._finished.created)
+        return [(w, "completed") for w in windows], self._blind_next
 
-        # Exactly the due tasks' creation window: every finished task inside it that is
-        # not due is read for nothing (at thousands in flight, most of a sweep's cost).
-        after = datetime.fromtimestamp(min(w.created - w.margin for w in due), timezone.utc)
-        before = datetime.fromtimestamp(max(w.created + w.margin for w in due), timezone.utc)
-        self._last_sweep = time.time()
-        settled = 0
-        unsettled = {w.id for w in due}
-        pages = self._client._list_pages(status=status, created_after=after, created_before=before)
+    def _windows(self, order: list[_Watch], finished: list[float]) -> list[list[_Watch]]:
+        """The tasks in creation order, cut where a window would hold more than a page of
+        predictions already finished (a long run of those between two tasks in flight
+        is skipped, not read)."""
+        windows: list[list[_Watch]] = []
+        window: list[_Watch] = []
+        start = 0
+        for w in order:
+            if window:
+                held = bisect.bisect_right(finished, w.created + w.margin) - start
+                if held > WINDOW_ITEMS:
+                    windows.append(window)
+                    window = []
+            if not window:
+                start = bisect.bisect_left(finished, w.created - w.margin)
+            window.append(w)
+        if window:
+            windows.append(window)
+        return windows
+
+    # -- asking ---------------------------------------------------------------------------
+
+    async def _sweep(self, window: list[_Watch], status: str) -> None:
+        """One list query over the window's creation span; settles what it shows."""
+        if status == "completed":
+            for w in window:
+                w.asking = True
+        else:
+            self._asking_failed = True
         try:
-            async with contextlib.aclosing(pages):
-                async for _, _, items in pages:
-                    self.counts["list_requests"] += 1
-                    self.counts["list_items"] += len(items)
-                    self._list_lies = 0
-                    for item in items:
-                        watch = self._watches.get(item["id"])
-                        if watch is None:
-                            continue  # settled earlier, or not this client's
-                        prediction = Prediction.from_data(item)
-                        if prediction.is_final:
-                            self._resolve(watch, prediction, "list")
-                            unsettled.discard(watch.id)
-                            settled += 1
-                    if not unsettled:
-                        break  # the rest of the window holds nothing this sweep is for
-        except NotFoundError as exc:
-            log.warning("the list endpoint is unavailable (%s); polling each task instead", exc)
-            self._list_ok = False
-        except ProtocolError as exc:
-            self._list_lies += 1
-            if self._list_lies >= PROTOCOL_STRIKES:
-                log.warning(
-                    "the list endpoint keeps breaking the protocol (%s); polling instead", exc
-                )
-                self._list_ok = False
-        except APIError as exc:
-            if exc.status == 405:
-                self._list_ok = False
-            else:
-                log.warning("list request failed: %s", exc)
-        except OutpaintError as exc:
-            log.warning("list request failed: %s", exc)
-        return settled
+            await self._ask_list(window, status)
+        finally:
+            for w in window:
+                w.asking = False
+            if status != "completed":
+                self._asking_failed = False
+            self._wakeup.set()
 
-    async def _get_each(self, due: list[_Watch]) -> None:
-        async with anyio.create_task_group() as tg:
-            for watch in due:
-                tg.start_soon(self._get_one, watch)
+    async def _ask_list(self, window: list[_Watch], status: str) -> None:
+        after = datetime.fromtimestamp(min(w.created - w.margin for w in window), timezone.utc)
+        before = datetime.fromtimestamp(max(w.created + w.margin for w in window), timezone.utc)
+        started = time.time()
+        items_of_status = self._finished if status == "completed" else self._failed
+        async with self._limiter:
+            pages = self._api.list_pages(status=status, created_after=after, created_before=before)
+            try:
+                async with contextlib.aclosing(pages):
+                    async for _, _, items in pages:
+                        self.counts["list_requests"] += 1
+                        self.counts["list_items"] += len(items)
+                        self._list_lies = 0
+                        for item in items:
+                            self._settle_item(item, items_of_status)
+            except NotFoundError as exc:
+                log.warning("the list endpoint is unavailable (%s); polling each task instead", exc)
+                self._stop_listing()
+                return
+            except ProtocolError as exc:
+                self._list_lies += 1
+                if self._list_lies >= PROTOCOL_STRIKES:
+                    log.warning(
+                        "the list endpoint keeps breaking the protocol (%s); polling instead", exc
+                    )
+                    self._stop_listing()
+                return
+            except APIError as exc:
+                if exc.status == 405:
+                    self._stop_listing()
+                else:
+                    log.warning("list request failed: %s", exc)
+                return
+            except OutpaintError as exc:
+                log.warning("list request failed: %s", exc)
+                return
+        if status != "completed":
+            return
+        for w in window:
+            if w.id in self._watches:
+                w.looked = w.last_seen_unfinished = started
+                w.lag = 0.0
+
+    def _settle_item(self, item: dict[str, Any], seen: _Items) -> None:
+        item_id = item["id"]
+        watch = self._watches.get(item_id)
+        if watch is not None:
+            prediction = Prediction.from_data(item)
+            if prediction.is_final:
+                self._resolve(watch, prediction, "list")
+        elif item_id not in seen:
+            created = _parse_time(item.get("created_at"))
+            if created is not None:
+                seen.add(item_id, created.timestamp())
+
+    def _stop_listing(self) -> None:
+        if self._list_ok:
+            self._list_ok = False
+            self._ask_each_from(time.time())
 
     async def _get_one(self, watch: _Watch) -> None:
         opts = self.options
@@ -406,7 +620,7 @@ class SharedPoller:
             watch.last_get = time.time()
             self.counts["result_gets"] += 1
             try:
-                prediction = await self._client.get(watch.id)
+                prediction = await self._api.get(watch.id)
             except AuthenticationError as exc:
                 self._resolve(watch, exc, "poll")
                 return
@@ -433,9 +647,8 @@ class SharedPoller:
             return
         now = time.time()
         watch.last_seen_unfinished = now
-        watch.misses += 1
+        watch.gets += 1
         # Not done yet: the next check at the later of a back-off and the prediction.
-        backoff = min(opts.max_check_interval, opts.min_check_interval * 1.5 ** (watch.misses - 1))
-        self._schedule(
-            watch, max(now + backoff, min(watch.predicted, now + opts.max_check_interval))
-        )
+        backoff = min(opts.max_check_interval, opts.min_check_interval * 1.5 ** (watch.gets - 1))
+        predicted = self.estimator.finish(watch.created, watch.generated)
+        self._schedule(watch, max(now + backoff, min(predicted, now + opts.max_check_interval)))
