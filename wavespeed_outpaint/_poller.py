@@ -48,8 +48,14 @@ PROTOCOL_STRIKES = 3
 WINDOW_ITEMS = 80
 # The planning pass over every task costs CPU: at most this share of the loop's time.
 PLANNING_SHARE = 0.05
+# See `PollOptions.max_sweep_gap`.
+STALE_CHANCE = 0.05
 # The longest wait between two plans while tasks are in flight (seconds).
 PLAN_EVERY = 0.1
+# How often the chance of a task still running is estimated anew (seconds), and from at
+# least how many recent tasks.
+SURVIVAL_EVERY = 0.25
+COHORT = 1024
 
 
 class StatusAPI(Protocol):
@@ -70,9 +76,13 @@ class PollOptions:
     # Never two list requests for one window closer than this.
     min_sweep_gap: float = 0.05
     # Before any task has finished: the gap between looks at everything in flight grows
-    # from this (divided by the square root of the tasks in flight) up to `max_sweep_gap`.
+    # from this (divided by the square root of the tasks in flight) up to `blind_max_gap`.
     blind_sweep_gap: float = 1.0
-    max_sweep_gap: float = 2.0
+    blind_max_gap: float = 2.0
+    # A window where something has a fair chance (`STALE_CHANCE`) of having finished is
+    # looked at at least this often, however few tasks it holds: it bounds the tail of
+    # the lag where the price alone would wait (a few slow tasks, each unlikely to end).
+    max_sweep_gap: float = 0.5
     # The price of one list request, in seconds of detection lag: a window is looked at
     # once the tasks in it have probably run up this much lag between them (finished
     # and not yet seen). Lower: less lag, more requests.
@@ -127,37 +137,56 @@ class FinishEstimator:
 
 
 class Survival:
-    """How long tasks take from creation to their end, as seen so far: the chance that a
-    task is still running at a given age. Past the longest time seen, the chance decays
-    with the mean time (a tail that was not seen yet is not ruled out)."""
+    """How long tasks take from creation to their end: the chance that a task is still
+    running at a given age, estimated (Kaplan-Meier) from a cohort of recent tasks, the
+    finished ones with the time they took and the running ones with their age so far.
+    Counting the running ones matters: at the start of a batch only the quick tasks have
+    finished, and from them alone every task would look overdue. Past the last end seen,
+    the chance decays with the mean time (a tail not seen yet is not ruled out)."""
 
-    def __init__(self, kept: int = 512) -> None:
-        self._samples: collections.deque[float] = collections.deque(maxlen=kept)
-        self._sorted: list[float] = []
-        self.mean = 0.0
-        self.longest = 0.0
-        self.nearly_all = 0.0  # 99% of tasks took at most this long
-
-    def observe(self, seconds: float) -> None:
-        self._samples.append(max(0.0, seconds))
-        self._sorted = sorted(self._samples)
-        self.mean = max(1e-3, sum(self._sorted) / len(self._sorted))
-        self.longest = self._sorted[-1]
-        self.nearly_all = self._sorted[int(0.99 * (len(self._sorted) - 1))]
+    def __init__(self) -> None:
+        self._ages: list[float] = []  # ages at which tasks were seen to end, ascending
+        self._running: list[float] = []  # the chance of still running just after each
+        self.mean = 0.0  # of the times seen
+        self.nearly_all = 0.0  # 99% of tasks end by this age (or the last end seen)
 
     @property
     def has_samples(self) -> bool:
-        return bool(self._sorted)
+        return bool(self._ages)
+
+    def estimate(self, took: list[float], ages: list[float]) -> None:
+        """From the times finished tasks took and the ages of those still running."""
+        if not took:
+            return
+        at_risk = len(took) + len(ages)
+        still = 1.0
+        self._ages, self._running = [], []
+        events = sorted(took)
+        censored = sorted(ages)
+        j = 0
+        for age in events:
+            # Tasks still running at a younger age than this left the count unseen.
+            while j < len(censored) and censored[j] < age:
+                j += 1
+                at_risk -= 1
+            still *= 1 - 1 / at_risk
+            at_risk -= 1
+            self._ages.append(age)
+            self._running.append(still)
+        self.mean = max(1e-3, sum(events) / len(events))
+        cut = next((i for i, s in enumerate(self._running) if s <= 0.01), len(events) - 1)
+        self.nearly_all = self._ages[cut]
 
     def running(self, age: float) -> float:
         """The chance that a task is still running at `age` seconds (1 with no samples)."""
-        n = len(self._sorted)
-        if not n:
+        ages = self._ages
+        if not ages:
             return 1.0
-        beyond = n - bisect.bisect_right(self._sorted, age)
-        if beyond:
-            return beyond / n
-        return 0.5 / n * math.exp(-(age - self.longest) / self.mean)
+        i = bisect.bisect_right(ages, age)
+        if i < len(ages):
+            return self._running[i - 1] if i else 1.0
+        last = self._running[-1] or 0.5 / len(ages)
+        return last * math.exp(-(age - ages[-1]) / self.mean)
 
 
 class _Items:
@@ -194,9 +223,13 @@ class _Watch:
     generated: float
     due: float  # the next result GET, if any
     event: asyncio.Event = attrs.field(factory=asyncio.Event)  # asyncio's: one per task
-    looked: float = 0.0  # the last list look that covered it (client clock)
+    # The last list look that covered it (client clock; at first, when it was submitted),
+    # and the last one there was (the time its window was last asked about).
+    looked: float = 0.0
+    swept: float = 0.0
     lag: float = 0.0  # seconds of lag it has probably run up since that look
     asking: bool = False  # a list look that covers it is under way
+    took: float | None = None  # seconds from creation to its end, once seen to end
     last_get: float = 0.0
     last_seen_unfinished: float = 0.0
     gets: int = 0
@@ -213,6 +246,9 @@ class SharedPoller:
         self.options = options
         self.estimator = FinishEstimator(options.initial_work_per_second)
         self.survival = Survival()
+        # Recent tasks, finished or not, that `survival` is estimated from.
+        self._cohort: collections.deque[_Watch] = collections.deque()
+        self._estimated = 0.0
         self._watches: dict[str, _Watch] = {}
         self._early: dict[str, tuple[Prediction, str]] = {}
         # Seconds past a task's predicted finish before a GET for it; None: no webhooks.
@@ -280,6 +316,7 @@ class SharedPoller:
         watch = _Watch(prediction.id, created, margin, generated, due=math.inf)
         watch.looked = watch.last_seen_unfinished = now
         self._watches[watch.id] = watch
+        self._cohort.append(watch)
         if not self._order or created >= self._order[-1].created:
             self._order.append(watch)
         else:
@@ -351,8 +388,9 @@ class SharedPoller:
                 self._ended["completed" if outcome.ok else "failed"] += 1
                 listed.add(watch.id, watch.created)
                 self.estimator.observe(watch.generated, seconds)
-                self.survival.observe(seconds)
+                watch.took = seconds
                 if first:
+                    self._estimate_survival(now)
                     self._wakeup.set()  # now there is something to plan with
         watch.outcome, watch.via = outcome, via
         self._watches.pop(watch.id, None)
@@ -416,10 +454,10 @@ class SharedPoller:
             if now >= overdue and watch.looked >= overdue:
                 asked.append(watch)
             elif self.survival.has_samples:
-                self._schedule(watch, max(overdue, now + self.options.max_sweep_gap))
+                self._schedule(watch, max(overdue, now + self.options.blind_max_gap))
             else:
                 # What "overdue" means is learned with the first finished task: ask again.
-                self._schedule(watch, now + self.options.max_sweep_gap)
+                self._schedule(watch, now + self.options.blind_max_gap)
         return asked
 
     def _ask_each_from(self, now: float) -> None:
@@ -439,6 +477,8 @@ class SharedPoller:
         self._failed.forget_before(oldest)
         elapsed, self._planned = now - self._planned, now
         opts = self.options
+        if now - self._estimated >= SURVIVAL_EVERY:
+            self._estimate_survival(now)
         if not self.survival.has_samples:
             return self._plan_blind(order, now)
 
@@ -466,16 +506,22 @@ class SharedPoller:
                 w.lag += done * min(elapsed, now - w.looked)
                 lag += w.lag
                 rate += done
-                last_look = max(last_look, w.looked)
+                last_look = max(last_look, w.swept)
             failed_rate += rate * failing
             lag, rate = lag * (1 - failing), rate * (1 - failing)
             if now - last_look < opts.min_sweep_gap:
                 next_plan = min(next_plan, last_look + opts.min_sweep_gap)
-            elif lag >= opts.request_price:
+            elif lag >= opts.request_price or (
+                rate >= STALE_CHANCE and now - last_look >= opts.max_sweep_gap
+            ):
                 sweeps.append((window, "completed"))
             elif rate:
                 # Lag grows at least as fast as now: plan again when it may reach the price.
-                next_plan = min(next_plan, now + (opts.request_price - lag) / rate)
+                next_plan = min(
+                    next_plan,
+                    now + (opts.request_price - lag) / rate,
+                    last_look + opts.max_sweep_gap,
+                )
         # Failed tasks, by the same rule, in one look at everything in flight (few items
         # have failed, so one window usually holds them all).
         self._failed_lag += failed_rate * elapsed
@@ -487,6 +533,21 @@ class SharedPoller:
         # The chances grow between plans (a projection at today's rate comes too late):
         # plan again soon, and never busily.
         return sweeps, min(max(next_plan, now + opts.min_sweep_gap / 2), now + PLAN_EVERY)
+
+    def _estimate_survival(self, now: float) -> None:
+        """From the recent tasks: enough of them to hold finished ones whatever the
+        number in flight (twice that number, at least COHORT)."""
+        self._estimated = now
+        cohort = self._cohort
+        while len(cohort) > max(COHORT, 2 * len(self._watches)):
+            cohort.popleft()
+        took, ages = [], []
+        for w in cohort:
+            if w.took is not None:
+                took.append(w.took)
+            elif w.id in self._watches:
+                ages.append(now - w.created)
+        self.survival.estimate(took, ages)
 
     def _plan_blind(
         self, order: list[_Watch], now: float
@@ -508,7 +569,7 @@ class SharedPoller:
             return [], self._blind_next
         n = len(order)
         self._blind_gap = min(
-            self.options.max_sweep_gap,
+            self.options.blind_max_gap,
             max(self.options.blind_sweep_gap / math.sqrt(n), self._blind_gap)
             * (1 + min(1.0, 2 / math.sqrt(n))),
         )
@@ -594,7 +655,7 @@ class SharedPoller:
             return
         for w in window:
             if w.id in self._watches:
-                w.looked = w.last_seen_unfinished = started
+                w.looked = w.swept = w.last_seen_unfinished = started
                 w.lag = 0.0
 
     def _settle_item(self, item: dict[str, Any], seen: _Items) -> None:

@@ -370,6 +370,7 @@ class EmulatorApp:
                     "duration": t.duration,
                     "start_at": t.start_at if t.start_at < math.inf else None,
                     "finish_at": t.finish_at if t.finish_at < math.inf else None,
+                    "first_reported_at": t.first_reported_at,
                 }
                 for t in self.service.order
             ]
