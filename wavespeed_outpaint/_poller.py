@@ -141,13 +141,14 @@ class Survival:
     running at a given age, estimated (Kaplan-Meier) from a cohort of recent tasks, the
     finished ones with the time they took and the running ones with their age so far.
     Counting the running ones matters: at the start of a batch only the quick tasks have
-    finished, and from them alone every task would look overdue. Past the last end seen,
+    finished, and from them alone every task would look overdue. Past the oldest age seen,
     the chance decays with the mean time (a tail not seen yet is not ruled out)."""
 
     def __init__(self) -> None:
         self._ages: list[float] = []  # ages at which tasks were seen to end, ascending
         self._running: list[float] = []  # the chance of still running just after each
         self.mean = 0.0  # of the times seen
+        self._seen_until = 0.0  # the oldest age any task of the cohort reached
         self.nearly_all = 0.0  # 99% of tasks end by this age (or the last end seen)
 
     @property
@@ -174,6 +175,7 @@ class Survival:
             self._ages.append(age)
             self._running.append(still)
         self.mean = max(1e-3, sum(events) / len(events))
+        self._seen_until = max(events[-1], censored[-1] if censored else 0.0)
         cut = next((i for i, s in enumerate(self._running) if s <= 0.01), len(events) - 1)
         self.nearly_all = self._ages[cut]
 
@@ -183,10 +185,10 @@ class Survival:
         if not ages:
             return 1.0
         i = bisect.bisect_right(ages, age)
-        if i < len(ages):
+        if i < len(ages) or age <= self._seen_until:
             return self._running[i - 1] if i else 1.0
         last = self._running[-1] or 0.5 / len(ages)
-        return last * math.exp(-(age - ages[-1]) / self.mean)
+        return last * math.exp(-(age - self._seen_until) / self.mean)
 
 
 class _Items:

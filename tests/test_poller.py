@@ -1,0 +1,182 @@
+"""The shared poller's scheduling, against a small fake of the service behind its API seam.
+
+The fake keeps tasks with fixed end times and answers the two calls the poller makes (a
+result GET, a page of the list) the way the service does; it counts what it was asked.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import AsyncGenerator
+from datetime import datetime, timezone
+from typing import Any
+
+import anyio
+import attrs
+import pytest
+
+from wavespeed_outpaint import Prediction, Status
+from wavespeed_outpaint._poller import PollOptions, SharedPoller, Survival
+from wavespeed_outpaint.errors import NotFoundError
+
+pytestmark = pytest.mark.anyio
+
+PAGE = 100
+
+
+@attrs.define
+class FakeTask:
+    id: str
+    created: float
+    ends: float
+    final: str = "completed"
+    seen_final_at: float | None = None  # when an answer first showed it final
+
+
+class FakeService:
+    """Answers `get` and `list_pages` from a table of tasks, on the real clock."""
+
+    def __init__(self, *, list_works: bool = True) -> None:
+        self.tasks: dict[str, FakeTask] = {}
+        self.list_works = list_works
+        self.gets = 0
+        self.list_requests = 0
+        self.items_per_request: list[int] = []
+        self.pages_per_look: list[int] = []
+        self._ids = itertools.count()
+
+    def add(
+        self, runs_for: float, *, final: str = "completed", created: float | None = None
+    ) -> FakeTask:
+        now = time.time()
+        created = now if created is None else created
+        task = FakeTask(f"task-{next(self._ids)}", created, created + runs_for, final)
+        self.tasks[task.id] = task
+        return task
+
+    def _data(self, task: FakeTask, now: float) -> dict[str, Any]:
+        final = now >= task.ends
+        if final and task.seen_final_at is None:
+            task.seen_final_at = now
+        return {
+            "id": task.id,
+            "model": "wavespeed-ai/ace-step/audio-outpaint",
+            "status": task.final if final else "processing",
+            "outputs": [f"https://example.invalid/{task.id}.wav"] if final else [],
+            "created_at": datetime.fromtimestamp(task.created, timezone.utc).isoformat(),
+        }
+
+    async def get(self, prediction_id: str) -> Prediction:
+        self.gets += 1
+        await anyio.sleep(0.002)
+        return Prediction.from_data(self._data(self.tasks[prediction_id], time.time()))
+
+    async def list_pages(
+        self, *, status: str, created_after: datetime, created_before: datetime
+    ) -> AsyncGenerator[tuple[int, int, list[dict[str, Any]]], None]:
+        if not self.list_works:
+            raise NotFoundError("no list here", status=404)
+        await anyio.sleep(0.002)
+        now = time.time()
+        after, before = created_after.timestamp(), created_before.timestamp()
+        found = [
+            t
+            for t in sorted(self.tasks.values(), key=lambda t: -t.created)
+            if after <= t.created <= before and now >= t.ends and t.final == status
+        ]
+        self.pages_per_look.append(0)
+        for page in range(max(1, -(-len(found) // PAGE))):
+            self.pages_per_look[-1] += 1
+            items = [self._data(t, now) for t in found[page * PAGE : (page + 1) * PAGE]]
+            self.list_requests += 1
+            self.items_per_request.append(len(items))
+            yield page + 1, len(found), items
+
+
+async def watch_all(
+    service: FakeService, tasks: list[FakeTask], **options: Any
+) -> dict[str, tuple[Prediction, str]]:
+    """Run a poller over these tasks until each is final; returns what it learned."""
+    poller = SharedPoller(service, PollOptions(**options))
+    results: dict[str, tuple[Prediction, str]] = {}
+
+    async def wait(task: FakeTask) -> None:
+        submitted = Prediction.from_data(service._data(task, -1.0))
+        results[task.id] = await poller.wait(submitted, 2.0)
+
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(poller.run)
+            async with anyio.create_task_group() as waits:
+                for task in tasks:
+                    waits.start_soon(wait, task)
+            tg.cancel_scope.cancel()
+    return results
+
+
+async def test_a_heavy_tail_is_found_as_soon_as_the_quick_tasks() -> None:
+    """Tasks that run ten to twenty times longer than most are still found within the
+    largest gap between looks, not after a back-off that grows with their lateness."""
+    service = FakeService()
+    quick = [service.add(0.1 + 0.002 * i) for i in range(60)]
+    slow = [service.add(1.0 + 0.25 * i) for i in range(5)]
+    results = await watch_all(service, quick + slow)
+    assert all(results[t.id][0].status is Status.COMPLETED for t in quick + slow)
+    for task in slow:
+        assert task.seen_final_at is not None
+        assert task.seen_final_at - task.ends < 0.5 + 0.25, task
+    assert service.gets == 0  # the list found every one of them
+
+
+async def test_a_window_reads_one_page_however_much_else_has_finished() -> None:
+    """Between tasks still running lie hundreds of finished predictions (another batch of
+    the account): once a first look has shown where they lie, each look reads one page
+    around running tasks, not the whole span."""
+    service = FakeService()
+    start = time.time() - 10
+    for i in range(600):  # finished long ago, created among the tasks below
+        service.add(0.0, created=start + i * 0.01)
+    # Four tasks created among them, which end 0.5 s to 1.1 s from now.
+    running = [
+        service.add(time.time() - (start + i * 1.5) + 0.5 + 0.2 * i, created=start + i * 1.5)
+        for i in range(4)
+    ]
+    # The poller learns how long tasks take from a few that finish first.
+    fresh = [service.add(0.05 + 0.01 * i) for i in range(10)]
+    results = await watch_all(service, running + fresh)
+    assert len(results) == 14
+    assert service.pages_per_look[0] == 7  # the first look reads the whole span
+    assert len(service.pages_per_look) > 3
+    assert set(service.pages_per_look[1:]) == {1}
+
+
+async def test_a_cancelled_task_is_asked_about_on_its_own() -> None:
+    """The list cannot show `cancelled`: a task missing from it long past every other
+    task's end is asked for by GET."""
+    service = FakeService()
+    tasks = [service.add(0.05 + 0.005 * i) for i in range(20)]
+    cancelled = service.add(0.05, final="cancelled")
+    results = await watch_all(service, [*tasks, cancelled], min_check_interval=0.1)
+    prediction, via = results[cancelled.id]
+    assert (prediction.status, via) == (Status.CANCELLED, "poll")
+    assert service.gets <= 3
+
+
+async def test_without_the_list_each_task_is_asked_by_get() -> None:
+    service = FakeService(list_works=False)
+    tasks = [service.add(0.05 * (1 + i % 3)) for i in range(6)]
+    results = await watch_all(service, tasks, min_check_interval=0.05)
+    assert {via for _, via in results.values()} == {"poll"}
+    assert service.gets >= len(tasks)
+
+
+def test_survival_counts_the_tasks_still_running() -> None:
+    """Ten tasks ended after 1 s while ninety have run 5 s: most tasks take longer than
+    1 s, not all of them (what the ten alone would say)."""
+    survival = Survival()
+    survival.estimate(took=[1.0] * 10, ages=[5.0] * 90)
+    assert survival.running(0.5) == 1.0
+    assert survival.running(2.0) == pytest.approx(0.9)
+    # Past the last end seen, the chance decays rather than drops to nothing.
+    assert 0 < survival.running(8.0) < survival.running(6.0) < 0.9
