@@ -57,8 +57,8 @@ EARLY_IN_SPAN = 0.25
 STALE_CHANCE = 0.05
 # The longest wait between two plans while tasks are in flight (seconds).
 PLAN_EVERY = 0.1
-# How often the chance of a task still running is estimated anew (seconds), and from at
-# least how many recent tasks.
+# How often the chance of a task still running is estimated anew (seconds), and from how
+# many recent ends at least (as many as there are tasks in flight, if more).
 SURVIVAL_EVERY = 0.25
 COHORT = 1024
 
@@ -237,8 +237,6 @@ class _Watch:
     swept: float = 0.0
     lag: float = 0.0  # seconds of lag it has probably run up since that look
     asking: bool = False  # a list look that covers it is under way
-    took: float | None = None  # seconds from creation to its end, once seen to end
-    ran: float | None = None  # or, if its end was seen late, how long it surely ran
     last_get: float = 0.0
     last_seen_unfinished: float = 0.0
     gets: int = 0
@@ -255,8 +253,10 @@ class SharedPoller:
         self.options = options
         self.estimator = FinishEstimator(options.initial_work_per_second)
         self.survival = Survival()
-        # Recent tasks, finished or not, that `survival` is estimated from.
-        self._cohort: collections.deque[_Watch] = collections.deque()
+        # The tasks seen to end lately, that `survival` is estimated from with the ones
+        # in flight: (seconds, True) from creation to the end, or (seconds, False) that
+        # it surely ran, if its end was seen late.
+        self._ends: collections.deque[tuple[float, bool]] = collections.deque()
         self._estimated = 0.0
         self._watches: dict[str, _Watch] = {}
         self._early: dict[str, tuple[Prediction, str]] = {}
@@ -273,8 +273,6 @@ class SharedPoller:
         self._list_lies = 0
         # Tasks for the list, in creation order (settled ones are dropped when planning).
         self._order: list[_Watch] = []
-        # Creation times of finished predictions the list has shown (anyone's), sorted:
-        # how many items a window will hold. Only the span of the tasks in flight is kept.
         self._finished = _Items()
         self._failed = _Items()
         self._was_listing = False
@@ -325,7 +323,6 @@ class SharedPoller:
         watch = _Watch(prediction.id, created, margin, generated, due=math.inf)
         watch.looked = watch.last_seen_unfinished = now
         self._watches[watch.id] = watch
-        self._cohort.append(watch)
         if not self._order or created >= self._order[-1].created:
             self._order.append(watch)
         else:
@@ -402,11 +399,11 @@ class SharedPoller:
                 listed.add(watch.id, watch.created)
                 self.estimator.observe(watch.generated, seconds)
                 if now - since <= max(TIGHT_BOUND, TIGHT_SHARE * (now - watch.created)):
-                    watch.took = seconds
+                    self._ends.append((seconds, True))
                 else:
-                    # Nobody looked for most of its life: the middle of that would teach
-                    # half its time. All it says is that it ran that long.
-                    watch.ran = since - watch.created
+                    # Nobody looked for most of its life: a guess inside that span would
+                    # teach too short a time. All it says is that it ran that long.
+                    self._ends.append((since - watch.created, False))
                 if first:
                     self._estimate_survival(now)
                     self._wakeup.set()  # now there is something to plan with
@@ -557,22 +554,16 @@ class SharedPoller:
         return sweeps, min(max(next_plan, now + opts.min_sweep_gap / 2), now + PLAN_EVERY)
 
     def _estimate_survival(self, now: float) -> None:
-        """From the recent tasks: enough of them to hold finished ones whatever the
-        number in flight (twice that number, at least COHORT)."""
+        """From the tasks in flight and as many that ended lately (COHORT at least)."""
         self._estimated = now
-        cohort = self._cohort
-        while len(cohort) > max(COHORT, 2 * len(self._watches)):
-            cohort.popleft()
-        took, ages = [], []
-        for w in cohort:
-            if w.took is not None:
-                took.append(w.took)
-            elif w.ran is not None:
-                ages.append(w.ran)
-            elif w.id in self._watches:
-                # Known to be running only when last looked at: counting it as running
-                # up to now would hide the ends that nobody looked for yet.
-                ages.append(w.looked - w.created)
+        ends = self._ends
+        while len(ends) > max(COHORT, len(self._watches)):
+            ends.popleft()
+        took = [seconds for seconds, seen in ends if seen]
+        # Known to be running only when last looked at: counting a task as running up to
+        # now would hide the ends that nobody looked for yet.
+        ages = [seconds for seconds, seen in ends if not seen]
+        ages += [w.looked - w.created for w in self._watches.values()]
         self.survival.estimate(took, ages)
 
     def _plan_blind(
