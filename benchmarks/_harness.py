@@ -10,6 +10,7 @@ import random
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -80,6 +81,15 @@ def emulator_process(model: TimeModel, *, seed: int = 1) -> Iterator[str]:
     args = [*model.emulator_args(), "--seed", str(seed), "--retry-after", "0.2"]
     with spawn_emulator(*args) as base_url:
         yield base_url
+
+
+def row_from_child(script: str, *args: str, timeout: float = 1800) -> dict[str, Any]:
+    """Run `script --child ARGS RESULT_FILE` in a fresh process; the row it wrote there."""
+    with tempfile.TemporaryDirectory() as tmp:
+        result_file = Path(tmp) / "row.json"
+        command = [sys.executable, script, "--child", *args, str(result_file)]
+        subprocess.run(command, check=True, timeout=timeout)
+        return json.loads(result_file.read_text())  # type: ignore[no-any-return]
 
 
 def emulator_stats(base_url: str) -> dict[str, Any]:

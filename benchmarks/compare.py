@@ -19,7 +19,6 @@ import contextlib
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,6 +37,7 @@ from _harness import (
     emulator_stats,
     figures,
     make_source,
+    row_from_child,
     write_results,
 )
 
@@ -230,31 +230,16 @@ def main() -> None:
     if args.fault_size:
         runs += [(client, args.fault_size, 0.1) for client in CLIENTS]
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for client, size, faults in runs:
-            result_file = Path(tmp) / "row.json"
-            started = time.time()
-            subprocess.run(
-                [
-                    sys.executable,
-                    __file__,
-                    "--child",
-                    client,
-                    str(size),
-                    str(faults),
-                    str(result_file),
-                ],
-                check=True,
-                timeout=1800,
-            )
-            row = json.loads(result_file.read_text())
-            rows.append(row)
-            print(
-                f"{client}, {size} tasks, faults {faults}: {time.time() - started:.0f} s; "
-                f"{row['completed']} completed, wall/limit {row['wall_over_limit']:.2f}, "
-                f"{row['status_requests_per_task']:.2f} status req/task",
-                flush=True,
-            )
+    for client, size, faults in runs:
+        started = time.time()
+        row = row_from_child(__file__, client, str(size), str(faults))
+        rows.append(row)
+        print(
+            f"{client}, {size} tasks, faults {faults}: {time.time() - started:.0f} s; "
+            f"{row['completed']} completed, wall/limit {row['wall_over_limit']:.2f}, "
+            f"{row['status_requests_per_task']:.2f} status req/task",
+            flush=True,
+        )
     print(
         f"\n{platform.machine()}, Python {platform.python_version()}, {time.strftime('%Y-%m-%d')}"
     )

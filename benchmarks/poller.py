@@ -20,7 +20,6 @@ import contextlib
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,6 +38,7 @@ from _harness import (
     figures,
     ideal_makespan,
     make_source,
+    row_from_child,
     write_results,
 )
 from compare import CLIENTS
@@ -152,37 +152,21 @@ def main() -> None:
             parser.error(f"unknown time model {short!r}; give some of {', '.join(SHORT)}")
         models.append(SHORT[short])
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for in_flight in (int(n) for n in args.in_flight.split(",")):
-            count = args.tasks or TASKS.get(in_flight, 3 * in_flight)
-            for model_name in models:
-                for client in clients:
-                    result_file = Path(tmp) / "row.json"
-                    started = time.time()
-                    subprocess.run(
-                        [
-                            sys.executable,
-                            __file__,
-                            "--child",
-                            client,
-                            model_name,
-                            str(count),
-                            str(in_flight),
-                            str(result_file),
-                        ],
-                        check=True,
-                        timeout=1200,
-                    )
-                    row = json.loads(result_file.read_text())
-                    rows.append(row)
-                    print(
-                        f"{model_name}, {in_flight} in flight, {client}: "
-                        f"{time.time() - started:.0f} s; {row['completed']}/{count} completed, "
-                        f"wall/limit {row['wall_over_limit']:.2f}, lag mean "
-                        f"{row['lag_mean_s']:.3f} p95 {row['lag_p95_s']:.3f} s, "
-                        f"{row['status_requests_per_task']:.3f} status req/task",
-                        flush=True,
-                    )
+    for in_flight in (int(n) for n in args.in_flight.split(",")):
+        count = args.tasks or TASKS.get(in_flight, 3 * in_flight)
+        for model_name in models:
+            for client in clients:
+                started = time.time()
+                row = row_from_child(__file__, client, model_name, str(count), str(in_flight))
+                rows.append(row)
+                print(
+                    f"{model_name}, {in_flight} in flight, {client}: "
+                    f"{time.time() - started:.0f} s; {row['completed']}/{count} completed, "
+                    f"wall/limit {row['wall_over_limit']:.2f}, lag mean "
+                    f"{row['lag_mean_s']:.3f} p95 {row['lag_p95_s']:.3f} s, "
+                    f"{row['status_requests_per_task']:.3f} status req/task",
+                    flush=True,
+                )
     print(
         f"\n{platform.machine()}, Python {platform.python_version()}, {time.strftime('%Y-%m-%d')}"
     )

@@ -95,10 +95,10 @@ class FakeService:
 
 
 async def watch_all(
-    service: FakeService, tasks: list[FakeTask], **options: Any
+    service: FakeService, tasks: list[FakeTask], poller: SharedPoller | None = None, **options: Any
 ) -> dict[str, tuple[Prediction, str]]:
     """Run a poller over these tasks until each is final; returns what it learned."""
-    poller = SharedPoller(service, PollOptions(**options))
+    poller = poller or SharedPoller(service, PollOptions(**options))
     results: dict[str, tuple[Prediction, str]] = {}
 
     async def wait(task: FakeTask) -> None:
@@ -169,6 +169,16 @@ async def test_without_the_list_each_task_is_asked_by_get() -> None:
     results = await watch_all(service, tasks, min_check_interval=0.05)
     assert {via for _, via in results.values()} == {"poll"}
     assert service.gets >= len(tasks)
+
+
+async def test_ends_seen_late_still_teach_how_long_tasks_take() -> None:
+    """Blind looks far apart find every task long after its end: those ends only bound the
+    time a task takes, but without them the looks would stay blind."""
+    service = FakeService()
+    poller = SharedPoller(service, PollOptions(blind_sweep_gap=2.5, blind_max_gap=2.5))
+    await watch_all(service, [service.add(0.3) for _ in range(6)], poller)
+    assert poller.survival.has_samples
+    assert 0.3 <= poller.survival.mean < 1.5
 
 
 def test_survival_counts_the_tasks_still_running() -> None:

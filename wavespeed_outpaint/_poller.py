@@ -398,7 +398,10 @@ class SharedPoller:
                 self._ended["completed" if outcome.ok else "failed"] += 1
                 listed.add(watch.id, watch.created)
                 self.estimator.observe(watch.generated, seconds)
-                if now - since <= max(TIGHT_BOUND, TIGHT_SHARE * (now - watch.created)):
+                tight = now - since <= max(TIGHT_BOUND, TIGHT_SHARE * (now - watch.created))
+                if tight or not self.survival.has_samples:
+                    # (The first ends count however late they were seen: without them the
+                    # looks stay blind and far apart, and no end is ever seen closely.)
                     self._ends.append((seconds, True))
                 else:
                     # Nobody looked for most of its life: a guess inside that span would
