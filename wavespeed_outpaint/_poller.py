@@ -5,14 +5,14 @@ once (status `completed`, filtered to a creation window, up to 100 items a page)
 tasks in flight, in creation order, are cut into *windows* that each fit one page of
 the finished predictions around them (`_windows`), and each window is looked at when
 the lag its unseen finished tasks have probably run up outweighs the price of a request
-(`SweepPolicy`). What "probably" means is learned from the tasks that already finished:
+(`_plan`). What "probably" means is learned from the tasks that already finished:
 the chance that a task of a given age is still running (`Survival`), with no model of
 the service's times built in, so a heavy tail, a queue at the service or a long fixed
 start cost change how often a window is looked at, not whether a late task is found.
 
 Per task result GETs remain for what the list cannot show (`cancelled`, `timeout`: asked
-about once a task is far older than any seen to finish), for a single task in flight, and
-when the list endpoint is unavailable; never more often than `min_check_interval` per task
+about once a task is far older than nearly all seen to finish), for a task alone (not
+the last of a batch), and when the list endpoint is unavailable; never more often than `min_check_interval` per task
 (the docs ask for politeness per task).
 """
 
@@ -52,6 +52,7 @@ PLANNING_SHARE = 0.05
 # saw the task running teaches how long tasks take; a later one only a lower bound.
 TIGHT_BOUND = 0.5
 TIGHT_SHARE = 0.25
+# Where in the span between those looks an end is placed (see `_resolve`).
 EARLY_IN_SPAN = 0.25
 # See `PollOptions.max_sweep_gap`.
 STALE_CHANCE = 0.05
@@ -445,7 +446,7 @@ class SharedPoller:
             if listing:
                 gets = self._only_overdue(gets, now)
             elif self._was_listing:
-                self._ask_each_from(now)  # down to one task, or the list went away
+                self._ask_each_from(now)  # the list went away, or every task ended
             self._was_listing = listing
             sweeps: list[tuple[list[_Watch], str]] = []
             next_plan = math.inf
