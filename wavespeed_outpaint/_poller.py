@@ -12,8 +12,8 @@ start cost change how often a window is looked at, not whether a late task is fo
 
 Per task result GETs remain for what the list cannot show (`cancelled`, `timeout`: asked
 about once a task is far older than nearly all seen to finish), for a task alone (not
-the last of a batch), and when the list endpoint is unavailable; never more often than `min_check_interval` per task
-(the docs ask for politeness per task).
+the last of a batch), and when the list endpoint is unavailable; never more often than
+`min_check_interval` per task (the docs ask for politeness per task).
 """
 
 from __future__ import annotations
