@@ -28,6 +28,7 @@ from wavespeed_outpaint import (
     Status,
     TransportError,
     UnknownSubmissionError,
+    ValidationError,
 )
 from wavespeed_outpaint.emulator import DEFAULT_API_KEY, Emulator, Faults
 
@@ -219,6 +220,17 @@ def test_plain_http_to_a_remote_host_is_refused() -> None:
 def test_unknown_options_are_named() -> None:
     with pytest.raises(ConfigurationError, match="known options"):
         OutpaintClient(api_key="k", base_url="http://127.0.0.1:1", retry_atempts=3)
+
+
+async def test_the_poll_trade_off_is_an_option_checked_up_front() -> None:
+    with pytest.raises(ValidationError, match="request_price"):
+        OutpaintClient(api_key="k", base_url="http://127.0.0.1:1", request_price=0)
+    async with OutpaintClient(
+        api_key="k", base_url="http://127.0.0.1:1", request_price=2.0, max_sweep_gap=1.5
+    ) as client:
+        assert client._engine is not None
+        poll = client._engine.poller.options
+        assert (poll.request_price, poll.max_sweep_gap) == (2.0, 1.5)
 
 
 async def test_the_service_refusal_names_the_field(client: OutpaintClient) -> None:

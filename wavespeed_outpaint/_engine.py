@@ -149,6 +149,8 @@ class Engine:
             _StatusOf(client),
             PollOptions(
                 min_check_interval=opts.min_check_interval,
+                request_price=opts.request_price,
+                max_sweep_gap=opts.max_sweep_gap,
                 parallel_status_requests=opts.parallel_status_requests,
                 initial_work_per_second=opts.initial_work_per_second,
                 clock_skew=opts.clock_skew,
