@@ -35,6 +35,7 @@ from _harness import (
     TimeModel,
     emulator_process,
     emulator_stats,
+    emulator_tasks,
     figures,
     make_source,
     row_from_child,
@@ -146,9 +147,20 @@ def run_loop(base_url: str, count: int, concurrency: int, source: Path, out: Pat
 CLIENTS = {"this SDK": run_ours, "official SDK": run_official, "hand-written loop": run_loop}
 
 
-def child(client: str, count: int, faults: float, result_file: Path) -> None:
-    model = attrs.evolve(SERVICE, faults=faults)
-    concurrency = min(count, 1000)
+@attrs.frozen
+class Run:
+    """One client's batch against a fresh emulator: what it cost and what the emulator saw."""
+
+    meter: Meter
+    completed: int
+    stats: dict[str, Any]  # the emulator's counters
+    tasks: list[dict[str, Any]]  # the emulator's record of each task
+
+    def figures(self, count: int) -> dict[str, Any]:
+        return figures(self.meter, self.stats, count, self.completed)
+
+
+def run_client(client: str, model: TimeModel, count: int, concurrency: int) -> Run:
     with emulator_process(model) as base_url, tempfile.TemporaryDirectory() as tmp:
         source = make_source(Path(tmp) / "source.wav")
         out = Path(tmp) / "out"
@@ -161,8 +173,12 @@ def child(client: str, count: int, faults: float, result_file: Path) -> None:
             Meter() as meter,
         ):
             completed = CLIENTS[client](base_url, count, concurrency, source, out)
-        stats = emulator_stats(base_url)
-    row = {"client": client, "faults": faults, **figures(meter, stats, count, completed)}
+        return Run(meter, completed, emulator_stats(base_url), emulator_tasks(base_url))
+
+
+def child(client: str, count: int, faults: float, result_file: Path) -> None:
+    run = run_client(client, attrs.evolve(SERVICE, faults=faults), count, min(count, 1000))
+    row = {"client": client, "faults": faults, **run.figures(count)}
     result_file.write_text(json.dumps(row))
 
 

@@ -16,12 +16,9 @@ each task, in `_harness.ideal_makespan`). Writes benchmarks/results/poller.{md,j
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import os
 import platform
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -30,18 +27,12 @@ import attrs
 sys.path.insert(0, str(Path(__file__).parent))
 
 from _harness import (
-    Meter,
     TimeModel,
-    emulator_process,
-    emulator_stats,
-    emulator_tasks,
-    figures,
     ideal_makespan,
-    make_source,
     row_from_child,
     write_results,
 )
-from compare import CLIENTS
+from compare import CLIENTS, run_client
 
 # Task times for the 2 generated seconds every client asks for. "queue" models get a
 # running limit of half the tasks in flight, so tasks wait at the service before they run.
@@ -77,32 +68,19 @@ def model_for(name: str, in_flight: int) -> TimeModel:
 
 def child(client: str, model_name: str, count: int, in_flight: int, result_file: Path) -> None:
     model = model_for(model_name, in_flight)
-    with emulator_process(model) as base_url, tempfile.TemporaryDirectory() as tmp:
-        source = make_source(Path(tmp) / "source.wav")
-        out = Path(tmp) / "out"
-        out.mkdir()
-        # The official SDK prints its retries and tracebacks; keep them off this run's output.
-        with (
-            open(os.devnull, "w") as sink,
-            contextlib.redirect_stdout(sink),
-            contextlib.redirect_stderr(sink),
-            Meter() as meter,
-        ):
-            completed = CLIENTS[client](base_url, count, in_flight, source, out)
-        stats = emulator_stats(base_url)
-        tasks = emulator_tasks(base_url)
+    run = run_client(client, model, count, in_flight)
     ideal = ideal_makespan(
-        [t["duration"] for t in tasks], in_flight, model.running, model.queue_order
+        [t["duration"] for t in run.tasks], in_flight, model.running, model.queue_order
     )
     # The client's own start-up (upload, first submit) is not the poller's to win back.
-    limit = ideal + (tasks[0]["created"] - meter.start if tasks else 0.0)
+    limit = ideal + (run.tasks[0]["created"] - run.meter.start if run.tasks else 0.0)
     row = {
         "model": model_name,
         "in_flight": in_flight,
         "client": client,
-        **figures(meter, stats, count, completed),
+        **run.figures(count),
         "limit_s": limit,
-        "wall_over_limit": meter.wall / limit,
+        "wall_over_limit": run.meter.wall / limit,
     }
     result_file.write_text(json.dumps(row))
 

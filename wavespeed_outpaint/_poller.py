@@ -400,7 +400,7 @@ class SharedPoller:
                 listed.add(watch.id, watch.created)
                 self.estimator.observe(watch.generated, seconds)
                 tight = now - since <= max(TIGHT_BOUND, TIGHT_SHARE * (now - watch.created))
-                if tight or not self.survival.has_samples:
+                if tight or first:
                     # (The first ends count however late they were seen: without them the
                     # looks stay blind and far apart, and no end is ever seen closely.)
                     self._ends.append((seconds, True))
