@@ -519,7 +519,8 @@ class SharedPoller:
             if any(w.asking for w in window):
                 continue  # its look is under way; its answer wakes the loop
             lag = rate = 0.0
-            last_look = 0.0
+            last_look = 0.0  # the window's last look: none closer than `min_sweep_gap`
+            oldest_look = now  # its stalest task's last look (or submit)
             for w in window:
                 # The chance it ended since the last look that saw it running.
                 then = running(w.looked - w.created)
@@ -530,12 +531,13 @@ class SharedPoller:
                 lag += w.lag
                 rate += done
                 last_look = max(last_look, w.swept)
+                oldest_look = min(oldest_look, w.looked)
             failed_rate += rate * failing
             lag, rate = lag * (1 - failing), rate * (1 - failing)
             if now - last_look < opts.min_sweep_gap:
                 next_plan = min(next_plan, last_look + opts.min_sweep_gap)
             elif lag >= opts.request_price or (
-                rate >= STALE_CHANCE and now - last_look >= opts.max_sweep_gap
+                rate >= STALE_CHANCE and now - oldest_look >= opts.max_sweep_gap
             ):
                 sweeps.append((window, "completed"))
             elif rate:
@@ -543,7 +545,7 @@ class SharedPoller:
                 next_plan = min(
                     next_plan,
                     now + (opts.request_price - lag) / rate,
-                    last_look + opts.max_sweep_gap,
+                    oldest_look + opts.max_sweep_gap,
                 )
         # Failed tasks, by the same rule, in one look at everything in flight (few items
         # have failed, so one window usually holds them all).
