@@ -6,7 +6,7 @@ private.
 
 import logging
 
-from .client import OutpaintClient, PredictionPage
+from .client import OutpaintClient
 from .errors import (
     APIError,
     AuthenticationError,
@@ -31,6 +31,7 @@ from .models import (
     OutpaintRequest,
     OutpaintResult,
     Prediction,
+    PredictionPage,
     Status,
 )
 from .options import DEFAULT_BASE_URL, ClientOptions

@@ -16,15 +16,15 @@ import json
 import logging
 import os
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import anyio
 import attrs
 
-from ._download import download
+from ._api import WaveSpeedAPI
 from ._hashing import FileVersion, file_version, known_hash, sha256_file
 from ._journal import Journal, State, TaskRow
 from ._naming import checked_stem, default_stem, output_paths
@@ -34,9 +34,13 @@ from ._settle import OpenSubmit, Outcome, Settler
 from .errors import (
     APIError,
     AuthenticationError,
+    DeadlineError,
     InsufficientBalanceError,
     OutpaintError,
+    ProtocolError,
     RateLimitedError,
+    TaskFailedError,
+    TransportError,
     UnknownSubmissionError,
     ValidationError,
 )
@@ -48,9 +52,7 @@ from .models import (
     Status,
     parse_status,
 )
-
-if TYPE_CHECKING:
-    from .client import OutpaintClient
+from .options import ClientOptions
 
 log = logging.getLogger("wavespeed_outpaint.engine")
 
@@ -74,6 +76,14 @@ class BatchState:
     # Content hashes whose upload URL this batch's journal already holds.
     uploads_recorded: set[str] = attrs.field(factory=set)
     progress: BatchProgress = attrs.field(factory=BatchProgress)
+    # Why a task of this batch did not succeed, by fingerprint, until its result is out.
+    exceptions: dict[str, BaseException] = attrs.field(factory=dict)
+
+    def failed(self, row: TaskRow, exc: BaseException, **fields: Any) -> TaskRow:
+        """Record the task's failure: its text in the journal, the exception itself
+        for the result."""
+        self.exceptions[row.fingerprint] = exc
+        return self.journal.update(row, error=str(exc), **fields)
 
     @property
     def stopped(self) -> bool:
@@ -123,30 +133,15 @@ def fingerprint(request: OutpaintRequest, content_hash: str | None) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
-@attrs.frozen
-class _StatusOf:
-    """The poller's view of the client: one prediction, or pages of the list."""
-
-    client: OutpaintClient
-
-    async def get(self, prediction_id: str) -> Prediction:
-        return await self.client.get(prediction_id)
-
-    def list_pages(
-        self, *, status: str, created_after: datetime, created_before: datetime
-    ) -> AsyncGenerator[tuple[int, int, list[dict[str, Any]]], None]:
-        return self.client._list_pages(
-            status=status, created_after=created_after, created_before=created_before
-        )
-
-
 class Engine:
-    def __init__(self, client: OutpaintClient) -> None:
-        opts = client.options
-        self._client = client
+    """Drives tasks through the service's API; owns the shared poller and the settler."""
+
+    def __init__(self, api: WaveSpeedAPI, options: ClientOptions) -> None:
+        opts = options
+        self._api = api
         self.options = opts
         self.poller = SharedPoller(
-            _StatusOf(client),
+            api,
             PollOptions(
                 min_check_interval=opts.min_check_interval,
                 request_price=opts.request_price,
@@ -154,7 +149,7 @@ class Engine:
                 parallel_status_requests=opts.parallel_status_requests,
                 initial_work_per_second=opts.initial_work_per_second,
                 clock_skew=opts.clock_skew,
-                webhook_grace=opts.webhook_grace if client.webhook_url else None,
+                webhook_grace=opts.webhook_grace if api.webhook_url else None,
                 blind_overdue_after=opts.webhook_blind_wait,
             ),
         )
@@ -177,7 +172,7 @@ class Engine:
         # Tasks being driven now, so a second caller with the same request shares it.
         self._driving: dict[str, _Shared] = {}
         self.settler = Settler(
-            client,
+            api,
             clock_skew=opts.clock_skew,
             grace=opts.settle_grace,
             open_submits=self._open_submits,
@@ -240,7 +235,7 @@ class Engine:
                 raise ValidationError(
                     "audio", str(path), "the file changed after it was checked; run again"
                 )
-            return await self._client.upload(path)
+            return await self._api.upload(path)
 
         url = self._upload_urls.done.get(content_hash) or batch.journal.upload_url(content_hash)
         if url is None:
@@ -297,12 +292,12 @@ class Engine:
     ) -> OutpaintResult | None:
         # Finished by an earlier run?
         if row.state == State.DOWNLOADED and all(os.path.exists(f) for f in row.files):
-            return self._result(request, row, skipped=True)
+            return self._result(request, row, batch, skipped=True)
         if row.state == State.FAILED and not batch.retry_failed:
-            return self._result(request, row, skipped=True)
+            return self._result(request, row, batch, skipped=True)
         if row.state in (State.COMPLETED, State.DOWNLOADED):
             if batch.out_dir is None:
-                return self._result(request, row, skipped=True)
+                return self._result(request, row, batch, skipped=True)
             return await self._download(request, row, batch)
         if batch.stopped:
             return None
@@ -319,7 +314,7 @@ class Engine:
             return None  # the batch stopped before this task was sent
         if row.state == State.COMPLETED and batch.out_dir is not None:
             return await self._download(request, row, batch)
-        return self._result(request, row)
+        return self._result(request, row, batch)
 
     async def _submit(
         self, request: OutpaintRequest, row: TaskRow, content_hash: str | None, batch: BatchState
@@ -329,22 +324,16 @@ class Engine:
         try:
             url = await self._audio_url(request, content_hash, batch)
         except OutpaintError as exc:
-            return journal.update(
-                row, state=State.FAILED, status=Status.FAILED.value, error=str(exc)
-            )
+            return batch.failed(row, exc, state=State.FAILED, status=Status.FAILED.value)
         payload = request.payload(url)
         lost = 0
         while not batch.stopped:
             if lost >= MAX_LOST_SUBMITS:
-                return journal.update(
-                    row,
-                    state=State.FAILED,
-                    status=Status.FAILED.value,
-                    error=(
-                        f"{lost} submits in a row got no answer and created no task; "
-                        "the service is in trouble, try again later"
-                    ),
+                trouble = TransportError(
+                    f"{lost} submits in a row got no answer and created no task; "
+                    "the service is in trouble, try again later"
                 )
+                return batch.failed(row, trouble, state=State.FAILED, status=Status.FAILED.value)
             await self.pacer.slot()
             if batch.stopped:
                 break
@@ -360,13 +349,14 @@ class Engine:
                     fp, payload, sent_at, sent_at + self.options.read_timeout
                 )
                 try:
-                    prediction = await self._client._post_submit(request, payload, pooled=True)
+                    prediction = await self._api.submit(request, payload, pooled=True)
                 except RateLimitedError as exc:
                     # Not accepted, so nothing exists: the whole pool waits, then this retries.
                     self.pacer.rate_limited(exc.retry_after)
                     row = journal.update(row, state=State.PENDING)
                     continue
                 except UnknownSubmissionError as exc:
+                    batch.exceptions[fp] = exc
                     row = journal.update(
                         row, state=State.UNKNOWN, failed_at=exc.failed_at, error=exc.cause
                     )
@@ -378,17 +368,11 @@ class Engine:
                     batch.fatal = batch.fatal or exc
                     return journal.update(row, state=State.PENDING, error=str(exc))
                 except APIError as exc:
-                    return journal.update(
-                        row,
-                        state=State.FAILED,
-                        status=Status.FAILED.value,
-                        error=str(exc),
-                        code=exc.code,
+                    return batch.failed(
+                        row, exc, state=State.FAILED, status=Status.FAILED.value, code=exc.code
                     )
                 except OutpaintError as exc:  # never connected, even after retries
-                    return journal.update(
-                        row, state=State.FAILED, status=Status.FAILED.value, error=str(exc)
-                    )
+                    return batch.failed(row, exc, state=State.FAILED, status=Status.FAILED.value)
                 else:
                     self.pacer.accepted()
                     if prediction.created_at is not None:
@@ -412,6 +396,7 @@ class Engine:
         self, batch: BatchState, row: TaskRow, prediction: Prediction, via: str
     ) -> TaskRow:
         """The service has the task (from the submit's answer, or found in the list)."""
+        batch.exceptions.pop(row.fingerprint, None)  # a lost answer, found again
         batch.progress.submitted += 1
         batch.progress.charged_usd += row.cost_usd
         row = batch.journal.update(
@@ -423,7 +408,7 @@ class Engine:
             created_at=prediction.created_at.timestamp() if prediction.created_at else None,
         )
         if prediction.is_final:
-            return self._record_final(batch.journal, row, prediction, via)
+            return self._record_final(batch, row, prediction, via)
         return row
 
     async def _settle(self, row: TaskRow, batch: BatchState) -> TaskRow:
@@ -448,7 +433,6 @@ class Engine:
         )
 
     async def _wait(self, request: OutpaintRequest, row: TaskRow, batch: BatchState) -> TaskRow:
-        journal = batch.journal
         assert row.prediction_id is not None
         prediction = Prediction(
             row.prediction_id,
@@ -462,19 +446,18 @@ class Engine:
                     prediction, request.generated_seconds, sent_at=row.sent_at
                 )
         except TimeoutError:
-            return journal.update(
-                row,
-                error=(
-                    f"no final status within task_deadline={deadline:g} s; the task goes on at "
-                    "the service and the next run with this journal collects it"
-                ),
+            late = DeadlineError(
+                f"no final status within task_deadline={deadline:g} s; the task goes on at "
+                "the service and the next run with this journal collects it"
             )
+            return batch.failed(row, late)
         except OutpaintError as exc:
-            return journal.update(row, error=str(exc))
-        return self._record_final(journal, row, final, via)
+            return batch.failed(row, exc)
+        return self._record_final(batch, row, final, via)
 
     @staticmethod
-    def _record_final(journal: Journal, row: TaskRow, prediction: Prediction, via: str) -> TaskRow:
+    def _record_final(batch: BatchState, row: TaskRow, prediction: Prediction, via: str) -> TaskRow:
+        journal = batch.journal
         if prediction.ok and prediction.outputs:
             return journal.update(
                 row,
@@ -484,9 +467,13 @@ class Engine:
                 delivered_by=via,
                 error=None,
             )
-        error = prediction.error or (
-            "completed without any output" if prediction.ok else f"ended {prediction.status_text}"
-        )
+        if prediction.ok:
+            failure: OutpaintError = ProtocolError(
+                f"prediction {prediction.id} completed without any output"
+            )
+        else:
+            failure = TaskFailedError(prediction)
+        batch.exceptions[row.fingerprint] = failure
         return journal.update(
             row,
             state=State.FAILED,
@@ -494,7 +481,7 @@ class Engine:
             code=prediction.code,
             outputs=prediction.outputs,
             delivered_by=via,
-            error=error,
+            error=prediction.error or str(failure),
         )
 
     async def _download(
@@ -507,21 +494,27 @@ class Engine:
             paths = output_paths(batch.out_dir, row.output_stem, row.outputs)
             async with self._downloads:
                 for url, path in zip(row.outputs, paths, strict=True):
-                    await download(self._client._transport, url, path, into_folder=False)
+                    await self._api.download(url, path, into_folder=False)
         except OutpaintError as exc:
-            return self._result(request, journal.update(row, error=f"download failed: {exc}"))
-        return self._result(
-            request, journal.update(row, state=State.DOWNLOADED, files=paths, error=None)
-        )
+            batch.exceptions[row.fingerprint] = exc
+            row = journal.update(row, error=f"download failed: {exc}")
+            return self._result(request, row, batch)
+        row = journal.update(row, state=State.DOWNLOADED, files=paths, error=None)
+        return self._result(request, row, batch)
 
     @staticmethod
-    def _result(request: OutpaintRequest, row: TaskRow, *, skipped: bool = False) -> OutpaintResult:
+    def _result(
+        request: OutpaintRequest, row: TaskRow, batch: BatchState, *, skipped: bool = False
+    ) -> OutpaintResult:
         if row.state == State.UNKNOWN:
             status: Status | str = Status.UNKNOWN
         elif row.state in (State.COMPLETED, State.DOWNLOADED):
             status = Status.COMPLETED
         else:
             status = parse_status(row.status or "processing")
+        exception = batch.exceptions.pop(row.fingerprint, None)
+        if exception is None and not skipped:
+            exception = _exception_from_row(request, row, status)
         return OutpaintResult(
             request=request,
             status=status,
@@ -534,7 +527,30 @@ class Engine:
             delivered_by="journal" if skipped else row.delivered_by,
             submitted_at=row.sent_at,
             finished_at=time.time(),
+            exception=exception,
         )
+
+
+def _exception_from_row(
+    request: OutpaintRequest, row: TaskRow, status: Status | str
+) -> OutpaintError | None:
+    """The exception of a task that did not succeed and raised none in this process (a
+    submit settled as unknown after a crash, a task found failed in the list)."""
+    if row.state == State.UNKNOWN:
+        sent_at = row.sent_at or time.time()
+        return UnknownSubmissionError(
+            request,
+            sent_at=sent_at,
+            failed_at=row.failed_at or sent_at,
+            cause=row.error or "answer lost",
+        )
+    if row.state == State.FAILED:
+        return TaskFailedError(
+            Prediction(row.prediction_id or "", status, error=row.error or "", code=row.code)
+        )
+    if row.error:
+        return OutpaintError(row.error)
+    return None
 
 
 def _datetime(ts: float) -> datetime:

@@ -31,7 +31,7 @@ from typing import Any
 
 import attrs
 
-from .errors import ValidationError
+from .errors import JournalError, ValidationError
 from .models import expand_path
 
 SCHEMA = """
@@ -154,8 +154,9 @@ class Journal:
             try:
                 Path(target).parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
-                raise ValidationError(
-                    "journal", target, f"cannot create its folder ({exc.strerror})"
+                raise JournalError(
+                    f"journal {target}: cannot create its folder ({exc.strerror}); "
+                    "give --journal a path in a folder you can write"
                 ) from None
         try:
             self._db = sqlite3.connect(target, isolation_level=None, check_same_thread=False)
@@ -164,8 +165,9 @@ class Journal:
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(SCHEMA)
         except sqlite3.DatabaseError as exc:
-            raise ValidationError(
-                "journal", target, f"is not a usable SQLite journal ({exc})"
+            raise JournalError(
+                f"journal {target} is not a usable SQLite journal ({exc}); give another path, "
+                "or move the file away if it is not a journal of this tool"
             ) from None
         self.path = None if path is None else Path(target)
         self._in_transaction = False
@@ -251,11 +253,10 @@ class Journal:
     def _raise_commit_error(self) -> None:
         if self._commit_error is not None:
             exc, self._commit_error = self._commit_error, None
-            raise ValidationError(
-                "journal",
-                str(self.path),
-                f"could not be written ({exc}); make room or mend it, then run again with "
-                "this journal: tasks already sent are found again, never sent twice",
+            raise JournalError(
+                f"journal {self.path} could not be written ({exc}); make room or mend it, "
+                "then run again with this journal: tasks already sent are found again, "
+                "never sent twice"
             ) from exc
 
     def _write(self, sql: str, values: tuple[Any, ...]) -> sqlite3.Cursor:

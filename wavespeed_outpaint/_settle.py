@@ -1,4 +1,4 @@
-"""Settling a submit whose answer was lost, through the list endpoint (PROTOCOL.md).
+"""Settling a submit whose answer was lost, through the list endpoint (docs/protocol.md).
 
 A lost submit may or may not have created a task. The list shows every prediction of the
 model created in a time window, so the question becomes: which predictions were created
@@ -17,9 +17,9 @@ from __future__ import annotations
 import enum
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import anyio
 import attrs
@@ -27,10 +27,15 @@ import attrs
 from .errors import OutpaintError
 from .models import CREATED_AT_RESOLUTION, Prediction
 
-if TYPE_CHECKING:
-    from .client import OutpaintClient
-
 log = logging.getLogger("wavespeed_outpaint.settle")
+
+
+class ListAPI(Protocol):
+    """What the settler asks the service: the predictions created in a time window."""
+
+    def list_pages(
+        self, *, created_after: datetime, created_before: datetime
+    ) -> AsyncGenerator[tuple[int, int, list[dict[str, Any]]], None]: ...
 
 
 class Outcome(enum.Enum):
@@ -99,14 +104,14 @@ class Settlement:
 class Settler:
     def __init__(
         self,
-        client: OutpaintClient,
+        api: ListAPI,
         *,
         clock_skew: float,
         grace: float,
         open_submits: Callable[[], list[OpenSubmit]],
         known_ids: Callable[[], set[str]],
     ) -> None:
-        self._client = client
+        self._api = api
         self._skew = clock_skew
         self.clock = ClockOffset(clock_skew)
         self._grace = grace
@@ -188,11 +193,11 @@ class Settler:
 
     async def _window(self, start: float, end: float) -> list[Prediction]:
         found: list[Prediction] = []
-        async for page in self._client.list_predictions(
+        async for _, _, items in self._api.list_pages(
             created_after=datetime.fromtimestamp(start, timezone.utc),
             created_before=datetime.fromtimestamp(end, timezone.utc),
         ):
-            found.extend(page.items)
+            found.extend(Prediction.from_data(item) for item in items)
         return found
 
 

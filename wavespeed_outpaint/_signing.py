@@ -1,4 +1,4 @@
-"""Webhook signatures as PROTOCOL.md describes them, shared by the emulator and receivers.
+"""Webhook signatures as docs/protocol.md describes them, shared by the emulator and receivers.
 
 The signature is HMAC-SHA256 over `{webhook-id}.{webhook-timestamp}.{raw body}`, keyed
 with the account's secret minus its `whsec_` prefix (used as text, not base64-decoded),

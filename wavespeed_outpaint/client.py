@@ -1,67 +1,45 @@
-"""OutpaintClient: the async context manager that owns the session and every call."""
+"""OutpaintClient: the façade. It checks its options, builds the layers and owns them:
+
+    OutpaintClient -> Engine (one task's way) -> SharedPoller, Settler, StartPacer
+                   -> WaveSpeedAPI (every endpoint) -> Transport (session, errors, retries)
+
+Nothing below this module imports it.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
-import time
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable, Iterator
-from datetime import datetime, timezone
+from collections.abc import AsyncIterator
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
 
-import aiofiles
-import aiohttp
 import anyio
 import attrs
 from anyio.abc import TaskGroup
-from anyio.streams.memory import MemoryObjectSendStream
 
-from . import _download
-from ._audio import AudioProblem, probe_audio
+from ._api import WaveSpeedAPI
+from ._batch import feed
 from ._engine import BatchState, Engine
-from ._http import NotSent, Policy, Transport
+from ._http import Transport
 from ._journal import Journal
-from ._taskset import TaskSet
-from .errors import (
-    APIError,
-    ConfigurationError,
-    OutpaintError,
-    ProtocolError,
-    TaskFailedError,
-    TransportError,
-    UnknownSubmissionError,
-    ValidationError,
-)
+from .errors import ConfigurationError
 from .models import (
     MODEL_ID,
+    BatchInput,
     BatchProgress,
     OutpaintRequest,
     OutpaintResult,
     Prediction,
-    Status,
+    PredictionPage,
     expand_path,
     is_loopback_host,
 )
 from .options import DEFAULT_BASE_URL, ClientOptions
 
-__all__ = ["OutpaintClient", "PredictionPage"]
-
-SUBMIT_PATH = f"/api/v3/{MODEL_ID}"
-UPLOAD_CHUNK = 256 * 1024
-LIST_STATUSES = ("completed", "failed", "processing")
-# Requests read ahead per parallel submit: enough that a submitter never waits for one.
-UNSENT_PER_SUBMITTER = 4
-
-
-@attrs.frozen
-class PredictionPage:
-    page: int
-    total: int
-    items: tuple[Prediction, ...]
+__all__ = ["OutpaintClient"]
 
 
 def _check_base_url(base_url: str, options: ClientOptions) -> str:
@@ -112,8 +90,7 @@ class OutpaintClient:
         )
         self._api_key = api_key or os.environ.get("WAVESPEED_API_KEY") or None
         self._transport = Transport(self.base_url, self._api_key, options)
-        self._list_method = "POST"
-        self._webhook_url = options.webhook_url
+        self._api = WaveSpeedAPI(self._transport)
         self._engine: Engine | None = None
         self._journal: Journal | None = None
         self._task_group: TaskGroup | None = None
@@ -123,7 +100,7 @@ class OutpaintClient:
 
     async def __aenter__(self) -> OutpaintClient:
         await self._transport.open()
-        self._engine = Engine(self)
+        self._engine = Engine(self._api, self.options)
         self._journal = Journal(None)  # outpaint() calls without a journal of their own
         self._engine.attach(self._journal)
         # Every background task (the shared poller, batches) lives in this group, and
@@ -161,12 +138,13 @@ class OutpaintClient:
     @property
     def webhook_url(self) -> str | None:
         """Where submits ask the service to POST results; None polls only."""
-        return self._webhook_url
+        return self._api.webhook_url
 
     @webhook_url.setter
     def webhook_url(self, url: str | None) -> None:
         # Settable once a receiver's port is known; it applies to the next submits.
-        self._webhook_url = attrs.evolve(self.options, webhook_url=url).webhook_url
+        self.options = attrs.evolve(self.options, webhook_url=url)  # checks the URL
+        self._api.webhook_url = self.options.webhook_url
         if self._engine is not None:
             self._engine.poller.webhook_grace = self.options.webhook_grace if url else None
 
@@ -187,8 +165,10 @@ class OutpaintClient:
         """Run one task to the end: upload, submit, wait, and download into `out_dir`.
 
         Shares the client's poller with every other task, so thousands of concurrent
-        callers cost one poll loop. Raises on failure: `TaskFailedError` when the task
-        failed, `UnknownSubmissionError` when its submit could not be settled.
+        callers cost one poll loop. Raises what stopped the task, as it was raised:
+        `TaskFailedError` when the task failed at the service, `UnknownSubmissionError`
+        when its submit could not be settled, an `APIError` when the submit was refused,
+        `OutputError` when an output could not be written, and so on.
         """
         engine = self._running_engine()
         assert self._journal is not None
@@ -197,22 +177,8 @@ class OutpaintClient:
         if result is None:
             assert batch.fatal is not None
             raise batch.fatal
-        if result.status is Status.UNKNOWN:
-            row_time = result.submitted_at or time.time()
-            raise UnknownSubmissionError(
-                request, sent_at=row_time, failed_at=row_time, cause=result.error or "answer lost"
-            )
-        if result.status is not Status.COMPLETED:
-            raise TaskFailedError(
-                Prediction(
-                    result.prediction_id or "",
-                    result.status,
-                    error=result.error or "",
-                    code=result.code,
-                )
-            )
-        if result.error:
-            raise TransportError(result.error)
+        if result.exception is not None:
+            raise result.exception
         return result
 
     async def outpaint_many(
@@ -252,7 +218,9 @@ class OutpaintClient:
         send, receive = anyio.create_memory_object_stream[OutpaintResult](0)
         finished = anyio.Event()
         scope = anyio.CancelScope()
-        self._task_group.start_soon(self._produce, engine, requests, batch, send, scope, finished)
+        self._task_group.start_soon(
+            feed, engine, self.options, requests, batch, send, scope, finished
+        )
         try:
             async with receive:
                 async for result in receive:
@@ -266,133 +234,11 @@ class OutpaintClient:
         if batch.fatal is not None:
             raise batch.fatal
 
-    async def _produce(
-        self,
-        engine: Engine,
-        requests: BatchInput,
-        batch: BatchState,
-        send: MemoryObjectSendStream[OutpaintResult],
-        scope: anyio.CancelScope,
-        finished: anyio.Event,
-    ) -> None:
-        """Feed requests to the engine, never more than the pipeline can hold at once."""
-        # asyncio's semaphores: anyio's cost more, at one wait per request.
-        admission = asyncio.Semaphore(self.options.max_in_flight + self.options.parallel_downloads)
-        # Tasks not yet sent: reading `max_in_flight` requests at once would hold
-        # thousands of tasks in memory that only wait for a submitter.
-        unsent = asyncio.Semaphore(UNSENT_PER_SUBMITTER * self.options.parallel_submits)
-
-        async def one(request: OutpaintRequest, stem: str | None) -> None:
-            waiting = True
-
-            def sent() -> None:
-                nonlocal waiting
-                if waiting:
-                    waiting = False
-                    unsent.release()
-
-            try:
-                result = await engine.run(request, stem, batch, sent)
-            except OutpaintError as exc:  # this task cannot run; the others go on
-                result = OutpaintResult(request, Status.FAILED, error=str(exc))
-            finally:
-                sent()
-            try:
-                if result is not None:
-                    batch.progress.count(result)
-                    await send.send(result)
-            finally:
-                # Released once the consumer has the result: a slow consumer slows
-                # the reading of requests instead of piling up finished tasks.
-                admission.release()
-
-        try:
-            with scope:
-                async with send, TaskSet() as tasks:
-                    async for item in _items(requests):
-                        if batch.stopped or scope.cancel_called:
-                            break
-                        try:
-                            request, stem = _unpack(item)
-                        except ValidationError as exc:
-                            # Not a request at all: stop submitting, collect what runs.
-                            batch.fatal = batch.fatal or exc
-                            break
-                        await admission.acquire()
-                        await unsent.acquire()
-                        tasks.start(one(request, stem))
-        except Exception as exc:  # noqa: BLE001 - handed to the consumer, who raises it
-            batch.fatal = batch.fatal or _sole_cause(exc)
-        finally:
-            finished.set()
-
-    # -- uploads -----------------------------------------------------------------------
+    # -- calls -------------------------------------------------------------------------
 
     async def upload(self, path: str | os.PathLike[str]) -> str:
         """Upload a local MP3 / WAV / FLAC file; returns the URL to send as `audio`."""
-        path = expand_path(path)
-        try:
-            info = probe_audio(path, max_bytes=self.options.max_upload_bytes)
-        except AudioProblem as exc:
-            raise ValidationError("audio", str(path), str(exc)) from None
-        ticket_body = {"filename": path.name, "size": info.size, "content_type": info.content_type}
-        try:
-            ticket = await self._transport.call(
-                "POST", "/api/v3/media/uploads", json_body=ticket_body
-            )
-        except APIError as exc:
-            if exc.status not in (404, 405):
-                raise
-            return await self._upload_binary(path, info.content_type)
-        try:
-            instruction = ticket["upload"]
-            put_url, method = str(instruction["url"]), str(instruction.get("method", "PUT"))
-            put_headers = {
-                str(k): str(v) for k, v in dict(instruction.get("headers") or {}).items()
-            }
-            download_url = str(ticket["download_url"])
-        except (KeyError, TypeError, ValueError, AttributeError):
-            raise ProtocolError("the upload ticket lacks upload.url or download_url") from None
-        if method.upper() != "PUT":
-            raise ProtocolError(f"the upload ticket asks for {method!r}; only PUT is known")
-        put_headers["Content-Length"] = str(info.size)
-
-        async def put_once() -> None:
-            try:
-                # The ticket's URL is pre-signed storage: it gets no Authorization header.
-                async with self._transport.session.put(
-                    put_url,
-                    data=_file_chunks(path),
-                    headers=put_headers,
-                    timeout=self._transport.timeout(),
-                ) as response:
-                    if not 200 <= response.status < 300:
-                        text = (await response.content.read(500)).decode("utf-8", "replace")
-                        raise self._transport.error_for(
-                            response.status, f"upload PUT refused: {text}"
-                        )
-            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-                raise TransportError(f"upload PUT failed: {type(exc).__name__}") from None
-
-        await self._transport.retrying(Policy.IDEMPOTENT, f"upload {path.name}", put_once)
-        return download_url
-
-    async def _upload_binary(self, path: Path, content_type: str) -> str:
-        """The older single-step upload, for services without the ticket endpoint."""
-
-        @contextlib.contextmanager
-        def file_form() -> Iterator[aiohttp.FormData]:
-            with path.open("rb") as f:
-                form = aiohttp.FormData()
-                form.add_field("file", f, filename=path.name, content_type=content_type)
-                yield form
-
-        data = await self._transport.call("POST", "/api/v3/media/upload/binary", form=file_form)
-        if not isinstance(data, dict) or not isinstance(data.get("download_url"), str):
-            raise ProtocolError("the upload answer lacks download_url")
-        return str(data["download_url"])
-
-    # -- tasks -------------------------------------------------------------------------
+        return await self._api.upload(expand_path(path))
 
     async def submit(
         self,
@@ -411,58 +257,11 @@ class OutpaintClient:
         body = request.payload(audio_url)
         if extra:
             body.update(extra)
-        return await self._post_submit(request, body, params=params)
-
-    async def _post_submit(
-        self,
-        request: OutpaintRequest,
-        body: dict[str, Any],
-        *,
-        params: dict[str, str] | None = None,
-        pooled: bool = False,
-    ) -> Prediction:
-        """The submit POST. `pooled`: a 429 is raised for the pool's pacer to handle."""
-        webhook = self._webhook_url
-        if webhook is not None:
-            if self.options.webhook_field == "body":
-                body = {**body, "webhook_url": webhook}
-            else:
-                params = {**(params or {}), "webhook": webhook}
-        sent_at = time.time()
-        try:
-            data = await self._transport.call(
-                "POST",
-                SUBMIT_PATH,
-                policy=Policy.SUBMIT,
-                json_body=body,
-                params=params,
-                retry_rate_limits=not pooled,
-            )
-            return self._prediction(data)
-        except NotSent:
-            raise
-        except APIError as exc:
-            # A definite refusal (4xx) or a "not accepted" status means no task exists.
-            if exc.status < 500 or exc.status in self.options.submit_resend_statuses:
-                raise
-            cause = str(exc)
-        except TransportError as exc:
-            cause = str(exc)
-        raise UnknownSubmissionError(request, sent_at=sent_at, failed_at=time.time(), cause=cause)
+        return await self._api.submit(request, body, params=params)
 
     async def get(self, prediction_id: str) -> Prediction:
         """The prediction's current state (safe to call as often as needed)."""
-        if not prediction_id or "/" in prediction_id:
-            raise ValidationError("prediction_id", prediction_id, "give the id a submit returned")
-        data = await self._transport.call(
-            "GET", f"/api/v3/predictions/{prediction_id}/result", prediction_id=prediction_id
-        )
-        return self._prediction(data)
-
-    def _prediction(self, data: Any) -> Prediction:
-        if not isinstance(data, dict) or not isinstance(data.get("id"), str) or not data["id"]:
-            raise ProtocolError("the answer has no prediction id")
-        return Prediction.from_data(data)
+        return await self._api.get(prediction_id)
 
     async def list_predictions(
         self,
@@ -474,7 +273,7 @@ class OutpaintClient:
         page_size: int = 100,
     ) -> AsyncIterator[PredictionPage]:
         """The account's recent predictions, newest first, a page at a time."""
-        async for page, total, items in self._list_pages(
+        async for page, total, items in self._api.list_pages(
             status=status,
             created_after=created_after,
             created_before=created_before,
@@ -484,134 +283,14 @@ class OutpaintClient:
             predictions = tuple(Prediction.from_data(item) for item in items)
             yield PredictionPage(page=page, total=total, items=predictions)
 
-    async def _list_pages(
-        self,
-        *,
-        status: str | None = None,
-        created_after: datetime | None = None,
-        created_before: datetime | None = None,
-        model: str | None = MODEL_ID,
-        page_size: int = 100,
-    ) -> AsyncGenerator[tuple[int, int, list[dict[str, Any]]], None]:
-        """Pages as (number, total, items with an id), the items not yet parsed: the poller
-        parses only those it waits for, and most items in a sweep's window are not."""
-        if status is not None and status not in LIST_STATUSES:
-            raise ValidationError("status", status, f"give one of {', '.join(LIST_STATUSES)}")
-        if (
-            isinstance(page_size, bool)
-            or not isinstance(page_size, int)
-            or not 1 <= page_size <= 100
-        ):
-            raise ValidationError("page_size", page_size, "give 1 to 100")
-        query: dict[str, Any] = {"page_size": page_size}
-        if model:
-            query["model"] = model
-        if status:
-            query["status"] = status
-        if created_after is not None:
-            query["created_after"] = _iso(created_after)
-        if created_before is not None:
-            query["created_before"] = _iso(created_before)
-        page = 1
-        while True:
-            data = await self._list_page({**query, "page": page})
-            if not isinstance(data, dict) or not isinstance(data.get("items"), list):
-                raise ProtocolError("the list answer has no `items` list")
-            items = [
-                item
-                for item in data["items"]
-                if isinstance(item, dict) and isinstance(item.get("id"), str)
-            ]
-            total = data["total"] if isinstance(data.get("total"), int) else len(items)
-            yield page, total, items
-            if not data["items"] or page * page_size >= total:
-                return
-            page += 1
-
-    async def _list_page(self, query: dict[str, Any]) -> Any:
-        if self._list_method == "POST":
-            try:
-                return await self._transport.call("POST", "/api/v3/predictions", json_body=query)
-            except APIError as exc:
-                if exc.status not in (404, 405):
-                    raise
-                self._list_method = "GET"  # one guide page shows a GET form; remember it
-        params = {k: str(v) for k, v in query.items()}
-        return await self._transport.call("GET", "/api/v3/predictions", params=params)
-
-    # -- account -----------------------------------------------------------------------
-
     async def balance(self) -> float:
         """The account's balance in USD."""
-        data = await self._transport.call("GET", "/api/v3/balance")
-        value = data.get("balance") if isinstance(data, dict) else None
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ProtocolError("the balance answer has no number `balance`")
-        return float(value)
+        return await self._api.balance()
 
     async def webhook_secret(self) -> str:
         """The account's webhook signing secret (`whsec_...`)."""
-        data = await self._transport.call("GET", "/api/v3/webhook/secret")
-        secret = data.get("secret") if isinstance(data, dict) else data
-        if not isinstance(secret, str) or not secret:
-            raise ProtocolError("the webhook secret answer has no `secret` text")
-        return secret
-
-    # -- outputs -----------------------------------------------------------------------
+        return await self._api.webhook_secret()
 
     async def download(self, url: str, dest: str | os.PathLike[str]) -> Path:
         """Stream an output to `dest` through a `.part` file; the key is never sent."""
-        return Path(await _download.download(self._transport, url, expand_path(dest)))
-
-
-BatchInput = (
-    Iterable[OutpaintRequest | tuple[OutpaintRequest, str]]
-    | AsyncIterable[OutpaintRequest | tuple[OutpaintRequest, str]]
-)
-
-
-async def _items(
-    requests: BatchInput,
-) -> AsyncIterator[OutpaintRequest | tuple[OutpaintRequest, str]]:
-    if isinstance(requests, AsyncIterable):
-        async for item in requests:
-            yield item
-    else:
-        for item in requests:
-            yield item
-
-
-def _sole_cause(exc: BaseException) -> BaseException:
-    """The one exception inside task-group wrappers (e.g. a request iterator that raised)."""
-    inner: tuple[BaseException, ...] = getattr(exc, "exceptions", ())
-    while len(inner) == 1:
-        exc = inner[0]
-        inner = getattr(exc, "exceptions", ())
-    return exc
-
-
-def _unpack(item: object) -> tuple[OutpaintRequest, str | None]:
-    if isinstance(item, OutpaintRequest):
-        return item, None
-    if (
-        isinstance(item, tuple)
-        and len(item) == 2
-        and isinstance(item[0], OutpaintRequest)
-        and isinstance(item[1], str)
-    ):
-        return item[0], item[1]
-    raise ValidationError(
-        "requests", item, "give OutpaintRequest items or (OutpaintRequest, output_name) pairs"
-    )
-
-
-async def _file_chunks(path: Path) -> AsyncIterator[bytes]:
-    async with aiofiles.open(path, "rb") as f:
-        while chunk := await f.read(UPLOAD_CHUNK):
-            yield chunk
-
-
-def _iso(value: datetime) -> str:
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        return Path(await self._api.download(url, expand_path(dest)))

@@ -14,6 +14,9 @@
     │   └── ProtocolError              an answer that does not follow the protocol
     ├── UnknownSubmissionError     a submit whose outcome cannot be known: never re-sent
     ├── TaskFailedError            the task ran and ended failed, cancelled or timed out
+    ├── DeadlineError              no final status within `task_deadline`; the task goes on
+    ├── OutputError                an output cannot be written (folder, disk full, rights)
+    ├── JournalError               the journal cannot be opened, read or written
     └── WebhookVerificationError   a webhook delivery that is not genuine, fresh and new
 
 Messages never contain the API key: the transport redacts every text taken from the
@@ -32,9 +35,12 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "ConfigurationError",
+    "DeadlineError",
     "InsufficientBalanceError",
+    "JournalError",
     "NotFoundError",
     "OutpaintError",
+    "OutputError",
     "ProtocolError",
     "RateLimitedError",
     "ServerError",
@@ -177,6 +183,26 @@ class TaskFailedError(OutpaintError):
     def retryable(self) -> bool | None:
         """True when a new submit may succeed, False when the input must change."""
         return self.prediction.retryable
+
+
+class DeadlineError(OutpaintError, TimeoutError):
+    """No final status came within `task_deadline`. The task goes on at the service, and
+    the next run with the same journal collects it (nothing is submitted again)."""
+
+
+class OutputError(OutpaintError):
+    """An output cannot be written where it should go. `location` is where; the message
+    says why (a folder that cannot be made, a full disk, no write permission)."""
+
+    def __init__(self, location: str, problem: str) -> None:
+        self.location = location
+        self.problem = problem
+        super().__init__(f"cannot write {location}: {problem}")
+
+
+class JournalError(OutpaintError):
+    """The journal cannot be opened, read or written (a full disk, a locked or broken file).
+    Nothing is submitted while the journal cannot record it."""
 
 
 def _short_repr(value: Any, limit: int = 80) -> str:

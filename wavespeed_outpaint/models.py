@@ -7,6 +7,7 @@ import ipaddress
 import math
 import numbers
 import os
+from collections.abc import AsyncIterable, Iterable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -20,12 +21,13 @@ from .errors import ValidationError
 __all__ = [
     "MODEL_ID",
     "PRICE_PER_SECOND_USD",
+    "BatchInput",
     "BatchProgress",
     "OutpaintRequest",
     "OutpaintResult",
     "Prediction",
+    "PredictionPage",
     "Status",
-    "is_loopback_host",
 ]
 
 MODEL_ID = "wavespeed-ai/ace-step/audio-outpaint"
@@ -314,6 +316,15 @@ class Prediction:
 
 
 @attrs.frozen
+class PredictionPage:
+    """One page of `OutpaintClient.list_predictions`: its number, the total, its items."""
+
+    page: int
+    total: int
+    items: tuple[Prediction, ...]
+
+
+@attrs.frozen
 class OutpaintResult:
     """How one task of a batch ended. A failure is a value here, not an exception.
 
@@ -335,6 +346,9 @@ class OutpaintResult:
     delivered_by: str | None = None
     submitted_at: float | None = None
     finished_at: float | None = None
+    # The exception behind `error`, as it was raised (None for a task finished by an
+    # earlier run, whose error is only text in the journal).
+    exception: BaseException | None = attrs.field(default=None, eq=False, repr=False)
 
     @property
     def ok(self) -> bool:
@@ -382,3 +396,11 @@ class BatchProgress:
             self.unknown += 1
         else:
             self.failed += 1
+
+
+# What `outpaint_many` takes: requests, or (request, output name) pairs, from any
+# iterable or async iterable, read lazily.
+BatchInput = (
+    Iterable[OutpaintRequest | tuple[OutpaintRequest, str]]
+    | AsyncIterable[OutpaintRequest | tuple[OutpaintRequest, str]]
+)

@@ -59,7 +59,7 @@ class ClientOptions:
     retry_wait_initial: float = attrs.field(default=0.5, validator=_positive)
     retry_wait_max: float = attrs.field(default=30.0, validator=_positive)
     # A submit is sent again only after these answers, which mean "not accepted"
-    # (PROTOCOL.md: 429 and 503 for sure, 502 from the gateway before the service).
+    # (docs/protocol.md: 429 and 503 for sure, 502 from the gateway before the service).
     submit_resend_statuses: frozenset[int] = attrs.field(
         default=frozenset({429, 502, 503}), converter=frozenset, validator=_statuses
     )

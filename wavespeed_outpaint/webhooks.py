@@ -11,7 +11,7 @@ In another framework (FastAPI, Starlette, plain ASGI), verify the raw body yours
     client.deliver(prediction)
 
 A delivery is accepted when its `webhook-signature` is HMAC-SHA256 over
-`{webhook-id}.{webhook-timestamp}.{raw body}` with the account's secret (PROTOCOL.md),
+`{webhook-id}.{webhook-timestamp}.{raw body}` with the account's secret (docs/protocol.md),
 its timestamp is at most `tolerance` seconds old (or ahead), and its `webhook-id` has not
 been accepted before. Anything else raises `WebhookVerificationError` and changes nothing.
 """

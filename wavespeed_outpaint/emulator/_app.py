@@ -1,4 +1,4 @@
-"""The emulator's HTTP face: the WaveSpeed v3 endpoints of PROTOCOL.md over `Service`."""
+"""The emulator's HTTP face: the WaveSpeed v3 endpoints of docs/protocol.md over `Service`."""
 
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ DEFAULT_WEBHOOK_SECRET = "whsec_emulator-webhook-secret"
 
 @attrs.frozen
 class Tier:
-    """An account tier's limits (PROTOCOL.md, "Rate limits and concurrency")."""
+    """An account tier's limits (docs/protocol.md)."""
 
     name: str
     starts_per_minute: int
