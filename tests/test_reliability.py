@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import shutil
 from pathlib import Path
 
 import anyio
@@ -13,7 +14,13 @@ from conftest import MakeTrack, against, fast_client, fast_config, run_cli
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from wavespeed_outpaint import AuthenticationError, OutpaintClient, OutpaintRequest, ValidationError
+from wavespeed_outpaint import (
+    AuthenticationError,
+    OutpaintClient,
+    OutpaintRequest,
+    OutputError,
+    ValidationError,
+)
 from wavespeed_outpaint._plan import PlanError, from_manifest
 from wavespeed_outpaint.emulator import Emulator, Faults
 
@@ -113,26 +120,47 @@ def test_a_manifest_is_read_whole_or_refused_with_line_numbers(
 
 
 @pytest.mark.anyio
-async def test_an_out_dir_that_cannot_be_created_is_a_clear_error(
+async def test_an_out_dir_that_cannot_be_created_is_a_clear_error_before_any_charge(
     emulator: Emulator, make_audio: MakeTrack, tmp_path: Path
 ) -> None:
     blocker = tmp_path / "out"
     blocker.write_text("a file where the folder should be")
     async with fast_client(emulator) as client:
-        results = [
-            r
-            async for r in client.outpaint_many(
+        with pytest.raises(OutputError, match="cannot create the folder"):
+            async for _ in client.outpaint_many(
                 [OutpaintRequest(make_audio("a.wav"), tags="x")],
                 blocker / "sub",
                 journal=tmp_path / "j.sqlite",
-            )
-        ]
-    assert not results[0].ok
-    assert "cannot create its folder" in (results[0].error or "")
-    import sqlite3
+            ):
+                pass
+        with pytest.raises(OutputError, match="give another output folder"):
+            await client.outpaint(OutpaintRequest(make_audio("a.wav"), tags="x"), blocker)
+    assert emulator.stats()["submit_requests"] == 0
 
-    (state,) = sqlite3.connect(tmp_path / "j.sqlite").execute("SELECT state FROM tasks").fetchone()
-    assert state == "completed"  # paid for and known: the next run only downloads
+
+@pytest.mark.anyio
+async def test_an_output_folder_removed_during_a_run_is_made_again(
+    emulator: Emulator, make_audio: MakeTrack, tmp_path: Path
+) -> None:
+    # Outputs over 1 MB stream to their .part through aiofiles: a folder removed after
+    # the batch made it is made again (it once failed with "cannot be written").
+    emulator.config.base_seconds = 1.0  # the second task ends well after the first
+    out = tmp_path / "out"
+    requests = [
+        (
+            OutpaintRequest(make_audio("a.wav"), tags="x", extend_after_duration=90, seed=i),
+            f"album/{i}",
+        )
+        for i in range(2)
+    ]
+    async with fast_client(emulator, max_in_flight=1) as client:
+        results = []
+        async for result in client.outpaint_many(requests, out):
+            results.append(result)
+            if len(results) == 1:
+                shutil.rmtree(out)
+    assert [r.ok for r in results] == [True, True], [r.error for r in results]
+    assert results[1].files[0].stat().st_size > 1024 * 1024
 
 
 @pytest.mark.anyio

@@ -30,6 +30,7 @@ from .errors import (
     ValidationError,
 )
 from .models import MODEL_ID, OutpaintRequest, Prediction
+from .seams import OutputSink
 
 SUBMIT_PATH = f"/api/v3/{MODEL_ID}"
 LIST_PATH = "/api/v3/predictions"
@@ -244,9 +245,10 @@ class WaveSpeedAPI:
 
     # -- outputs -----------------------------------------------------------------------
 
-    async def download(self, url: str, dest: str | Path, *, into_folder: bool = True) -> str:
-        """Stream an output to `dest` through a `.part` file; the key is never sent."""
-        return await _download.download(self.transport, url, dest, into_folder=into_folder)
+    async def download(self, url: str, sink: OutputSink, name: str) -> str:
+        """Stream an output into `sink` as `name`; returns where it landed. The output
+        host never gets the API key."""
+        return await _download.download(self.transport, url, sink, name)
 
 
 def _prediction(data: Any) -> Prediction:

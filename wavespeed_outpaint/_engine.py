@@ -14,7 +14,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
@@ -26,8 +25,8 @@ import attrs
 
 from ._api import WaveSpeedAPI
 from ._hashing import FileVersion, file_version, known_hash, sha256_file
-from ._journal import Journal, State, TaskRow
-from ._naming import checked_stem, default_stem, output_paths
+from ._journal import State, TaskRow
+from ._naming import checked_stem, default_stem, output_names
 from ._pacing import StartPacer
 from ._poller import PollOptions, SharedPoller
 from ._settle import OpenSubmit, Outcome, Settler
@@ -53,6 +52,7 @@ from .models import (
     parse_status,
 )
 from .options import ClientOptions
+from .seams import OutputSink, StartLimiter, TaskStore
 
 log = logging.getLogger("wavespeed_outpaint.engine")
 
@@ -67,8 +67,9 @@ MAX_LOST_SUBMITS = 5
 class BatchState:
     """What one batch (or one outpaint() call) decides and shares across its tasks."""
 
-    journal: Journal
-    out_dir: Path | None
+    journal: TaskStore
+    # Where outputs go; None: results carry the output URLs, nothing is downloaded.
+    sink: OutputSink | None
     resubmit_unknown: bool = False
     retry_failed: bool = False
     # Why submitting stopped: the account cannot pay, the key was refused, bad input.
@@ -136,7 +137,9 @@ def fingerprint(request: OutpaintRequest, content_hash: str | None) -> str:
 class Engine:
     """Drives tasks through the service's API; owns the shared poller and the settler."""
 
-    def __init__(self, api: WaveSpeedAPI, options: ClientOptions) -> None:
+    def __init__(
+        self, api: WaveSpeedAPI, options: ClientOptions, limiter: StartLimiter | None = None
+    ) -> None:
         opts = options
         self._api = api
         self.options = opts
@@ -153,7 +156,7 @@ class Engine:
                 blind_overdue_after=opts.webhook_blind_wait,
             ),
         )
-        self.pacer = StartPacer(opts.starts_per_minute)
+        self.pacer = limiter if limiter is not None else StartPacer(opts.starts_per_minute)
         # asyncio's own primitives, not anyio's, on every task's path: a free slot is
         # taken without a trip through the event loop or a cancellation check, which at
         # thousands of tasks is a measurable share of the client's CPU. (aiohttp ties
@@ -168,7 +171,7 @@ class Engine:
         self._hashes = _OncePerKey[FileVersion, str](known=known_hash)
         self._upload_urls = _OncePerKey[str, str]()
         self._on_the_wire: dict[str, OpenSubmit] = {}
-        self._journals: list[Journal] = []
+        self._journals: list[TaskStore] = []
         # Tasks being driven now, so a second caller with the same request shares it.
         self._driving: dict[str, _Shared] = {}
         self.settler = Settler(
@@ -179,10 +182,10 @@ class Engine:
             known_ids=self._known_ids,
         )
 
-    def attach(self, journal: Journal) -> None:
+    def attach(self, journal: TaskStore) -> None:
         self._journals.append(journal)
 
-    def detach(self, journal: Journal) -> None:
+    def detach(self, journal: TaskStore) -> None:
         self._journals.remove(journal)
 
     def _known_ids(self) -> set[str]:
@@ -271,7 +274,7 @@ class Engine:
         shared = self._driving[fp] = _Shared()
         try:
             stems: tuple[str, ...] = ()
-            if batch.out_dir is not None:
+            if batch.sink is not None:
                 wanted = checked_stem(stem) if stem else default_stem(request)
                 stems = (wanted, f"{wanted}-{fp[:8]}")
             payload = request.payload("") | {"audio": None}
@@ -291,12 +294,14 @@ class Engine:
         sent: Callable[[], None] | None,
     ) -> OutpaintResult | None:
         # Finished by an earlier run?
-        if row.state == State.DOWNLOADED and all(os.path.exists(f) for f in row.files):
+        if row.state == State.DOWNLOADED and (
+            batch.sink is None or await _outputs_exist(row, batch.sink)
+        ):
             return self._result(request, row, batch, skipped=True)
         if row.state == State.FAILED and not batch.retry_failed:
             return self._result(request, row, batch, skipped=True)
         if row.state in (State.COMPLETED, State.DOWNLOADED):
-            if batch.out_dir is None:
+            if batch.sink is None:
                 return self._result(request, row, batch, skipped=True)
             return await self._download(request, row, batch)
         if batch.stopped:
@@ -312,7 +317,7 @@ class Engine:
                 row = await self._wait(request, row, batch)
         if row.state == State.PENDING:
             return None  # the batch stopped before this task was sent
-        if row.state == State.COMPLETED and batch.out_dir is not None:
+        if row.state == State.COMPLETED and batch.sink is not None:
             return await self._download(request, row, batch)
         return self._result(request, row, batch)
 
@@ -487,14 +492,16 @@ class Engine:
     async def _download(
         self, request: OutpaintRequest, row: TaskRow, batch: BatchState
     ) -> OutpaintResult:
-        journal = batch.journal
-        assert batch.out_dir is not None
+        journal, sink = batch.journal, batch.sink
+        assert sink is not None
         assert row.output_stem is not None
         try:
-            paths = output_paths(batch.out_dir, row.output_stem, row.outputs)
+            names = output_names(row.output_stem, row.outputs)
             async with self._downloads:
-                for url, path in zip(row.outputs, paths, strict=True):
-                    await self._api.download(url, path, into_folder=False)
+                paths = [
+                    await self._api.download(url, sink, name)
+                    for url, name in zip(row.outputs, names, strict=True)
+                ]
         except OutpaintError as exc:
             batch.exceptions[row.fingerprint] = exc
             row = journal.update(row, error=f"download failed: {exc}")
@@ -551,6 +558,15 @@ def _exception_from_row(
     if row.error:
         return OutpaintError(row.error)
     return None
+
+
+async def _outputs_exist(row: TaskRow, sink: OutputSink) -> bool:
+    if row.output_stem is None:
+        return False
+    for name in output_names(row.output_stem, row.outputs):
+        if not await sink.exists(name):
+            return False
+    return True
 
 
 def _datetime(ts: float) -> datetime:

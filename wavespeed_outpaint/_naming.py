@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlsplit
@@ -42,16 +41,8 @@ def output_extension(url: str) -> str:
     return suffix if _EXTENSION.fullmatch(suffix) else ".wav"
 
 
-def output_paths(out_dir: Path, stem: str, outputs: tuple[str, ...]) -> list[str]:
+def output_names(stem: str, outputs: tuple[str, ...]) -> list[str]:
     """`stem.ext` for the first output, `stem-1.ext`, `stem-2.ext` ... for the others."""
-    paths = []
-    root = os.path.abspath(out_dir)
-    inside = root.rstrip(os.sep) + os.sep
-    for i, url in enumerate(outputs):
-        name = stem if i == 0 else f"{stem}-{i}"
-        path = os.path.normpath(os.path.join(root, name + output_extension(url)))
-        # checked_stem already refuses '..'; this holds for stems from anywhere.
-        if not path.startswith(inside):
-            raise ValidationError("output name", stem, "would land outside out_dir")
-        paths.append(path)
-    return paths
+    return [
+        (stem if i == 0 else f"{stem}-{i}") + output_extension(url) for i, url in enumerate(outputs)
+    ]

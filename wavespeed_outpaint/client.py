@@ -22,7 +22,9 @@ from anyio.abc import TaskGroup
 
 from ._api import WaveSpeedAPI
 from ._batch import feed
+from ._download import output_name
 from ._engine import BatchState, Engine
+from ._files import FileWriter, LocalFolder
 from ._http import Transport
 from ._journal import Journal
 from .errors import ConfigurationError
@@ -38,8 +40,14 @@ from .models import (
     is_loopback_host,
 )
 from .options import DEFAULT_BASE_URL, ClientOptions
+from .seams import OutputSink, StartLimiter, TaskStore
 
 __all__ = ["OutpaintClient"]
+
+# Output folders remembered by the client, at most.
+MAX_FOLDERS = 64
+# Where outputs go: a local folder, or any `OutputSink`.
+OutputTarget = str | os.PathLike[str] | OutputSink
 
 
 def _check_base_url(base_url: str, options: ClientOptions) -> str:
@@ -73,6 +81,7 @@ class OutpaintClient:
         base_url: str | None = None,
         *,
         options: ClientOptions | None = None,
+        limiter: StartLimiter | None = None,
         **option_overrides: Any,
     ) -> None:
         options = options if options is not None else ClientOptions()
@@ -91,6 +100,10 @@ class OutpaintClient:
         self._api_key = api_key or os.environ.get("WAVESPEED_API_KEY") or None
         self._transport = Transport(self.base_url, self._api_key, options)
         self._api = WaveSpeedAPI(self._transport)
+        self._limiter = limiter
+        self._writer = FileWriter()
+        # Output folders by path: `outpaint()` calls with one out_dir share its folder cache.
+        self._folders: dict[Path, OutputSink] = {}
         self._engine: Engine | None = None
         self._journal: Journal | None = None
         self._task_group: TaskGroup | None = None
@@ -100,7 +113,8 @@ class OutpaintClient:
 
     async def __aenter__(self) -> OutpaintClient:
         await self._transport.open()
-        self._engine = Engine(self._api, self.options)
+        self._writer.start()
+        self._engine = Engine(self._api, self.options, self._limiter)
         self._journal = Journal(None)  # outpaint() calls without a journal of their own
         self._engine.attach(self._journal)
         # Every background task (the shared poller, batches) lives in this group, and
@@ -128,7 +142,24 @@ class OutpaintClient:
             if self._journal is not None:
                 self._journal.close()
                 self._journal = None
+            await self._writer.stop()
             await self._transport.close()
+
+    async def _sink(self, out_dir: OutputTarget | None) -> OutputSink | None:
+        """The sink for `out_dir`, checked before anything is sent for it."""
+        if out_dir is None:
+            return None
+        if isinstance(out_dir, (str, os.PathLike)):
+            root = expand_path(out_dir)
+            sink = self._folders.get(root)
+            if sink is None:
+                if len(self._folders) >= MAX_FOLDERS:
+                    self._folders.clear()
+                sink = self._folders[root] = LocalFolder(root, self._writer)
+        else:
+            sink = out_dir
+        await sink.prepare()
+        return sink
 
     def _running_engine(self) -> Engine:
         if self._engine is None or self._task_group is None:
@@ -160,7 +191,7 @@ class OutpaintClient:
     # -- the pipeline ------------------------------------------------------------------
 
     async def outpaint(
-        self, request: OutpaintRequest, out_dir: str | os.PathLike[str] | None = None
+        self, request: OutpaintRequest, out_dir: OutputTarget | None = None
     ) -> OutpaintResult:
         """Run one task to the end: upload, submit, wait, and download into `out_dir`.
 
@@ -172,7 +203,7 @@ class OutpaintClient:
         """
         engine = self._running_engine()
         assert self._journal is not None
-        batch = BatchState(self._journal, expand_path(out_dir) if out_dir is not None else None)
+        batch = BatchState(self._journal, await self._sink(out_dir))
         result = await engine.run(request, None, batch)
         if result is None:
             assert batch.fatal is not None
@@ -184,9 +215,9 @@ class OutpaintClient:
     async def outpaint_many(
         self,
         requests: BatchInput,
-        out_dir: str | os.PathLike[str] | None = None,
+        out_dir: OutputTarget | None = None,
         *,
-        journal: str | os.PathLike[str] | None = None,
+        journal: str | os.PathLike[str] | TaskStore | None = None,
         resubmit_unknown: bool = False,
         retry_failed: bool = False,
         progress: BatchProgress | None = None,
@@ -206,11 +237,17 @@ class OutpaintClient:
         """
         engine = self._running_engine()
         assert self._task_group is not None
-        batch_journal = Journal(journal)
+        # A path is opened and closed here; a store given as an object stays the caller's.
+        own_journal = journal is None or isinstance(journal, (str, os.PathLike))
+        batch_journal: TaskStore
+        if journal is None or isinstance(journal, (str, os.PathLike)):
+            batch_journal = Journal(journal)
+        else:
+            batch_journal = journal
         engine.attach(batch_journal)
         batch = BatchState(
             batch_journal,
-            expand_path(out_dir) if out_dir is not None else None,
+            await self._sink(out_dir),
             resubmit_unknown=resubmit_unknown,
             retry_failed=retry_failed,
             progress=progress if progress is not None else BatchProgress(),
@@ -230,7 +267,8 @@ class OutpaintClient:
             with anyio.CancelScope(shield=True):
                 await finished.wait()
             engine.detach(batch_journal)
-            batch_journal.close()
+            if own_journal:
+                batch_journal.close()
         if batch.fatal is not None:
             raise batch.fatal
 
@@ -292,5 +330,12 @@ class OutpaintClient:
         return await self._api.webhook_secret()
 
     async def download(self, url: str, dest: str | os.PathLike[str]) -> Path:
-        """Stream an output to `dest` through a `.part` file; the key is never sent."""
-        return Path(await self._api.download(url, expand_path(dest)))
+        """Stream an output to `dest` through a `.part` file (into an existing folder: by
+        the URL's own file name); the output host never gets the API key."""
+        dest = expand_path(dest)
+        if await anyio.to_thread.run_sync(dest.is_dir):
+            folder, name = dest, output_name(url)
+        else:
+            folder, name = dest.parent, dest.name
+        self._running_engine()  # the writer thread runs while the client is open
+        return Path(await self._api.download(url, LocalFolder(folder, self._writer), name))

@@ -1,0 +1,104 @@
+"""The seams where other parts plug into the engine: where task records live, who may
+start a task when, and where finished audio goes. Each is a typing `Protocol`: any
+object with these methods fits, no base class needed. The defaults that ship:
+
+    TaskStore      the SQLite journal (`outpaint_many(journal=path)`), or one in memory
+    StartLimiter   `StartPacer`: this process's starts per minute, paused by 429s
+    OutputSink     `LocalFolder`: each output written to `<name>.part`, renamed into place
+
+Give your own with `OutpaintClient(limiter=...)`, `outpaint_many(journal=store)` and
+`outpaint(..., out_dir=sink)` / `outpaint_many(..., out_dir=sink)`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from ._journal import State, TaskRow
+
+__all__ = ["OutputPart", "OutputSink", "StartLimiter", "State", "TaskRow", "TaskStore"]
+
+
+class OutputPart(Protocol):
+    """One output being written. Nothing is visible at its location until `commit`."""
+
+    async def write(self, chunk: bytes) -> None:
+        """Append the next bytes of the output."""
+
+    async def commit(self) -> str:
+        """Make the output whole at its location, at once; returns the location."""
+
+    async def abort(self) -> None:
+        """Give the output up: nothing of it stays (safe to call after a failed commit)."""
+
+
+class OutputSink(Protocol):
+    """Where finished audio goes, by relative names such as `album/song.wav`."""
+
+    async def prepare(self) -> None:
+        """Check that outputs can be written here (make the folder, reach the bucket);
+        called before a batch submits anything. Raises `OutputError` saying what to fix."""
+
+    def location(self, name: str) -> str:
+        """Where `name` lands (a path, a URL). Raises `ValidationError` for a name that
+        would land outside the sink."""
+
+    async def exists(self, name: str) -> bool:
+        """Whether a whole output is at `name` already."""
+
+    async def open_part(self, name: str) -> OutputPart:
+        """Start writing `name`. Raises `OutputError` when it cannot be written."""
+
+
+class StartLimiter(Protocol):
+    """Who may start a task when: `slot()` before every submit, then `accepted()` or
+    `rate_limited()` with what the service said. One limiter can serve many clients,
+    and a limiter shared by several processes can sit behind this seam."""
+
+    async def slot(self) -> None:
+        """Wait until a submit may be sent."""
+
+    def accepted(self) -> None:
+        """The service took the submit."""
+
+    def rate_limited(self, retry_after: float | None) -> None:
+        """The service answered 429; `retry_after` is its hint in seconds, if any."""
+
+
+class TaskStore(Protocol):
+    """Where each task's record lives, keyed by its fingerprint (the input's identity
+    and every parameter): what was sent, which prediction it became, where its files
+    are. Every change is recorded before the engine acts on it, so a store that outlives
+    the process lets the next run resume without paying twice."""
+
+    def add(
+        self,
+        fingerprint: str,
+        request: dict[str, Any],
+        source: str,
+        cost_usd: float,
+        stems: tuple[str, ...] = (),
+    ) -> TaskRow:
+        """The task's record as it is, or a new one (state `pending`) holding the first
+        of `stems` that no other task holds as its output name."""
+
+    def update(self, row: TaskRow, **fields: Any) -> TaskRow:
+        """Change fields of a record; returns the changed record."""
+
+    async def durable(self) -> None:
+        """Return once every change so far would survive the process being killed."""
+
+    def open_submits(self) -> list[TaskRow]:
+        """Records whose submit was sent and whose outcome is not known yet."""
+
+    def known_prediction_ids(self) -> set[str]:
+        """Every prediction id the store has recorded."""
+
+    def upload_url(self, content_hash: str) -> str | None:
+        """The URL an earlier upload of this content returned, if recorded."""
+
+    def remember_upload(self, content_hash: str, url: str) -> None:
+        """Record the URL an upload of this content returned."""
+
+    def close(self) -> None:
+        """Make everything durable and let go of the store."""
