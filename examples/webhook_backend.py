@@ -56,7 +56,9 @@ async def extend(request: web.Request) -> web.StreamResponse:
         if upload is None:
             raise web.HTTPBadRequest(text="send the track as a multipart field 'file'")
         try:
-            job = OutpaintRequest(
+            # Checked now (format, duration, size, off the event loop): a bad upload
+            # gets a 400 before anything is charged.
+            job = await OutpaintRequest.from_file(
                 upload,
                 tags=fields.get("tags", ""),
                 extend_before_duration=float(fields.get("before", 0)),
@@ -66,6 +68,8 @@ async def extend(request: web.Request) -> web.StreamResponse:
             raise web.HTTPBadRequest(text=str(exc)) from None
         try:
             result = await client.outpaint(job, workdir / "out")
+        except ValidationError as exc:
+            raise web.HTTPBadRequest(text=str(exc)) from None
         except TaskFailedError as exc:
             raise web.HTTPBadGateway(text=str(exc)) from None
         except OutpaintError as exc:

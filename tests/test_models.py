@@ -9,6 +9,8 @@ import pytest
 from conftest import MakeTrack, flac_claiming
 
 from wavespeed_outpaint import OutpaintRequest, Prediction, Status, ValidationError
+from wavespeed_outpaint._audio import DEFAULT_MAX_UPLOAD_BYTES
+from wavespeed_outpaint._identity import FileFacts
 
 URL = "https://cdn.example.com/song.mp3"
 
@@ -105,44 +107,60 @@ def test_local_files_are_recognised_by_content(make_audio: MakeTrack, tmp_path: 
         assert request.is_local
 
 
-def test_a_text_file_named_mp3_is_refused(tmp_path: Path) -> None:
+@pytest.mark.anyio
+async def test_a_text_file_named_mp3_is_refused(tmp_path: Path) -> None:
     fake = tmp_path / "song.mp3"
     fake.write_text("this is not audio at all\n" * 50)
+    request = OutpaintRequest(fake, tags="x")  # plain data: building it opens nothing
+    assert request.is_local
     with pytest.raises(ValidationError, match="not MP3, WAV or FLAC"):
-        OutpaintRequest(fake, tags="x")
+        await OutpaintRequest.from_file(fake, tags="x")
+    with pytest.raises(ValidationError, match="not MP3, WAV or FLAC"):
+        FileFacts().check(fake, DEFAULT_MAX_UPLOAD_BYTES)
 
 
-def test_an_empty_wav_is_refused(tmp_path: Path) -> None:
+@pytest.mark.anyio
+async def test_an_empty_wav_is_refused(tmp_path: Path) -> None:
     empty = tmp_path / "empty.wav"
     empty.write_bytes(b"")
     with pytest.raises(ValidationError, match="empty"):
-        OutpaintRequest(empty, tags="x")
+        await OutpaintRequest.from_file(empty, tags="x")
 
 
-def test_a_flac_claiming_61_minutes_is_refused(make_audio: MakeTrack) -> None:
+@pytest.mark.anyio
+async def test_a_flac_claiming_61_minutes_is_refused(make_audio: MakeTrack) -> None:
     path = flac_claiming(make_audio("long.flac", seconds=1.0), 61 * 60)
     with pytest.raises(ValidationError, match=r"61\.0 minutes"):
-        OutpaintRequest(path, tags="x")
+        await OutpaintRequest.from_file(path, tags="x")
 
 
-def test_a_flac_claiming_59_minutes_is_accepted(make_audio: MakeTrack) -> None:
+@pytest.mark.anyio
+async def test_a_flac_claiming_59_minutes_is_accepted(make_audio: MakeTrack) -> None:
     path = flac_claiming(make_audio("long.flac", seconds=1.0), 59 * 60)
-    assert OutpaintRequest(path, tags="x").is_local
+    assert (await OutpaintRequest.from_file(path, tags="x")).is_local
 
 
-def test_missing_file_and_folder_are_refused(tmp_path: Path) -> None:
+@pytest.mark.anyio
+async def test_missing_file_and_folder_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ValidationError, match="no such file"):
-        OutpaintRequest(tmp_path / "nope.wav", tags="x")
+        await OutpaintRequest.from_file(tmp_path / "nope.wav", tags="x")
     with pytest.raises(ValidationError, match="folder"):
-        OutpaintRequest(tmp_path, tags="x")
+        await OutpaintRequest.from_file(tmp_path, tags="x")
+    with pytest.raises(ValidationError, match="no such file"):
+        FileFacts().check(tmp_path / "nope.wav", DEFAULT_MAX_UPLOAD_BYTES)
 
 
-def test_a_file_over_the_upload_limit_is_refused(make_audio: MakeTrack) -> None:
+@pytest.mark.anyio
+async def test_a_file_over_the_upload_limit_is_refused(make_audio: MakeTrack) -> None:
     path = make_audio("a.wav", seconds=1.0)
     size = path.stat().st_size
     with pytest.raises(ValidationError, match="over the upload limit"):
-        OutpaintRequest(path, tags="x", max_upload_bytes=size - 1)
-    assert OutpaintRequest(path, tags="x", max_upload_bytes=size).is_local
+        await OutpaintRequest.from_file(path, tags="x", max_upload_bytes=size - 1)
+    assert (await OutpaintRequest.from_file(path, tags="x", max_upload_bytes=size)).is_local
+    facts = FileFacts()
+    with pytest.raises(ValidationError, match="over the upload limit"):
+        facts.check(path, size - 1)
+    assert facts.check(path, size).size == size
 
 
 def test_payload_cost_and_seconds() -> None:

@@ -21,6 +21,8 @@ from wavespeed_outpaint import (
     OutputError,
     ValidationError,
 )
+from wavespeed_outpaint._audio import DEFAULT_MAX_UPLOAD_BYTES
+from wavespeed_outpaint._identity import FileFacts
 from wavespeed_outpaint._plan import PlanError, from_manifest
 from wavespeed_outpaint.emulator import Emulator, Faults
 
@@ -79,10 +81,14 @@ def test_any_text_as_audio_is_a_url_a_path_or_refused(text: str) -> None:
     except ValidationError as exc:
         assert exc.field == "audio"  # noqa: PT017 - valid text is accepted, not raised
     else:
-        assert isinstance(request.audio, str)
-        assert request.audio.startswith(
-            ("https://", "http://127.", "http://localhost", "http://[::1]")
-        )
+        if isinstance(request.audio, str):
+            assert request.audio.startswith(
+                ("https://", "http://127.", "http://localhost", "http://[::1]")
+            )
+        else:  # a local path: no such audio file here, so checking it refuses it
+            with pytest.raises(ValidationError) as info:
+                FileFacts().check(request.audio, DEFAULT_MAX_UPLOAD_BYTES)
+            assert info.value.field == "audio"
 
 
 @settings(
@@ -106,7 +112,7 @@ def test_a_manifest_is_read_whole_or_refused_with_line_numbers(
     manifest = tmp_path / "m.jsonl"
     manifest.write_text("\n".join(x if isinstance(x, str) else json.dumps(x) for x in lines) + "\n")
     try:
-        tasks = from_manifest(manifest)
+        tasks = from_manifest(manifest, FileFacts())
     except PlanError as exc:
         # Refusing is right for most generated manifests; what matters is how.
         problems = exc.problems

@@ -20,7 +20,7 @@ import aiofiles
 import aiohttp
 
 from . import _download
-from ._audio import AudioProblem, probe_audio
+from ._audio import AudioInfo
 from ._http import NotSent, Policy, Transport
 from .errors import (
     APIError,
@@ -56,12 +56,9 @@ class WaveSpeedAPI:
 
     # -- uploads -----------------------------------------------------------------------
 
-    async def upload(self, path: Path) -> str:
-        """Upload a local MP3 / WAV / FLAC file; returns the URL to send as `audio`."""
-        try:
-            info = probe_audio(path, max_bytes=self.options.max_upload_bytes)
-        except AudioProblem as exc:
-            raise ValidationError("audio", str(path), str(exc)) from None
+    async def upload(self, path: Path, info: AudioInfo) -> str:
+        """Upload a local file, checked already (`info`: its format and size); returns
+        the URL to send as `audio`."""
         ticket_body = {"filename": path.name, "size": info.size, "content_type": info.content_type}
         try:
             ticket = await self.transport.call(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import os
 from pathlib import Path
 
@@ -51,8 +50,9 @@ def sniff_format(head: bytes) -> str | None:
 _READERS = {"mp3": MP3, "wav": WAVE, "flac": FLAC}
 
 
-def probe_audio(path: Path, *, max_bytes: int = DEFAULT_MAX_UPLOAD_BYTES) -> AudioInfo:
-    """Check that `path` is an MP3, WAV or FLAC file the model accepts."""
+def probe_audio(path: str | os.PathLike[str], *, max_bytes: int = DEFAULT_MAX_UPLOAD_BYTES) -> AudioInfo:
+    """Check that `path` is an MP3, WAV or FLAC file the model accepts. Blocking, and
+    not cached: `FileFacts.check` remembers it per version of the file."""
     try:
         stat = os.stat(path)
     except ValueError:  # a NUL byte, which no file name can hold
@@ -61,12 +61,10 @@ def probe_audio(path: Path, *, max_bytes: int = DEFAULT_MAX_UPLOAD_BYTES) -> Aud
         raise AudioProblem("no such file; give an existing file or an https:// URL") from None
     except OSError as exc:
         raise AudioProblem(f"cannot be read ({exc.strerror})") from None
-    # A batch names the same file many times: read its header once per version of it.
-    return _probe(str(path), stat.st_size, stat.st_mtime_ns, max_bytes)
+    return _probe(str(path), stat.st_size, max_bytes)
 
 
-@functools.lru_cache(maxsize=4096)
-def _probe(path: str, size: int, mtime_ns: int, max_bytes: int) -> AudioInfo:
+def _probe(path: str, size: int, max_bytes: int) -> AudioInfo:
     try:
         with open(path, "rb") as f:
             head = f.read(4096)

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -24,7 +22,7 @@ import anyio
 import attrs
 
 from ._api import WaveSpeedAPI
-from ._hashing import FileVersion, file_version, known_hash, sha256_file
+from ._identity import FileFacts, FileVersion, file_version, fingerprint
 from ._journal import State, TaskRow
 from ._naming import checked_stem, default_stem, output_names
 from ._pacing import StartPacer
@@ -126,19 +124,15 @@ class _OncePerKey(Generic[K, V]):
         return value
 
 
-def fingerprint(request: OutpaintRequest, content_hash: str | None) -> str:
-    """The task's identity: the audio's content (or its URL) plus every parameter."""
-    body: dict[str, Any] = request.payload("sha256:" + content_hash if content_hash else None)
-    body["extend_before_duration"] = float(request.extend_before_duration)
-    body["extend_after_duration"] = float(request.extend_after_duration)
-    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
-
-
 class Engine:
     """Drives tasks through the service's API; owns the shared poller and the settler."""
 
     def __init__(
-        self, api: WaveSpeedAPI, options: ClientOptions, limiter: StartLimiter | None = None
+        self,
+        api: WaveSpeedAPI,
+        options: ClientOptions,
+        files: FileFacts,
+        limiter: StartLimiter | None = None,
     ) -> None:
         opts = options
         self._api = api
@@ -166,9 +160,10 @@ class Engine:
         self._downloads = asyncio.Semaphore(opts.parallel_downloads)
         self._serial = asyncio.Lock()
         self._careful_until = 0.0
-        # Thousands of tasks of one file ask at once: one hash, one upload, not thousands.
-        # Hashes are kept by `_hashing` (bounded, shared with the command line's plan).
-        self._hashes = _OncePerKey[FileVersion, str](known=known_hash)
+        # Thousands of tasks of one file ask at once: one check and hash, one upload, not
+        # thousands. Hashes are kept by `files` (bounded, shared with the command line's plan).
+        self.files = files
+        self._hashes = _OncePerKey[FileVersion, str](known=self._checked_hash)
         self._upload_urls = _OncePerKey[str, str]()
         self._on_the_wire: dict[str, OpenSubmit] = {}
         self._journals: list[TaskStore] = []
@@ -213,11 +208,22 @@ class Engine:
 
     # -- identity and uploads ----------------------------------------------------------
 
+    def _checked_hash(self, version: FileVersion) -> str | None:
+        if not self.files.checked(version, self.options.max_upload_bytes):
+            return None
+        return self.files.known_hash(version)
+
     async def content_hash(self, path: Path) -> str:
-        """The file's SHA-256, once per version of it (a new size or mtime hashes again)."""
+        """The file's SHA-256 once it is checked as audio the model takes (else
+        `ValidationError`), once per version of it (a new size or mtime: again)."""
+
+        def check_and_hash() -> str:
+            self.files.check(path, self.options.max_upload_bytes)
+            return self.files.sha256(path)
+
         try:
             return await self._hashes.get(
-                file_version(path), lambda: anyio.to_thread.run_sync(sha256_file, path)
+                file_version(path), lambda: anyio.to_thread.run_sync(check_and_hash)
             )
         except OSError as exc:
             raise ValidationError(
@@ -238,7 +244,10 @@ class Engine:
                 raise ValidationError(
                     "audio", str(path), "the file changed after it was checked; run again"
                 )
-            return await self._api.upload(path)
+            info = await anyio.to_thread.run_sync(
+                self.files.check, path, self.options.max_upload_bytes
+            )
+            return await self._api.upload(path, info)
 
         url = self._upload_urls.done.get(content_hash) or batch.journal.upload_url(content_hash)
         if url is None:

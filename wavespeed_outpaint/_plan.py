@@ -13,8 +13,8 @@ from typing import Any
 
 import attrs
 
-from ._engine import fingerprint
-from ._hashing import sha256_file
+from ._audio import DEFAULT_MAX_UPLOAD_BYTES
+from ._identity import FileFacts, fingerprint
 from ._journal import Journal, State
 from ._naming import checked_stem, default_stem
 from .errors import ValidationError
@@ -55,14 +55,17 @@ def _folder_files(folder: Path) -> list[Path]:
     )
 
 
-def from_inputs(inputs: Iterable[str], **fields: Any) -> list[PlannedTask]:
-    """Files, folders (searched recursively for MP3 / WAV / FLAC) and https URLs."""
+def from_inputs(inputs: Iterable[str], files: FileFacts, **fields: Any) -> list[PlannedTask]:
+    """Files, folders (searched recursively for MP3 / WAV / FLAC) and https URLs; each
+    local file checked as audio the model takes. Blocking: reads every file's header."""
     tasks: list[PlannedTask] = []
     problems: list[str] = []
 
     def add(audio: str | Path, name: str | None, shown: str) -> None:
         try:
             request = OutpaintRequest(audio, **fields)
+            if isinstance(request.audio, Path):
+                files.check(request.audio, DEFAULT_MAX_UPLOAD_BYTES)
             tasks.append(PlannedTask(request, checked_stem(name or default_stem(request)), shown))
         except ValidationError as exc:
             problems.append(f"{shown}: {exc.problem if exc.field == 'audio' else exc}")
@@ -87,8 +90,9 @@ def from_inputs(inputs: Iterable[str], **fields: Any) -> list[PlannedTask]:
     return tasks
 
 
-def from_manifest(manifest: Path) -> list[PlannedTask]:
-    """One JSON object per line, with the API's field names and an optional `output`."""
+def from_manifest(manifest: Path, files: FileFacts) -> list[PlannedTask]:
+    """One JSON object per line, with the API's field names and an optional `output`.
+    Blocking: reads the manifest and the header of every local file in it."""
     try:
         lines = manifest.read_text().splitlines()
     except OSError as exc:
@@ -125,6 +129,8 @@ def from_manifest(manifest: Path) -> list[PlannedTask]:
             if output is not None and not isinstance(output, str):
                 raise ValidationError("output", output, "give the output's name as text")
             request = OutpaintRequest(**fields)
+            if isinstance(request.audio, Path):
+                files.check(request.audio, DEFAULT_MAX_UPLOAD_BYTES)
             name = checked_stem(output) if output else default_stem(request)
             tasks.append(PlannedTask(request, name, str(audio)))
         except ValidationError as exc:
@@ -151,8 +157,11 @@ class Plan:
         return len(self.run) + len(self.held_back)
 
 
-def budget(tasks: list[PlannedTask], journal_path: Path, max_cost: float | None) -> Plan:
-    """Which tasks to run: those already paid for, and new ones until the budget is spent."""
+def budget(
+    tasks: list[PlannedTask], journal_path: Path, max_cost: float | None, files: FileFacts
+) -> Plan:
+    """Which tasks to run: those already paid for, and new ones until the budget is spent.
+    Blocking: hashes every local input (remembered in `files` for the batch)."""
     paid: set[str] = set()
     if journal_path.exists():
         journal = Journal(journal_path)
@@ -167,7 +176,7 @@ def budget(tasks: list[PlannedTask], journal_path: Path, max_cost: float | None)
     for task in tasks:
         audio = task.request.audio
         # Remembered for the engine, which needs the same hashes once the batch starts.
-        content = sha256_file(audio) if isinstance(audio, Path) else None
+        content = files.sha256(audio) if isinstance(audio, Path) else None
         if fingerprint(task.request, content) in paid:
             paid_before += 1
             run.append(task)

@@ -19,6 +19,7 @@ from typing import Any
 
 import anyio
 
+from ._identity import FileFacts
 from ._plan import Plan, PlanError, PlannedTask, budget, from_inputs, from_manifest
 from ._progress import show
 from ._report import as_json, print_json, print_table
@@ -46,11 +47,11 @@ def _say(args: argparse.Namespace, text: str) -> None:
         print(text, file=sys.stderr if args.json else sys.stdout, flush=True)
 
 
-def plan_tasks(args: argparse.Namespace) -> list[PlannedTask]:
+def plan_tasks(args: argparse.Namespace, files: FileFacts) -> list[PlannedTask]:
     if args.manifest is not None:
         if args.inputs:
             raise UsageError("give INPUTs or --manifest, not both")
-        return from_manifest(Path(args.manifest))
+        return from_manifest(Path(args.manifest), files)
     if not args.inputs:
         raise UsageError(
             "give at least one INPUT (a file, a folder or an https URL), or --manifest"
@@ -64,13 +65,17 @@ def plan_tasks(args: argparse.Namespace) -> list[PlannedTask]:
         "lyrics": args.lyrics,
         "seed": args.seed,
     }
-    return from_inputs(args.inputs, **fields)
+    return from_inputs(args.inputs, files, **fields)
 
 
 @contextlib.asynccontextmanager
-async def connection(args: argparse.Namespace) -> AsyncIterator[OutpaintClient]:
-    """The client: against the embedded emulator, or the service named by flags / env."""
+async def connection(
+    args: argparse.Namespace, files: FileFacts | None = None
+) -> AsyncIterator[OutpaintClient]:
+    """The client: against the embedded emulator, or the service named by flags / env.
+    `files`: what the plan learned about the inputs, so they are not read again."""
     options: dict[str, Any] = {
+        "file_facts": files,
         "max_in_flight": args.max_in_flight,
         "settle_grace": args.settle_grace,
     }
@@ -124,13 +129,19 @@ async def check_money(args: argparse.Namespace, client: OutpaintClient, plan: Pl
 
 
 async def run_batch(args: argparse.Namespace) -> int:
-    tasks = plan_tasks(args)
     out_dir = expand_path(args.out)
     journal = expand_path(args.journal) if args.journal else out_dir / JOURNAL_NAME
-    plan = budget(tasks, journal, args.max_cost)
+    files = FileFacts()
+
+    def make_plan() -> Plan:
+        return budget(plan_tasks(args, files), journal, args.max_cost, files)
+
+    # Reading a library's headers and hashing it takes a while: off the event loop, so
+    # Ctrl-C stops the run at once (the worker thread is left to finish on its own).
+    plan = await anyio.to_thread.run_sync(make_plan, abandon_on_cancel=True)
     results: list[tuple[str, OutpaintResult]] = []
     progress = BatchProgress()
-    async with connection(args) as client:
+    async with connection(args, files) as client:
         await check_money(args, client, plan)
         if args.dry_run:
             _say(args, "dry run: nothing submitted")

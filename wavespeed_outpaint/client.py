@@ -26,6 +26,7 @@ from ._download import output_name
 from ._engine import BatchState, Engine
 from ._files import FileWriter, LocalFolder
 from ._http import Transport
+from ._identity import FileFacts
 from ._journal import Journal
 from .errors import ConfigurationError
 from .models import (
@@ -82,6 +83,7 @@ class OutpaintClient:
         *,
         options: ClientOptions | None = None,
         limiter: StartLimiter | None = None,
+        file_facts: FileFacts | None = None,
         **option_overrides: Any,
     ) -> None:
         options = options if options is not None else ClientOptions()
@@ -101,6 +103,7 @@ class OutpaintClient:
         self._transport = Transport(self.base_url, self._api_key, options)
         self._api = WaveSpeedAPI(self._transport)
         self._limiter = limiter
+        self._files = file_facts if file_facts is not None else FileFacts()
         self._writer = FileWriter()
         # Output folders by path: `outpaint()` calls with one out_dir share its folder cache.
         self._folders: dict[Path, OutputSink] = {}
@@ -114,7 +117,7 @@ class OutpaintClient:
     async def __aenter__(self) -> OutpaintClient:
         await self._transport.open()
         self._writer.start()
-        self._engine = Engine(self._api, self.options, self._limiter)
+        self._engine = Engine(self._api, self.options, self._files, self._limiter)
         self._journal = Journal(None)  # outpaint() calls without a journal of their own
         self._engine.attach(self._journal)
         # Every background task (the shared poller, batches) lives in this group, and
@@ -276,7 +279,11 @@ class OutpaintClient:
 
     async def upload(self, path: str | os.PathLike[str]) -> str:
         """Upload a local MP3 / WAV / FLAC file; returns the URL to send as `audio`."""
-        return await self._api.upload(expand_path(path))
+        path = expand_path(path)
+        info = await anyio.to_thread.run_sync(
+            self._files.check, path, self.options.max_upload_bytes
+        )
+        return await self._api.upload(path, info)
 
     async def submit(
         self,

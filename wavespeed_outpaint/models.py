@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import anyio
 import attrs
 
 from ._audio import DEFAULT_MAX_UPLOAD_BYTES, AudioProblem, probe_audio
@@ -85,10 +86,6 @@ def _check_audio(inst: OutpaintRequest, attribute: attrs.Attribute[Any], value: 
         raise ValidationError("audio", value, "give an https:// URL or a local file path")
     if not isinstance(value, Path):
         raise ValidationError("audio", value, "give an https:// URL (str) or a local file path")
-    try:
-        probe_audio(value, max_bytes=inst.max_upload_bytes)
-    except AudioProblem as exc:
-        raise ValidationError("audio", str(value), str(exc)) from None
 
 
 def _check_tags(inst: OutpaintRequest, attribute: attrs.Attribute[Any], value: Any) -> None:
@@ -122,11 +119,6 @@ def _check_seed(inst: OutpaintRequest, attribute: attrs.Attribute[Any], value: A
         raise ValidationError("seed", value, "must be -1 (random) or 0 to 2147483647")
 
 
-def _check_upload_limit(inst: OutpaintRequest, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValidationError("max_upload_bytes", value, "give a positive number of bytes")
-
-
 @attrs.frozen
 class OutpaintRequest:
     """One outpaint task: the audio to extend, the style, and how much to add.
@@ -134,16 +126,10 @@ class OutpaintRequest:
     Field names are the API's. `audio` is an https:// URL or a local MP3 / WAV / FLAC
     file (recognised by its content), which the client uploads before submitting.
     An invalid value raises `ValidationError` here, before anything can be sent.
+    Building one opens no file: a local file is checked (format, duration, size) by the
+    client before it is uploaded, or here by `await OutpaintRequest.from_file(...)`.
     """
 
-    # Checked first, because the audio validator reads it.
-    max_upload_bytes: int = attrs.field(
-        default=DEFAULT_MAX_UPLOAD_BYTES,
-        validator=_check_upload_limit,
-        kw_only=True,
-        repr=False,
-        eq=False,
-    )
     audio: str | Path = attrs.field(converter=_audio_converter, validator=_check_audio)
     tags: str = attrs.field(validator=_check_tags)
     extend_before_duration: float = attrs.field(default=0, validator=_check_extend)
@@ -158,6 +144,28 @@ class OutpaintRequest:
                 (self.extend_before_duration, self.extend_after_duration),
                 "both are 0, so nothing would be generated; set at least one above 0",
             )
+
+    @classmethod
+    async def from_file(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
+        **fields: Any,
+    ) -> OutpaintRequest:
+        """A request for a local file, checked now (off the event loop): raises
+        `ValidationError` when the file is not MP3 / WAV / FLAC audio the model takes,
+        or is over `max_upload_bytes`. `fields` are the other fields (`tags`, ...)."""
+        request = cls(expand_path(path), **fields)
+
+        def check() -> None:
+            try:
+                probe_audio(Path(request.audio), max_bytes=max_upload_bytes)
+            except AudioProblem as exc:
+                raise ValidationError("audio", str(request.audio), str(exc)) from None
+
+        await anyio.to_thread.run_sync(check)
+        return request
 
     @property
     def is_local(self) -> bool:
