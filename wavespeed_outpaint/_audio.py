@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import attrs
 import mutagen
@@ -50,7 +49,9 @@ def sniff_format(head: bytes) -> str | None:
 _READERS = {"mp3": MP3, "wav": WAVE, "flac": FLAC}
 
 
-def probe_audio(path: str | os.PathLike[str], *, max_bytes: int = DEFAULT_MAX_UPLOAD_BYTES) -> AudioInfo:
+def probe_audio(
+    path: str | os.PathLike[str], *, max_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
+) -> AudioInfo:
     """Check that `path` is an MP3, WAV or FLAC file the model accepts. Blocking, and
     not cached: `FileFacts.check` remembers it per version of the file."""
     try:
