@@ -13,6 +13,7 @@ import anyio
 import numpy as np
 import pytest
 import soundfile as sf
+import stamina
 from conftest import RATE, MakeTrack, fast_client, fast_config
 
 from wavespeed_outpaint import (
@@ -25,6 +26,7 @@ from wavespeed_outpaint import (
     OutpaintRequest,
     Prediction,
     RateLimitedError,
+    ServerError,
     Status,
     TransportError,
     UnknownSubmissionError,
@@ -437,3 +439,22 @@ async def test_a_large_output_streams_to_disk_whole(
     assert dest.stat().st_size > 1024 * 1024
     assert sf.info(dest).frames == 81 * RATE
     assert list(dest.parent.iterdir()) == [dest]
+
+
+async def test_every_retry_is_stamina_s_so_set_testing_covers_the_first_one(
+    emulator: Emulator,
+) -> None:
+    async with fast_client(emulator, retry_attempts=5) as client:
+        prediction = await client.submit(OutpaintRequest("https://x.invalid/a.wav", tags="x"))
+        emulator.config.faults = Faults({"result_5xx": 1.0})
+        before = emulator.stats()["status_requests"]
+        stamina.set_testing(True, attempts=1)  # tests turn retries off this way
+        try:
+            with pytest.raises(ServerError):
+                await client.get(prediction.id)
+        finally:
+            stamina.set_testing(False)
+        assert emulator.stats()["status_requests"] - before == 1
+        with pytest.raises(ServerError):
+            await client.get(prediction.id)
+        assert emulator.stats()["status_requests"] - before == 1 + 5

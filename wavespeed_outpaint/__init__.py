@@ -6,6 +6,9 @@ private.
 
 import logging
 
+from ._identity import FileFacts
+from ._pacing import StartPacer
+from ._version import __version__
 from .client import OutpaintClient
 from .errors import (
     APIError,
@@ -38,9 +41,8 @@ from .models import (
     Status,
 )
 from .options import DEFAULT_BASE_URL, ClientOptions
+from .seams import OutputPart, OutputSink, StartLimiter, TaskStore
 from .webhooks import WebhookReceiver, WebhookVerifier
-
-__version__ = "0.1.0"
 
 # A library logs, the application decides where it goes.
 logging.getLogger("wavespeed_outpaint").addHandler(logging.NullHandler())
@@ -56,6 +58,7 @@ __all__ = [
     "ClientOptions",
     "ConfigurationError",
     "DeadlineError",
+    "FileFacts",
     "InsufficientBalanceError",
     "JournalError",
     "NotFoundError",
@@ -64,13 +67,18 @@ __all__ = [
     "OutpaintRequest",
     "OutpaintResult",
     "OutputError",
+    "OutputPart",
+    "OutputSink",
     "Prediction",
     "PredictionPage",
     "ProtocolError",
     "RateLimitedError",
     "ServerError",
+    "StartLimiter",
+    "StartPacer",
     "Status",
     "TaskFailedError",
+    "TaskStore",
     "TransportError",
     "UnknownSubmissionError",
     "ValidationError",

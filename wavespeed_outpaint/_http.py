@@ -23,9 +23,9 @@ from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 
 import aiohttp
-import anyio
 import stamina
 
+from ._version import __version__
 from .errors import (
     APIError,
     AuthenticationError,
@@ -44,7 +44,6 @@ log = logging.getLogger("wavespeed_outpaint")
 T = TypeVar("T")
 
 CLIENT_NAME = "wavespeed-outpaint"
-CLIENT_VERSION = "0.1.0"
 REDACTED = "[redacted]"
 
 
@@ -131,7 +130,7 @@ class Transport:
         self._headers = {
             "Authorization": f"Bearer {self._api_key}",
             "X-Client-Name": CLIENT_NAME,
-            "X-Client-Version": CLIENT_VERSION,
+            "X-Client-Version": __version__,
             "X-Client-OS": platform.system().lower() or "unknown",
         }
         return self._headers
@@ -183,26 +182,26 @@ class Transport:
     ) -> T:
         """Run `attempt` under `policy`'s retry rules; the last failure is raised."""
         opts = self.options
-        # Most calls succeed at once; they skip building the retry machinery.
+        # Most calls succeed at once: they skip building the retry machinery. A failure
+        # is handed to stamina as its first attempt, so its waits, its time-out and
+        # `stamina.set_testing()` cover every retry.
         try:
             return await attempt()
-        except Exception as exc:
-            hook = self._retry_hook(policy, what, retry_rate_limits)
-            verdict = hook(exc)
-            if verdict is False or opts.retry_attempts <= 1:
-                raise
-        if verdict is True:
-            verdict = opts.retry_wait_initial * (1 + random.random())
-        await anyio.sleep(verdict)
+        except Exception as exc:  # noqa: BLE001 - judged by the policy below
+            first: Exception | None = exc
+        hook = self._retry_hook(policy, what, retry_rate_limits)
         async for attempt_ctx in stamina.retry_context(
             on=hook,
-            attempts=opts.retry_attempts - 1,
+            attempts=opts.retry_attempts,
             timeout=opts.retry_timeout,
             wait_initial=opts.retry_wait_initial,
             wait_max=opts.retry_wait_max,
             wait_jitter=opts.retry_wait_initial,
         ):
             with attempt_ctx:
+                if first is not None:
+                    failed, first = first, None
+                    raise failed
                 return await attempt()
         raise AssertionError("unreachable: stamina raises the last error")  # pragma: no cover
 

@@ -23,6 +23,10 @@ UNLIMITED_ABOVE = 10_000.0  # a learned rate above the top tier's is no limit at
 
 
 class StartPacer:
+    """The default `StartLimiter`: `starts_per_minute` spaced evenly (None: no limit),
+    every submit paused together on a 429. One pacer can be shared by several clients
+    of one process (`OutpaintClient(limiter=pacer)`)."""
+
     def __init__(self, starts_per_minute: float | None) -> None:
         self._ceiling = starts_per_minute
         self.starts_per_minute = starts_per_minute
