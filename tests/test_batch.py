@@ -153,6 +153,7 @@ async def test_task_failures_come_back_with_the_server_error(make_audio: MakeTra
             assert result.retryable is False
 
 
+@pytest.mark.slow
 async def test_every_fault_kind_loses_nothing_and_charges_nothing_twice(
     make_audio: MakeTrack, tmp_path: Path
 ) -> None:

@@ -6,6 +6,7 @@ import json
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -223,6 +224,7 @@ def test_a_balance_that_cannot_pay_refuses_to_start(library: Path, tmp_path: Pat
         assert stats(url)["tasks_created"] == 1
 
 
+@pytest.mark.slow
 def test_ctrl_c_shuts_down_cleanly_and_the_same_command_resumes(
     library: Path, tmp_path: Path, slow_emulator: str
 ) -> None:
@@ -242,10 +244,12 @@ def test_ctrl_c_shuts_down_cleanly_and_the_same_command_resumes(
         args, cwd=tmp_path, env=CLEAN_ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     assert proc.stdout is not None
-    while "account balance" not in proc.stdout.readline():
-        pass
-    import time
-
+    # Bounded: a child that dies (readline gives "") or hangs fails the test, never spins.
+    deadline = time.monotonic() + 60
+    while "account balance" not in (line := proc.stdout.readline()):
+        if not line or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"the run never reached its balance check: {proc.communicate()[1]}")
     time.sleep(1.0)  # submitted, not finished: tasks take several seconds here
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
