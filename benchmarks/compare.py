@@ -56,7 +56,7 @@ def body(seed: int, audio: str) -> dict[str, Any]:
 
 def upload_once(base_url: str, source: Path) -> str:
     """The official SDK's upload, done once before the clock starts (as a user would)."""
-    from wavespeed import Client
+    from wavespeed import Client  # type: ignore[import-untyped]
 
     return str(Client(api_key=KEY, base_url=base_url).upload(str(source)))
 

@@ -11,10 +11,12 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
+from typing_extensions import Unpack
 
 from wavespeed_outpaint import OutpaintClient
 from wavespeed_outpaint.emulator import DEFAULT_API_KEY, Emulator, EmulatorConfig
 from wavespeed_outpaint.emulator._audio import encode, make_track
+from wavespeed_outpaint.options import OptionKeywords
 
 RATE = 8_000
 
@@ -37,9 +39,9 @@ async def emulator() -> AsyncIterator[Emulator]:
         yield emu
 
 
-def fast_client(emu: Emulator, **kw: object) -> OutpaintClient:
+def fast_client(emu: Emulator, **kw: Unpack[OptionKeywords]) -> OutpaintClient:
     """A client whose retries wait milliseconds, not seconds."""
-    options: dict[str, object] = {
+    options: OptionKeywords = {
         "retry_wait_initial": 0.005,
         "retry_wait_max": 0.02,
         "retry_timeout": 10.0,

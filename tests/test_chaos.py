@@ -89,7 +89,9 @@ def test_chaos_through_the_command_line(make_audio: MakeTrack, tmp_path: Path) -
             env=env,
         )
         stats = emulator_json(url, "/_emulator/stats")
-        tasks = {t["id"]: t for t in emulator_json(url, "/_emulator/tasks")}  # type: ignore[union-attr]
+        listed = emulator_json(url, "/_emulator/tasks")
+        assert isinstance(listed, list)
+        tasks = {t["id"]: t for t in listed}
     assert done.returncode in (0, 1), done.stderr
     doc = json.loads(done.stdout)
     assert doc["total"] == TASKS

@@ -19,6 +19,7 @@ from conftest import RATE, MakeTrack, fast_client, fast_config
 from wavespeed_outpaint import (
     AuthenticationError,
     BadRequestError,
+    ClientOptions,
     ConfigurationError,
     InsufficientBalanceError,
     NotFoundError,
@@ -220,8 +221,10 @@ def test_plain_http_to_a_remote_host_is_refused() -> None:
 
 
 def test_unknown_options_are_named() -> None:
+    # A type checker refuses the misspelling (the ignore below says so); untyped code
+    # gets the error when the client is built.
     with pytest.raises(ConfigurationError, match="known options"):
-        OutpaintClient(api_key="k", base_url="http://127.0.0.1:1", retry_atempts=3)
+        OutpaintClient(api_key="k", base_url="http://127.0.0.1:1", retry_atempts=3)  # type: ignore[call-arg]
 
 
 async def test_the_poll_trade_off_is_an_option_checked_up_front() -> None:
@@ -458,3 +461,11 @@ async def test_every_retry_is_stamina_s_so_set_testing_covers_the_first_one(
         with pytest.raises(ServerError):
             await client.get(prediction.id)
         assert emulator.stats()["status_requests"] - before == 1 + 5
+
+
+def test_the_option_keywords_are_exactly_the_options() -> None:
+    import attrs
+
+    from wavespeed_outpaint.options import OptionKeywords
+
+    assert set(OptionKeywords.__annotations__) == {f.name for f in attrs.fields(ClientOptions)}

@@ -76,7 +76,7 @@ def run_batch(
         if kill_at_first_result:
             # Results resumed from the journal come first; kill at the first new one,
             # while the others are still downloading.
-            lines = []
+            lines: list[str] = []
             while not lines or lines[-1].split()[2] == "True":
                 lines.append(proc.stdout.readline())
             os.kill(proc.pid, signal.SIGKILL)

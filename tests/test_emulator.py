@@ -42,7 +42,7 @@ def submit_body(audio: str = "https://x.invalid/a.wav", **kw: Any) -> dict[str, 
 
 
 async def test_the_official_sdk_works_unchanged(emulator: Emulator, make_audio: MakeTrack) -> None:
-    from wavespeed import Client
+    from wavespeed import Client  # type: ignore[import-untyped]
 
     path = make_audio("track.wav", seconds=2.0)
 
@@ -76,7 +76,10 @@ async def test_the_official_sdk_sees_task_failures(emulator: Emulator) -> None:
 
     def run() -> dict[str, Any]:
         client = Client(api_key=DEFAULT_API_KEY, base_url=emulator.base_url, max_retries=0)
-        return client.run_no_throw(MODEL_ID, submit_body(), timeout=30, poll_interval=0.05)
+        result: dict[str, Any] = client.run_no_throw(
+            MODEL_ID, submit_body(), timeout=30, poll_interval=0.05
+        )
+        return result
 
     with anyio.fail_after(60):
         result = await anyio.to_thread.run_sync(run)

@@ -8,15 +8,17 @@ from pathlib import Path
 import anyio
 import pytest
 from conftest import MakeTrack, fast_client, fast_config
+from typing_extensions import Unpack
 
 from wavespeed_outpaint import OutpaintRequest, OutpaintResult, ProtocolError
 from wavespeed_outpaint.emulator import Emulator, Faults
+from wavespeed_outpaint.options import OptionKeywords
 
 pytestmark = pytest.mark.anyio
 
 
 async def one_task(
-    faults: Faults, make_audio: MakeTrack, out: Path, **options: object
+    faults: Faults, make_audio: MakeTrack, out: Path, **options: Unpack[OptionKeywords]
 ) -> OutpaintResult:
     """A batch of one (so the poller asks by GET), against an emulator that lies."""
     async with Emulator(fast_config(faults=faults)) as emu, fast_client(emu, **options) as client:

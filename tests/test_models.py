@@ -83,7 +83,7 @@ def test_nothing_to_generate_is_refused() -> None:
 )
 def test_bad_audio_urls_are_refused(audio: object) -> None:
     with pytest.raises(ValidationError) as info:
-        OutpaintRequest(audio, tags="x")  # type: ignore[arg-type]
+        OutpaintRequest(audio, tags="x")
     assert info.value.field == "audio"
 
 

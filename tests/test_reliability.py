@@ -50,7 +50,7 @@ def valid(field: str, value: object) -> bool:
     if field == "seed":
         return type(value) is int and (value == -1 or 0 <= value <= 2_147_483_647)
     number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    return number and not math.isnan(value) and 0 <= value <= 240  # type: ignore[operator]
+    return number and not math.isnan(value) and 0 <= value <= 240  # type: ignore[operator,arg-type]
 
 
 @settings(max_examples=300, deadline=None)

@@ -15,6 +15,7 @@ import aiohttp
 import anyio
 import pytest
 from conftest import MakeTrack, fast_client, fast_config
+from typing_extensions import Unpack
 
 from wavespeed_outpaint import (
     OutpaintClient,
@@ -25,6 +26,7 @@ from wavespeed_outpaint import (
     WebhookVerifier,
 )
 from wavespeed_outpaint.emulator import DEFAULT_WEBHOOK_SECRET, Emulator, Faults
+from wavespeed_outpaint.options import OptionKeywords
 
 SECRET = "whsec_c2VjcmV0LWZvci10ZXN0cw"
 # Signed at a fixed instant and verified with now=SENT_AT: parameters are built when the tests
@@ -103,9 +105,14 @@ def test_header_names_are_case_insensitive_and_several_signatures_are_allowed() 
 
 
 async def run_with_webhooks(
-    emulator: Emulator, requests: list[OutpaintRequest], out: Path, **options: object
+    emulator: Emulator,
+    requests: list[OutpaintRequest],
+    out: Path,
+    **options: Unpack[OptionKeywords],
 ) -> tuple[list[OutpaintResult], WebhookReceiver]:
-    async with fast_client(emulator, webhook_grace=0.3, **options) as client:
+    settings: OptionKeywords = {"webhook_grace": 0.3}
+    settings.update(options)
+    async with fast_client(emulator, **settings) as client:
         receiver = WebhookReceiver(client)
         async with receiver.serve() as url:
             client.webhook_url = url

@@ -9,16 +9,22 @@ Nothing below this module imports it.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import anyio
 import attrs
 from anyio.abc import TaskGroup
+
+if sys.version_info >= (3, 11):
+    from typing import Unpack
+else:
+    from typing_extensions import Unpack
 
 from ._api import WaveSpeedAPI
 from ._batch import feed
@@ -40,7 +46,7 @@ from .models import (
     expand_path,
     is_loopback_host,
 )
-from .options import DEFAULT_BASE_URL, ClientOptions
+from .options import DEFAULT_BASE_URL, ClientOptions, OptionKeywords
 from .seams import OutputSink, StartLimiter, TaskStore
 
 __all__ = ["OutpaintClient"]
@@ -84,12 +90,12 @@ class OutpaintClient:
         options: ClientOptions | None = None,
         limiter: StartLimiter | None = None,
         file_facts: FileFacts | None = None,
-        **option_overrides: Any,
+        **option_overrides: Unpack[OptionKeywords],
     ) -> None:
         options = options if options is not None else ClientOptions()
         if option_overrides:
             try:
-                options = attrs.evolve(options, **option_overrides)
+                options = attrs.evolve(options, **cast("dict[str, Any]", option_overrides))
             except TypeError:
                 known = ", ".join(a.name for a in attrs.fields(ClientOptions))
                 raise ConfigurationError(

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from collections.abc import Collection
+from typing import Any, TypedDict
 from urllib.parse import urlsplit
 
 import attrs
@@ -11,7 +12,7 @@ import attrs
 from ._audio import DEFAULT_MAX_UPLOAD_BYTES
 from .errors import ValidationError
 
-__all__ = ["DEFAULT_BASE_URL", "ClientOptions"]
+__all__ = ["DEFAULT_BASE_URL", "ClientOptions", "OptionKeywords"]
 
 DEFAULT_BASE_URL = "https://api.wavespeed.ai"
 
@@ -117,3 +118,40 @@ class ClientOptions:
     # Before any task has finished there is no prediction: the first poll of a task
     # waiting for its webhook comes this long after its creation (plus the grace).
     webhook_blind_wait: float = attrs.field(default=30.0, validator=_positive)
+
+
+class OptionKeywords(TypedDict, total=False):
+    """`ClientOptions`' fields as keywords of `OutpaintClient(...)`, so that a type checker
+    catches a misspelt option (a test keeps the two lists the same)."""
+
+    connect_timeout: float
+    read_timeout: float
+    download_read_timeout: float
+    retry_attempts: int
+    retry_timeout: float
+    retry_wait_initial: float
+    retry_wait_max: float
+    submit_resend_statuses: Collection[int]
+    insufficient_balance_pattern: str
+    max_upload_bytes: int
+    max_download_bytes: int
+    max_json_bytes: int
+    connection_limit: int
+    allow_insecure_http: bool
+    max_in_flight: int
+    parallel_submits: int
+    parallel_downloads: int
+    parallel_status_requests: int
+    starts_per_minute: float | None
+    task_deadline: float | None
+    min_check_interval: float
+    request_price: float
+    max_sweep_gap: float
+    initial_work_per_second: float
+    settle_grace: float
+    clock_skew: float
+    serial_submits_after_loss: float
+    webhook_url: str | None
+    webhook_field: str
+    webhook_grace: float
+    webhook_blind_wait: float
