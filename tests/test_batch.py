@@ -456,3 +456,17 @@ async def test_a_request_iterator_that_raises_stops_the_batch_with_its_error(
     async with fast_client(emulator) as client:
         with pytest.raises(RuntimeError, match="manifest reader broke"):
             await collect(client.outpaint_many(broken()))
+
+
+async def test_a_long_lived_client_keeps_no_record_of_finished_outpaint_calls(
+    emulator: Emulator, make_audio: MakeTrack, tmp_path: Path
+) -> None:
+    # A web backend runs outpaint() for days: finished tasks leave nothing behind.
+    async with fast_client(emulator) as client:
+        for seed in range(12):
+            result = await client.outpaint(
+                OutpaintRequest(make_audio(f"{seed % 3}.wav"), tags="x", seed=seed), tmp_path
+            )
+            assert result.ok
+        assert list(client._journal.rows()) == []  # type: ignore[union-attr]
+    assert emulator.stats()["tasks_created"] == 12

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
 from pathlib import Path
@@ -75,6 +76,9 @@ class BatchState:
     # Content hashes whose upload URL this batch's journal already holds.
     uploads_recorded: set[str] = attrs.field(factory=set)
     progress: BatchProgress = attrs.field(factory=BatchProgress)
+    # For a store kept only while tasks run (outpaint() calls): drops a finished task's
+    # record, so a long-lived client does not grow with every task it ever ran.
+    forget: Callable[[str], None] | None = None
     # Why a task of this batch did not succeed, by fingerprint, until its result is out.
     exceptions: dict[str, BaseException] = attrs.field(factory=dict)
 
@@ -100,11 +104,18 @@ class _OncePerKey(Generic[K, V]):
     first does it, the others wait for it (and, if it failed, try it themselves).
     Results are kept in `done`, unless `known` finds them in a cache of their own."""
 
-    def __init__(self, known: Callable[[K], V | None] | None = None) -> None:
-        self.done: dict[K, V] = {}
-        self._keep = known is None
-        self._known = self.done.get if known is None else known
+    def __init__(self, known: Callable[[K], V | None] | None = None, keep: int = 10_000) -> None:
+        # The most recently used `keep` results, when there is no cache of their own.
+        self.done: OrderedDict[K, V] = OrderedDict()
+        self._keep = keep if known is None else 0
+        self._known = self._recall if known is None else known
         self._running: dict[K, asyncio.Event] = {}
+
+    def _recall(self, key: K) -> V | None:
+        value = self.done.get(key)
+        if value is not None:
+            self.done.move_to_end(key)
+        return value
 
     async def get(self, key: K, work: Callable[[], Awaitable[V]]) -> V:
         while (value := self._known(key)) is None:
@@ -120,6 +131,8 @@ class _OncePerKey(Generic[K, V]):
                 finished.set()
             if self._keep:
                 self.done[key] = value
+                if len(self.done) > self._keep:
+                    self.done.popitem(last=False)
             return value
         return value
 
@@ -252,7 +265,7 @@ class Engine:
         url = self._upload_urls.done.get(content_hash) or batch.journal.upload_url(content_hash)
         if url is None:
             url = await self._upload_urls.get(content_hash, upload)
-        if content_hash not in batch.uploads_recorded:
+        if batch.forget is None and content_hash not in batch.uploads_recorded:
             batch.journal.remember_upload(content_hash, url)
             batch.uploads_recorded.add(content_hash)
         return url
@@ -293,6 +306,18 @@ class Engine:
         finally:
             del self._driving[fp]
             shared.done.set()
+            if batch.forget is not None:
+                self._forget(batch.forget, fp, shared.result)
+
+    def _forget(
+        self, forget: Callable[[str], None], fp: str, result: OutpaintResult | None
+    ) -> None:
+        if result is not None and result.status is Status.UNKNOWN:
+            return  # an open submit: the settler needs it to tell its neighbours apart
+        if result is not None and result.prediction_id:
+            # Still a known id, for a while: a lost submit's window may hold its creation.
+            self.settler.seen(result.prediction_id)
+        forget(fp)
 
     async def _drive(
         self,

@@ -387,6 +387,11 @@ class Journal:
         )
         return [_row(r) for r in cursor]
 
+    def forget(self, fingerprint: str) -> None:
+        """Drop a task's row (the in-memory store of `outpaint()` calls, once each ends)."""
+        self._changed.pop(fingerprint, None)
+        self._write("DELETE FROM tasks WHERE fingerprint = ?", (fingerprint,))
+
     def known_prediction_ids(self) -> set[str]:
         cursor = self._read("SELECT prediction_id FROM tasks WHERE prediction_id IS NOT NULL")
         return {r[0] for r in cursor}

@@ -17,6 +17,7 @@ from __future__ import annotations
 import enum
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import AsyncGenerator, Callable
 from datetime import datetime, timezone
 from typing import Any, Protocol
@@ -28,6 +29,10 @@ from .errors import OutpaintError
 from .models import CREATED_AT_RESOLUTION, Prediction
 
 log = logging.getLogger("wavespeed_outpaint.settle")
+
+# How long an id forgotten by its store stays known: far longer than any submit's window
+# (its read time-out, plus the clock's uncertainty and the settle grace).
+REMEMBER_SEEN = 3600.0
 
 
 class ListAPI(Protocol):
@@ -118,7 +123,9 @@ class Settler:
         self._open_submits = open_submits
         self._known_ids = known_ids
         self._lock = anyio.Lock()
-        self._adopted: set[str] = set()
+        # Ids adopted, or forgotten by their store, in the last `REMEMBER_SEEN` seconds:
+        # still known, so that no lost submit adopts them.
+        self._seen: OrderedDict[str, float] = OrderedDict()
 
     async def settle(self, submit: OpenSubmit, *, attempts: int = 6) -> Settlement:
         """Look for the submit's task; wait for the window to close and for neighbours."""
@@ -139,7 +146,7 @@ class Settler:
 
     async def _try(self, submit: OpenSubmit) -> Settlement | None:
         start, end = self.clock.server_window(submit.sent_at, submit.ends_at)
-        known = self._known_ids() | self._adopted
+        known = self._known_ids() | self._recently_seen()
         unseen = [p for p in await self._window(start, end) if p.id not in known]
         with_input = [p for p in unseen if isinstance(p.raw.get("input"), dict)]
         if with_input:
@@ -188,8 +195,19 @@ class Settler:
         return cluster
 
     def _adopt(self, prediction: Prediction) -> Settlement:
-        self._adopted.add(prediction.id)
+        self.seen(prediction.id)
         return Settlement(Outcome.ADOPTED, prediction)
+
+    def seen(self, prediction_id: str) -> None:
+        """Remember an id this client owns that its stores may no longer hold."""
+        self._seen[prediction_id] = time.monotonic()
+        self._seen.move_to_end(prediction_id)
+
+    def _recently_seen(self) -> set[str]:
+        expired = time.monotonic() - REMEMBER_SEEN
+        while self._seen and next(iter(self._seen.values())) < expired:
+            self._seen.popitem(last=False)
+        return set(self._seen)
 
     async def _window(self, start: float, end: float) -> list[Prediction]:
         found: list[Prediction] = []

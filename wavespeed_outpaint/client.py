@@ -212,7 +212,7 @@ class OutpaintClient:
         """
         engine = self._running_engine()
         assert self._journal is not None
-        batch = BatchState(self._journal, await self._sink(out_dir))
+        batch = BatchState(self._journal, await self._sink(out_dir), forget=self._journal.forget)
         result = await engine.run(request, None, batch)
         if result is None:
             assert batch.fatal is not None
