@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import itertools
 import json
 from collections.abc import AsyncIterator, Iterator
@@ -470,3 +471,31 @@ async def test_a_long_lived_client_keeps_no_record_of_finished_outpaint_calls(
             assert result.ok
         assert list(client._journal.rows()) == []  # type: ignore[union-attr]
     assert emulator.stats()["tasks_created"] == 12
+
+
+async def test_leaving_a_batch_with_aclosing_stops_it_at_once(
+    emulator: Emulator, make_audio: MakeTrack, tmp_path: Path
+) -> None:
+    source = make_audio("a.wav")
+    requests = [OutpaintRequest(source, tags="x", seed=s) for s in range(40)]
+    async with fast_client(emulator, max_in_flight=4) as client:
+        async with contextlib.aclosing(
+            client.outpaint_many(requests, journal=tmp_path / "j.sqlite")
+        ) as results:
+            async for _ in results:
+                break
+        # Closed here, with the client still open: nothing of that batch goes on (a submit
+        # already on the wire may still land; the journal has it as sent).
+        await anyio.sleep(0.1)
+        created = emulator.stats()["tasks_created"]
+        assert created < 40
+        await anyio.sleep(0.3)
+        assert emulator.stats()["tasks_created"] == created
+        # Its journal was closed too: the same batch resumes it, paying nothing twice.
+        again = [r async for r in client.outpaint_many(requests, journal=tmp_path / "j.sqlite")]
+    # A submit cut off on the wire is settled through the list, or reported unknown.
+    assert all(r.ok or r.status is Status.UNKNOWN for r in again), [r.error for r in again]
+    stats = emulator.stats()
+    assert stats["duplicate_submissions"] == 0
+    unknown = sum(r.status is Status.UNKNOWN for r in again)
+    assert sum(r.ok for r in again) <= stats["tasks_created"] <= sum(r.ok for r in again) + unknown

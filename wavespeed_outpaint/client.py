@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
@@ -230,7 +230,7 @@ class OutpaintClient:
         resubmit_unknown: bool = False,
         retry_failed: bool = False,
         progress: BatchProgress | None = None,
-    ) -> AsyncIterator[OutpaintResult]:
+    ) -> AsyncGenerator[OutpaintResult, None]:
         """Run many tasks at once; yields each result as it finishes.
 
         `requests` is any iterable or async iterable, read lazily, of `OutpaintRequest`
@@ -240,7 +240,10 @@ class OutpaintClient:
         key is refused, submitting stops, the tasks already in flight are collected,
         and then that error is raised.
 
-        With `journal` (a file path), running the same batch again skips what finished,
+        To stop a batch at once when leaving it early, close it: `async with
+        contextlib.aclosing(client.outpaint_many(...)) as results:`.
+
+        With `journal` (a file path, or any `TaskStore`), running the same batch again skips what finished,
         polls what was submitted and never submits a task twice. `progress`, when given,
         is kept up to date with live counts.
         """
