@@ -243,9 +243,9 @@ class OutpaintClient:
         To stop a batch at once when leaving it early, close it: `async with
         contextlib.aclosing(client.outpaint_many(...)) as results:`.
 
-        With `journal` (a file path, or any `TaskStore`), running the same batch again skips what finished,
-        polls what was submitted and never submits a task twice. `progress`, when given,
-        is kept up to date with live counts.
+        With `journal` (a file path, or any `TaskStore`), running the same batch again
+        skips what finished, polls what was submitted and never submits a task twice.
+        `progress`, when given, is kept up to date with live counts.
         """
         engine = self._running_engine()
         assert self._task_group is not None
