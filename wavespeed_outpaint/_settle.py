@@ -26,7 +26,7 @@ import anyio
 import attrs
 
 from .errors import OutpaintError
-from .models import CREATED_AT_RESOLUTION, Prediction
+from .models import CREATED_AT_RESOLUTION, MODEL_ID, Prediction
 
 log = logging.getLogger("wavespeed_outpaint.settle")
 
@@ -148,6 +148,10 @@ class Settler:
         start, end = self.clock.server_window(submit.sent_at, submit.ends_at)
         known = self._known_ids() | self._recently_seen()
         unseen = [p for p in await self._window(start, end) if p.id not in known]
+        if any(_foreign(p) for p in unseen):
+            # Another model's task in the window: the list is not what the rules below
+            # assume (only this client's submits create unseen tasks here). Never guess.
+            return Settlement(Outcome.AMBIGUOUS)
         with_input = [p for p in unseen if isinstance(p.raw.get("input"), dict)]
         if with_input:
             matches = [p for p in with_input if _same_input(p.raw["input"], submit.payload)]
@@ -165,6 +169,8 @@ class Settler:
         low = min(lo for _, lo, _ in cluster)
         high = max(hi for _, _, hi in cluster)
         predictions = [p for p in await self._window(low, high) if p.id not in known]
+        if any(_foreign(p) for p in predictions):
+            return Settlement(Outcome.AMBIGUOUS)
         owner = _assign(cluster, predictions).get(submit.key)
         log.debug(
             "settling %s: %d unseen, %d open submits around it, %s",
@@ -230,11 +236,15 @@ def _assign(
     owner, and so on. What stays open after that is truly ambiguous.
     """
     assigned: dict[str, Prediction] = {}
+    # A submit that is the only possible owner of two predictions shows the rule broken
+    # (someone else created one): it is never assigned, whichever was listed first.
+    doubtful: set[str] = set()
     open_predictions = list(predictions)
     progress = True
     while progress:
         progress = False
-        for prediction in list(open_predictions):
+        forced: dict[str, list[Prediction]] = {}
+        for prediction in open_predictions:
             created = prediction.created_at.timestamp() if prediction.created_at else None
             owners = [
                 o
@@ -242,10 +252,21 @@ def _assign(
                 if o.key not in assigned and (created is None or low <= created <= high)
             ]
             if len(owners) == 1:
-                assigned[owners[0].key] = prediction
-                open_predictions.remove(prediction)
-                progress = True
-    return assigned
+                forced.setdefault(owners[0].key, []).append(prediction)
+        for key, only_theirs in forced.items():
+            if len(only_theirs) > 1 or key in doubtful:
+                doubtful.add(key)
+                continue
+            assigned[key] = only_theirs[0]
+            open_predictions.remove(only_theirs[0])
+            progress = True
+    return {key: p for key, p in assigned.items() if key not in doubtful}
+
+
+def _foreign(prediction: Prediction) -> bool:
+    """A list item that names another model (the list was asked for this one)."""
+    model = prediction.raw.get("model")
+    return isinstance(model, str) and model != MODEL_ID
 
 
 def _same_input(item_input: dict[str, Any], payload: dict[str, Any]) -> bool:
