@@ -16,6 +16,7 @@ from conftest import RATE, MakeTrack, fast_client, fast_config
 
 from wavespeed_outpaint import (
     InsufficientBalanceError,
+    JournalError,
     OutpaintRequest,
     OutpaintResult,
     Status,
@@ -499,3 +500,23 @@ async def test_leaving_a_batch_with_aclosing_stops_it_at_once(
     assert stats["duplicate_submissions"] == 0
     unknown = sum(r.status is Status.UNKNOWN for r in again)
     assert sum(r.ok for r in again) <= stats["tasks_created"] <= sum(r.ok for r in again) + unknown
+
+
+async def test_two_batches_on_one_journal_in_one_process_are_refused(
+    emulator: Emulator, make_audio: MakeTrack, tmp_path: Path
+) -> None:
+    requests = [OutpaintRequest(make_audio("a.wav"), tags="x", seed=s) for s in range(3)]
+    journal = tmp_path / "j.sqlite"
+    async with fast_client(emulator) as client:
+        first = client.outpaint_many(requests, journal=journal)
+        async with contextlib.aclosing(first):
+            assert (await first.__anext__()).ok
+            with pytest.raises(JournalError, match="in use by this process"):
+                async for _ in client.outpaint_many(requests, journal=journal):
+                    pass
+            rest = [r async for r in first]
+        # Once the first is closed, the journal is free again: nothing left to pay for.
+        again = [r async for r in client.outpaint_many(requests, journal=journal)]
+    assert len(rest) == 2
+    assert all(r.skipped for r in again)
+    assert emulator.stats()["tasks_created"] == 3

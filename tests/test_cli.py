@@ -336,3 +336,42 @@ def test_with_a_key_the_demo_runs_on_the_service_it_names(tmp_path: Path) -> Non
     assert f"running on {url}" in done.stdout
     assert counters["tasks_created"] == 3
     assert len(list((tmp_path / "o").glob("*.wav"))) == 3
+
+
+@pytest.mark.slow
+def test_two_runs_on_one_journal_never_both_submit(
+    library: Path, tmp_path: Path, slow_emulator: str
+) -> None:
+    # An overlapping cron job, a second terminal: the same command twice at once.
+    args = [
+        sys.executable,
+        "-m",
+        "wavespeed_outpaint",
+        "run",
+        str(library),
+        "--out",
+        "out",
+        "--tags",
+        "x",
+        "--json",
+        *against(slow_emulator),
+    ]
+    runs = [
+        subprocess.Popen(
+            args,
+            cwd=tmp_path,
+            env=CLEAN_ENV,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    outcomes = [(proc.wait(timeout=120), *proc.communicate()) for proc in runs]
+    codes = sorted(code for code, _, _ in outcomes)
+    assert codes == [0, 2], [err for _, _, err in outcomes]
+    refused = next(err for code, _, err in outcomes if code == 2)
+    assert "is in use by process" in refused
+    counters = stats(slow_emulator)
+    assert counters["tasks_created"] == 4
+    assert counters["duplicate_submissions"] == 0

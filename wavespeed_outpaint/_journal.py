@@ -27,7 +27,7 @@ import time
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import attrs
 
@@ -148,8 +148,10 @@ def _update_sql(columns: tuple[str, ...]) -> str:
 class Journal:
     """One SQLite file (or memory, for `path=None`), used from the event loop's thread."""
 
-    def __init__(self, path: str | os.PathLike[str] | None) -> None:
+    def __init__(self, path: str | os.PathLike[str] | None, *, reader: bool = False) -> None:
+        """`reader`: only to look (a status report), beside a run that may hold it."""
         target = ":memory:" if path is None else str(expand_path(path))
+        self._lock_file: IO[str] | None = None
         if path is not None:
             try:
                 Path(target).parent.mkdir(parents=True, exist_ok=True)
@@ -158,6 +160,10 @@ class Journal:
                     f"journal {target}: cannot create its folder ({exc.strerror}); "
                     "give --journal a path in a folder you can write"
                 ) from None
+            if not reader:
+                # Taken before anything is read: two runs on one journal would each
+                # submit every task (both would see it unsent).
+                self._lock_file = _hold(target)
         try:
             self._db = sqlite3.connect(target, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -165,6 +171,8 @@ class Journal:
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(SCHEMA)
         except sqlite3.DatabaseError as exc:
+            if self._lock_file is not None:
+                self._lock_file.close()
             raise JournalError(
                 f"journal {target} is not a usable SQLite journal ({exc}); give another path, "
                 "or move the file away if it is not a journal of this tool"
@@ -182,6 +190,9 @@ class Journal:
             self.commit()
         finally:
             self._db.close()
+            if self._lock_file is not None:
+                self._lock_file.close()  # closing the file lets go of its lock
+                self._lock_file = None
 
     def commit(self) -> None:
         """Make every write so far durable now."""
@@ -410,3 +421,33 @@ class Journal:
             "INSERT OR REPLACE INTO uploads (content_hash, url, uploaded_at) VALUES (?, ?, ?)",
             (content_hash, url, time.time()),
         )
+
+
+def _hold(journal: str) -> IO[str] | None:
+    """Lock `<journal>.lock` for this journal object, or raise `JournalError` naming the
+    process that holds it. An OS lock (flock): a killed process lets go of it at once."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no flock; SQLite's own locking is all there is
+        return None
+    lock_path = journal + ".lock"
+    try:
+        f = open(lock_path, "a+")  # noqa: SIM115 - held open for the journal's life
+    except OSError as exc:
+        raise JournalError(f"journal {journal}: cannot open {lock_path} ({exc.strerror})") from None
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.seek(0)
+        holder = f.read().strip() or "unknown"
+        f.close()
+        who = "this process" if holder == str(os.getpid()) else f"process {holder}"
+        raise JournalError(
+            f"journal {journal} is in use by {who} (another run or batch on the same "
+            "journal); wait until it ends, or give this run another --out or --journal"
+        ) from None
+    f.seek(0)
+    f.truncate()
+    f.write(str(os.getpid()))
+    f.flush()
+    return f

@@ -28,7 +28,9 @@ from .errors import (
     APIError,
     AuthenticationError,
     ConfigurationError,
+    JournalError,
     OutpaintError,
+    OutputError,
     ValidationError,
 )
 from .models import BatchProgress, OutpaintResult, expand_path
@@ -166,6 +168,10 @@ async def run_batch(args: argparse.Namespace) -> int:
                 stopped = exc  # the account cannot go on; report what was done first
             finally:
                 tg.cancel_scope.cancel()
+    if isinstance(stopped, (JournalError, OutputError)) and not results:
+        # Refused before anything was sent (the journal is another run's, --out cannot
+        # be written): a usage error, like bad input.
+        raise UsageError(str(stopped))
     doc = as_json(results, held_back=len(plan.held_back), cost_usd=progress.charged_usd)
     if args.json:
         print_json(doc, sys.stdout)
@@ -208,7 +214,7 @@ async def run_with_interrupts(args: argparse.Namespace) -> int:
 def command(args: argparse.Namespace) -> int:
     try:
         return asyncio.run(run_with_interrupts(args))
-    except (UsageError, ConfigurationError, ValidationError) as exc:
+    except (UsageError, ConfigurationError, ValidationError, JournalError, OutputError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except PlanError as exc:

@@ -13,7 +13,7 @@ def print_status(path: Path) -> int:
     if not path.is_file():
         print(f"error: no journal at {path}")
         return 2
-    journal = Journal(path)
+    journal = Journal(path, reader=True)
     try:
         rows = list(journal.rows())
     finally:
