@@ -17,12 +17,13 @@ from conftest import RATE, MakeTrack, fast_client, fast_config
 from wavespeed_outpaint import (
     InsufficientBalanceError,
     JournalError,
+    OutpaintClient,
     OutpaintRequest,
     OutpaintResult,
     Status,
     TaskFailedError,
 )
-from wavespeed_outpaint.emulator import FAULT_KINDS, Emulator, Faults
+from wavespeed_outpaint.emulator import DEFAULT_API_KEY, FAULT_KINDS, Emulator, Faults
 
 pytestmark = pytest.mark.anyio
 
@@ -520,3 +521,41 @@ async def test_two_batches_on_one_journal_in_one_process_are_refused(
     assert len(rest) == 2
     assert all(r.skipped for r in again)
     assert emulator.stats()["tasks_created"] == 3
+
+
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [
+        ("album/a\x00b", "NUL"),
+        ("x" * 300, "over 230 bytes"),
+        ("/".join(["deep" * 50] * 6), "over 1024 bytes in all"),
+        ("songs/CON", "reserved name"),
+    ],
+)
+async def test_an_output_name_no_file_system_can_hold_is_refused_before_the_charge(
+    emulator: Emulator, make_audio: MakeTrack, tmp_path: Path, name: str, problem: str
+) -> None:
+    request = OutpaintRequest(make_audio("a.wav"), tags="x")
+    async with fast_client(emulator) as client:
+        results = [r async for r in client.outpaint_many([(request, name)], tmp_path / "out")]
+    assert results[0].status is Status.FAILED
+    assert problem in (results[0].error or "")
+    assert emulator.stats()["submit_requests"] == 0
+
+
+async def test_tasks_that_all_fail_at_once_are_found_by_the_first_looks(
+    make_audio: MakeTrack,
+) -> None:
+    # Nothing completes, so nothing teaches the poller when tasks end: its first looks
+    # at the list must cover failed tasks too (it once waited 30 s, then asked by GET).
+    async with Emulator(fast_config(faults=Faults({"task_failed": 1.0}))) as emu:
+        async with OutpaintClient(DEFAULT_API_KEY, emu.base_url) as client:  # default options
+            with anyio.fail_after(20):
+                requests = [
+                    OutpaintRequest(make_audio("a.wav"), tags="x", seed=s) for s in range(3)
+                ]
+                results = [r async for r in client.outpaint_many(requests)]
+        stats = emu.stats()
+    assert [r.status for r in results] == [Status.FAILED] * 3
+    assert stats["result_gets"] == 0
+    assert all(r.delivered_by == "list" for r in results)

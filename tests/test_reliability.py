@@ -19,6 +19,8 @@ from wavespeed_outpaint import (
     OutpaintClient,
     OutpaintRequest,
     OutputError,
+    Status,
+    TaskFailedError,
     ValidationError,
 )
 from wavespeed_outpaint._audio import DEFAULT_MAX_UPLOAD_BYTES
@@ -251,3 +253,28 @@ def test_the_key_is_not_in_the_command_lines_output(make_audio: MakeTrack, tmp_p
     assert done.returncode == 2  # the emulator does not know this key
     assert "refused the API key" in done.stderr
     assert SECRET_KEY not in done.stdout + done.stderr
+
+
+@pytest.mark.anyio
+async def test_a_service_that_echoes_the_key_back_does_not_leak_it(
+    make_audio: MakeTrack, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Its failed predictions carry the submit's Authorization header in their error text.
+    caplog.set_level(logging.DEBUG)
+    config = fast_config(api_keys=frozenset({SECRET_KEY}), faults=Faults({"lie_echo_key": 1.0}))
+    async with Emulator(config) as emu, OutpaintClient(SECRET_KEY, emu.base_url) as client:
+        with anyio.fail_after(30):
+            results = [
+                r
+                async for r in client.outpaint_many(
+                    [OutpaintRequest(make_audio("a.wav"), tags="x", seed=s) for s in range(2)],
+                    journal=tmp_path / "j.sqlite",
+                )
+            ]
+            with pytest.raises(TaskFailedError) as info:
+                await client.outpaint(OutpaintRequest(make_audio("a.wav"), tags="x", seed=9))
+    assert [r.status for r in results] == [Status.FAILED, Status.FAILED]
+    assert all("upstream refused" in (r.error or "") for r in results)
+    texts = [str(info.value), caplog.text, *(repr(r) + str(r.exception) for r in results)]
+    assert all(SECRET_KEY not in text for text in texts)
+    assert SECRET_KEY.encode() not in (tmp_path / "j.sqlite").read_bytes()

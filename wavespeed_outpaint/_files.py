@@ -173,6 +173,8 @@ class LocalFolder:
 
     async def open_part(self, name: str) -> LocalPart:
         dest = self.location(name)
+        if "\x00" in dest:
+            raise OutputError(dest, "a file name cannot hold a NUL byte")
         await self.make_folder(os.path.dirname(dest))
         return LocalPart(dest, self)
 

@@ -60,6 +60,19 @@ def redact(text: str, secret: str | None) -> str:
     return text.replace(secret, REDACTED) if secret else text
 
 
+def scrub(data: Any, secret: str) -> Any:
+    """`data` (decoded JSON) with `secret` redacted from every string in it: text the
+    service sends back (an error that echoes a request header) is stored, logged and
+    raised, and must never carry the key."""
+    if isinstance(data, str):
+        return data.replace(secret, REDACTED)
+    if isinstance(data, list):
+        return [scrub(item, secret) for item in data]
+    if isinstance(data, dict):
+        return {scrub(k, secret): scrub(v, secret) for k, v in data.items()}
+    return data
+
+
 def parse_retry_after(value: str | None) -> float | None:
     """Seconds from a Retry-After header: a number, or an HTTP date."""
     if not value:
@@ -83,6 +96,8 @@ class Transport:
     def __init__(self, base_url: str, api_key: str | None, options: ClientOptions) -> None:
         self.base_url = base_url.rstrip("/")
         self._api_key = api_key
+        # Looked for in every answer's bytes (cheap), scrubbed from it when found.
+        self._key_bytes = api_key.encode() if api_key else None
         self.options = options
         self._balance_pattern = re.compile(options.insufficient_balance_pattern)
         self._session: aiohttp.ClientSession | None = None
@@ -273,6 +288,8 @@ class Transport:
             doc = json.loads(body) if body else None
         except (json.JSONDecodeError, UnicodeDecodeError):
             doc = None
+        if self._key_bytes is not None and self._key_bytes in body:
+            doc = scrub(doc, self._api_key or "")
         if 200 <= status < 300:
             if not isinstance(doc, dict):
                 raise ProtocolError(
@@ -290,6 +307,11 @@ class Transport:
             prediction_id=prediction_id,
             retry_after=parse_retry_after(response.headers.get("Retry-After")),
         )
+
+    def scrubbed(self, data: T) -> T:
+        """`data` without the key in any of its text (for bodies that came another way,
+        such as webhooks)."""
+        return scrub(data, self._api_key) if self._api_key else data
 
     def error_for(
         self,

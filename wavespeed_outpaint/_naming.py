@@ -10,6 +10,12 @@ from .errors import ValidationError
 from .models import OutpaintRequest
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._ -]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# 255 bytes a name on common file systems, less room for `-<8 hex>`, `-N`, `.flac.part`.
+MAX_STEM_BYTES = 230
+# Well under PATH_MAX (4096) and Windows' long paths, with room for the output folder.
+MAX_NAME_BYTES = 1024
+_RESERVED = {"CON", "PRN", "AUX", "NUL"} | {f"{p}{i}" for p in ("COM", "LPT") for i in range(1, 10)}
 
 
 def default_stem(request: OutpaintRequest) -> str:
@@ -21,7 +27,8 @@ def default_stem(request: OutpaintRequest) -> str:
 
 
 def checked_stem(stem: str) -> str:
-    """A relative output name such as `album/song`: no absolute paths, no `..`.
+    """A relative output name such as `album/song`: no absolute paths, no `..`, and a
+    name every file system the SDK runs on can hold, checked before anything is sent.
 
     Plain string work, not PurePosixPath: a batch checks one name per task."""
     text = stem.replace("\\", "/")
@@ -30,6 +37,20 @@ def checked_stem(stem: str) -> str:
         raise ValidationError(
             "output name", stem, "give a relative name inside out_dir, without '..'"
         )
+    if _CONTROL.search(text):
+        raise ValidationError("output name", stem, "holds a NUL or control character")
+    for part in parts:
+        if len(part.encode()) > MAX_STEM_BYTES:
+            raise ValidationError(
+                "output name",
+                stem,
+                f"a part of it is over {MAX_STEM_BYTES} bytes; file systems hold 255 a name, "
+                "with room kept for the extension and the suffixes the SDK adds",
+            )
+        if part.split(".")[0].upper() in _RESERVED:
+            raise ValidationError("output name", stem, f"{part!r} is a reserved name on Windows")
+    if len(text.encode()) > MAX_NAME_BYTES:
+        raise ValidationError("output name", stem, f"is over {MAX_NAME_BYTES} bytes in all")
     return "/".join(parts)
 
 

@@ -131,7 +131,7 @@ def from_manifest(manifest: Path, files: FileFacts) -> list[PlannedTask]:
             request = OutpaintRequest(**fields)
             if isinstance(request.audio, Path):
                 files.check(request.audio, DEFAULT_MAX_UPLOAD_BYTES)
-            name = checked_stem(output) if output else default_stem(request)
+            name = checked_stem(output or default_stem(request))
             tasks.append(PlannedTask(request, name, str(audio)))
         except ValidationError as exc:
             problems.append(f"{where}: {exc}")

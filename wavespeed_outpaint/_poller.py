@@ -597,8 +597,12 @@ class SharedPoller:
             * (1 + min(1.0, 1 / math.sqrt(n))),
         )
         self._blind_next = now + self._blind_gap
-        windows = self._windows(order, self._finished.created)
-        return [(w, "completed") for w in windows], self._blind_next
+        sweeps = [(w, "completed") for w in self._windows(order, self._finished.created)]
+        if not self._asking_failed:
+            # A task may fail as early as it may complete: blind looks cover both (when
+            # every task failed at once, only a GET at `blind_overdue_after` found them).
+            sweeps += [(w, "failed") for w in self._windows(order, self._failed.created)]
+        return sweeps, self._blind_next
 
     def _windows(self, order: list[_Watch], finished: list[float]) -> list[list[_Watch]]:
         """The tasks in creation order, cut where a window would hold more than a page of

@@ -195,6 +195,11 @@ class OutpaintClient:
         with no status request. Returns False when no task of this client awaits it yet.
         Use `WebhookReceiver`, or `WebhookVerifier` in another framework, to get here.
         """
+        # A webhook's body is the service's text too: no key in it is kept or shown.
+        scrubbed = self._transport.scrubbed
+        prediction = attrs.evolve(
+            prediction, error=scrubbed(prediction.error), raw=scrubbed(prediction.raw)
+        )
         return self._running_engine().poller.deliver(prediction, "webhook")
 
     # -- the pipeline ------------------------------------------------------------------

@@ -216,6 +216,10 @@ class EmulatorApp:
             )
         if task.media is not None:
             await self._check_decodable(task)
+        if svc.fault("lie_echo_key"):
+            echoed = request.headers.get("Authorization", "")
+            task.final_status, task.code = "failed", 5000
+            task.error = f"upstream refused the request (its headers: Authorization: {echoed})"
         if task.webhook_url:
             heapq.heappush(
                 self._webhook_heap, (task.finish_at, svc.counters.tasks_created, task.id)

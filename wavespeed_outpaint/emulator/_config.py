@@ -60,6 +60,7 @@ FAULT_KINDS = (
     "lie_bad_output_url",  # a task completes with a file:// output URL
     "lie_escaping_output_name",  # a task's output URL ends in ../../ (an escape attempt)
     "lie_oversize_download",  # an output streams far more bytes than the file, unannounced
+    "lie_echo_key",  # a task fails with the submit's Authorization header in its error
 )
 
 
