@@ -559,3 +559,24 @@ async def test_tasks_that_all_fail_at_once_are_found_by_the_first_looks(
     assert [r.status for r in results] == [Status.FAILED] * 3
     assert stats["result_gets"] == 0
     assert all(r.delivered_by == "list" for r in results)
+
+
+@pytest.mark.parametrize("offset", [5.0, -5.0, 30.0])
+async def test_a_lost_first_submit_is_found_on_a_service_whose_clock_is_off(
+    offset: float,
+) -> None:
+    # No answered submit yet to learn the offset from: the first one's answer is lost.
+    # The service's clock shows in every answer's Date header (here: only the list's).
+    config = fast_config(clock_offset=offset, faults=Faults({"submit_lost": 1.0}))
+    async with Emulator(config) as emu, fast_client(emu) as client:
+        with anyio.fail_after(30):
+            results = [
+                r
+                async for r in client.outpaint_many(
+                    [OutpaintRequest("https://x.invalid/a.wav", tags="x")]
+                )
+            ]
+        stats = emu.stats()
+    assert results[0].prediction_id is not None  # adopted, not unknown
+    assert stats["tasks_created"] == 1
+    assert stats["duplicate_submissions"] == 0

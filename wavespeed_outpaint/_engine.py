@@ -189,6 +189,7 @@ class Engine:
             open_submits=self._open_submits,
             known_ids=self._known_ids,
         )
+        api.transport.on_date = self.settler.clock.observe_date
 
     def attach(self, journal: TaskStore) -> None:
         self._journals.append(journal)

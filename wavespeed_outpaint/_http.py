@@ -17,6 +17,7 @@ import logging
 import platform
 import random
 import re
+import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
@@ -99,6 +100,9 @@ class Transport:
         # Looked for in every answer's bytes (cheap), scrubbed from it when found.
         self._key_bytes = api_key.encode() if api_key else None
         self.options = options
+        # Told the send and receive times of every API answer with a `Date` header, and
+        # the header: how the service's clock is learned before a submit is answered.
+        self.on_date: Callable[[float, float, str], None] | None = None
         self._balance_pattern = re.compile(options.insufficient_balance_pattern)
         self._session: aiohttp.ClientSession | None = None
         # Built once: every call of a busy client would otherwise build its own.
@@ -242,6 +246,7 @@ class Transport:
         async def once() -> Any:
             try:
                 with form() if form is not None else contextlib.nullcontext() as data:
+                    sent = time.time()
                     async with self.session.request(
                         method,
                         url,
@@ -251,6 +256,9 @@ class Transport:
                         headers=headers,
                         timeout=self.timeout(),
                     ) as response:
+                        date = response.headers.get("Date")
+                        if date is not None and self.on_date is not None:
+                            self.on_date(sent, time.time(), date)
                         body = await self.read_capped(response, self.options.max_json_bytes)
                         return self.unwrap(response, body, prediction_id)
             except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:

@@ -20,6 +20,7 @@ import time
 from collections import OrderedDict
 from collections.abc import AsyncGenerator, Callable
 from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
 
 import anyio
@@ -87,11 +88,32 @@ class ClockOffset:
             return 2 * self._skew
         return self._high - self._low + 2 * self.RESOLUTION
 
-    def observe(self, sent: float, received: float, created: float) -> None:
+    @property
+    def known(self) -> bool:
+        """Whether any answer has bounded the offset yet."""
+        return self._high != float("inf")
 
-        low, high = created - received, created - sent
+    def observe(
+        self, sent: float, received: float, created: float, resolution: float = 0.0
+    ) -> None:
+        """A server time `created` (to within `resolution`, later only) read from an
+        answer to a request sent and answered at these client times."""
+        low, high = created - received, created + resolution - sent
         if max(self._low, low) <= min(self._high, high):
             self._low, self._high = max(self._low, low), min(self._high, high)
+
+    def observe_date(self, sent: float, received: float, date: str) -> None:
+        """An answer's HTTP `Date` header (whole seconds): enough to bound the offset
+        before any submit is answered, so that the first lost one is judged right."""
+        if self.known and self._high - self._low < 1.5:
+            return  # known to within the header's resolution already
+        try:
+            when = parsedate_to_datetime(date)
+        except (TypeError, ValueError, IndexError):
+            return
+        if when.tzinfo is None:
+            return
+        self.observe(sent, received, when.timestamp(), resolution=1.0)
 
     def server_window(self, start: float, end: float) -> tuple[float, float]:
         """The span of server time in which a submit open from start to end created a task."""
@@ -145,6 +167,10 @@ class Settler:
         return Settlement(Outcome.AMBIGUOUS)
 
     async def _try(self, submit: OpenSubmit) -> Settlement | None:
+        if not self.clock.known:
+            # No answer has shown the service's clock yet (the first submit was the lost
+            # one): one look at the list does (its Date header), before any window.
+            await self._window(time.time() - 1.0, time.time())
         start, end = self.clock.server_window(submit.sent_at, submit.ends_at)
         known = self._known_ids() | self._recently_seen()
         unseen = [p for p in await self._window(start, end) if p.id not in known]
@@ -157,6 +183,9 @@ class Settler:
             matches = [p for p in with_input if _same_input(p.raw["input"], submit.payload)]
             return self._adopt(matches[0]) if len(matches) == 1 else Settlement(Outcome.AMBIGUOUS)
         if not unseen:
+            if not self.clock.known:
+                # A window on a guessed offset may miss the task: absent is not proven.
+                return Settlement(Outcome.AMBIGUOUS)
             # Had this submit created a task, nobody could have its id: it would be here.
             conclusive = time.time() >= submit.ends_at + self._grace
             return Settlement(Outcome.ABSENT) if conclusive else None

@@ -64,6 +64,13 @@ def _emulator_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     p.add_argument("--api-key", action="append", help="an accepted key (repeatable)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
+        "--clock-offset",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="the service's clock runs this far ahead of this machine's (negative: behind)",
+    )
+    p.add_argument(
         "--fault",
         action="append",
         type=_fault,
@@ -108,6 +115,7 @@ def _run_emulator(args: argparse.Namespace) -> int:
         queue_order=args.queue_order,
         balance_usd=args.balance,
         seed=args.seed,
+        clock_offset=args.clock_offset,
         faults=faults,
     )
     serve(config, args.host, args.port)

@@ -12,6 +12,7 @@ import math
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from email.utils import formatdate
 from typing import Any, NoReturn
 from urllib.parse import quote, urlsplit
 
@@ -95,6 +96,7 @@ class EmulatorApp:
         app = web.Application(
             middlewares=[self._faults_and_errors], client_max_size=MAX_UPLOAD_BYTES
         )
+        app.on_response_prepare.append(self._date_header)
         r = app.router
         r.add_post("/api/v3/predictions", self.list_predictions)
         r.add_get("/api/v3/predictions", self.list_predictions)
@@ -114,6 +116,10 @@ class EmulatorApp:
         app.on_startup.append(self._on_startup)
         app.on_cleanup.append(self._on_cleanup)
         return app
+
+    async def _date_header(self, request: web.Request, response: web.StreamResponse) -> None:
+        """Every answer's `Date`, on the service's clock."""
+        response.headers["Date"] = formatdate(time.time() + self.config.clock_offset, usegmt=True)
 
     async def _on_startup(self, app: web.Application) -> None:
         self._http = aiohttp.ClientSession(
@@ -326,6 +332,10 @@ class EmulatorApp:
         try:
             after = parse_iso(query["created_after"]) if query.get("created_after") else None
             before = parse_iso(query["created_before"]) if query.get("created_before") else None
+            # The filters are the service's times; its clock runs `clock_offset` ahead.
+            offset = self.config.clock_offset
+            after = after - offset if after is not None else None
+            before = before - offset if before is not None else None
         except (TypeError, ValueError):
             return refuse(400, "created_after and created_before must be ISO 8601 times")
         model = query.get("model")

@@ -123,6 +123,9 @@ class EmulatorConfig:
     webhook_retry_delay: float = 0.2
     webhook_timeout: float = 5.0
     seed: int = 0
+    # Seconds the service's clock runs ahead of the machine's (negative: behind): in
+    # `created_at`, the list's time filters and every answer's `Date` header.
+    clock_offset: float = 0.0
     faults: Faults = attrs.field(factory=Faults)
 
     @classmethod

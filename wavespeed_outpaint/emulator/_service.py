@@ -279,7 +279,7 @@ class Service:
             "urls": {"get": f"{base_url}/api/v3/predictions/{task.id}/result"},
             "has_nsfw_contents": [False] if done else [],
             "status": status,
-            "created_at": iso(task.created),
+            "created_at": iso(task.created + self.config.clock_offset),
             "error": task.error if status in ("failed", "cancelled", "timeout") else "",
             "timings": {"inference": round((task.finish_at - task.start_at) * 1000)}
             if status not in ("created", "processing")
