@@ -375,3 +375,23 @@ def test_two_runs_on_one_journal_never_both_submit(
     counters = stats(slow_emulator)
     assert counters["tasks_created"] == 4
     assert counters["duplicate_submissions"] == 0
+
+
+def test_a_lost_journal_beside_earlier_outputs_is_an_error_not_a_fresh_start(
+    library: Path, tmp_path: Path
+) -> None:
+    args = ("run", str(library), "--out", "out", "--tags", "x", "--emulator")
+    first = run_cli(*args, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    journal = tmp_path / "out" / ".outpaint-journal.sqlite"
+    for lose in ("deleted", "emptied"):
+        if lose == "deleted":
+            journal.unlink()
+        else:
+            journal.write_bytes(b"")
+        again = run_cli(*args, cwd=tmp_path)
+        assert again.returncode == 2, again.stderr
+        assert "holds outputs of an earlier run" in again.stderr
+        assert "--new-journal" in again.stderr
+    fresh = run_cli(*args, "--new-journal", cwd=tmp_path)
+    assert fresh.returncode == 0, fresh.stderr

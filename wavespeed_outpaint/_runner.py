@@ -37,6 +37,8 @@ from .models import BatchProgress, OutpaintResult, expand_path
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 JOURNAL_NAME = ".outpaint-journal.sqlite"
+# Files in --out that show an earlier run wrote there.
+OUTPUT_SUFFIXES = {".wav", ".mp3", ".flac", ".ogg"}
 
 
 class UsageError(Exception):
@@ -130,12 +132,33 @@ async def check_money(args: argparse.Namespace, client: OutpaintClient, plan: Pl
         )
 
 
+def check_journal_is_not_lost(journal: Path, out_dir: Path) -> None:
+    """A missing or empty journal beside outputs of an earlier run is an error: starting
+    afresh would pay again for every track already done (their tasks are not known)."""
+    if journal.exists() and journal.stat().st_size > 0:
+        return
+    if not out_dir.is_dir():
+        return
+    outputs = (
+        p for p in out_dir.rglob("*") if p.suffix.lower() in OUTPUT_SUFFIXES and p.is_file()
+    )
+    if next(outputs, None) is not None:
+        state = "is empty" if journal.exists() else "is missing"
+        raise UsageError(
+            f"the journal {journal} {state}, but {out_dir} holds outputs of an earlier run; "
+            "put the journal back (or give it with --journal), or, to start afresh and pay "
+            "again for tracks already done, pass --new-journal or use another --out"
+        )
+
+
 async def run_batch(args: argparse.Namespace) -> int:
     out_dir = expand_path(args.out)
     journal = expand_path(args.journal) if args.journal else out_dir / JOURNAL_NAME
     files = FileFacts()
 
     def make_plan() -> Plan:
+        if not args.new_journal:
+            check_journal_is_not_lost(journal, out_dir)
         return budget(plan_tasks(args, files), journal, args.max_cost, files)
 
     # Reading a library's headers and hashing it takes a while: off the event loop, so
@@ -158,6 +181,7 @@ async def run_batch(args: argparse.Namespace) -> int:
                     out_dir,
                     journal=journal,
                     resubmit_unknown=args.resubmit_unknown,
+                    retry_failed=args.retry_failed,
                     progress=progress,
                 ):
                     name = shown.get(id(result.request), str(result.request.audio))

@@ -177,6 +177,17 @@ def _run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p.add_argument("--max-cost", type=float, metavar="USD", help="never submit more than this")
     p.add_argument("--dry-run", action="store_true", help="check and price; submit nothing")
     p.add_argument(
+        "--new-journal",
+        action="store_true",
+        help="start a journal although DIR holds outputs of an earlier run (they are not "
+        "known to it: their tasks are paid for again)",
+    )
+    p.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="submit again the tasks that failed in an earlier run with this journal",
+    )
+    p.add_argument(
         "--resubmit-unknown",
         action="store_true",
         help="send again the submits whose outcome could not be settled",
