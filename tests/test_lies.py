@@ -10,7 +10,7 @@ import pytest
 from conftest import MakeTrack, fast_client, fast_config
 from typing_extensions import Unpack
 
-from wavespeed_outpaint import OutpaintRequest, OutpaintResult, ProtocolError
+from wavespeed_outpaint import OutpaintRequest, OutpaintResult, ProtocolError, ValidationError
 from wavespeed_outpaint.emulator import Emulator, Faults
 from wavespeed_outpaint.options import OptionKeywords
 
@@ -103,3 +103,45 @@ async def test_a_huge_list_answer_is_refused_not_read(emulator: Emulator) -> Non
             await client.submit(OutpaintRequest("https://x.invalid/a.wav", tags="x", seed=seed))
         with pytest.raises(ProtocolError, match="over 1000 bytes"):
             [page async for page in client.list_predictions()]
+
+
+async def test_a_download_that_trickles_is_given_up_not_waited_for(
+    make_audio: MakeTrack, tmp_path: Path
+) -> None:
+    # Every read comes within the read time-out; the whole would take an hour.
+    config = fast_config(faults=Faults({"lie_trickle_download": 1.0}))
+    async with (
+        Emulator(config) as emu,
+        fast_client(emu, download_read_timeout=0.3, retry_attempts=2) as client,
+    ):
+        with anyio.fail_after(30):
+            request = OutpaintRequest(make_audio("a.wav"), tags="x", extend_after_duration=1)
+            results = [r async for r in client.outpaint_many([request], tmp_path / "out")]
+    assert not results[0].ok
+    assert "KB/s" in (results[0].error or "") or "Timeout" in (results[0].error or "")
+    assert results[0].prediction_id is not None  # paid for and kept: a later run fetches it
+    assert not list((tmp_path / "out").rglob("*.part"))
+
+
+async def test_a_list_that_ignores_the_page_asked_for_does_not_loop(
+    make_audio: MakeTrack, tmp_path: Path
+) -> None:
+    # It answers page 1, total 1,000,000,000, whatever page is asked for.
+    config = fast_config(faults=Faults({"lie_list_ignores_page": 1.0}))
+    async with Emulator(config) as emu, fast_client(emu) as client:
+        with anyio.fail_after(30):
+            requests = [OutpaintRequest(make_audio("a.wav"), tags="x", seed=s) for s in range(7)]
+            results = [r async for r in client.outpaint_many(requests)]
+        stats = emu.stats()
+    assert all(r.ok for r in results), [r.error for r in results]
+    assert stats["list_requests"] < 200
+
+
+@pytest.mark.parametrize("fifo", ["input.wav"])
+async def test_a_pipe_given_as_input_is_refused_without_blocking(fifo: str, tmp_path: Path) -> None:
+    import os
+
+    path = tmp_path / fifo
+    os.mkfifo(path)  # opening it to read would block until a writer comes
+    with anyio.fail_after(10), pytest.raises(ValidationError, match="not a regular file"):
+        await OutpaintRequest.from_file(path, tags="x")

@@ -15,6 +15,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import aiofiles
 import aiohttp
@@ -36,6 +37,9 @@ SUBMIT_PATH = f"/api/v3/{MODEL_ID}"
 LIST_PATH = "/api/v3/predictions"
 UPLOAD_CHUNK = 256 * 1024
 LIST_STATUSES = ("completed", "failed", "processing")
+# Pages read for one question at most: a window holds about one page; a lying `total`
+# must not make a look endless.
+MAX_LIST_PAGES = 100
 
 Page = tuple[int, int, list[dict[str, Any]]]
 
@@ -159,11 +163,12 @@ class WaveSpeedAPI:
 
     async def get(self, prediction_id: str) -> Prediction:
         """The prediction's current state (safe to call as often as needed)."""
-        if not prediction_id or "/" in prediction_id:
+        if not prediction_id:
             raise ValidationError("prediction_id", prediction_id, "give the id a submit returned")
-        data = await self.transport.call(
-            "GET", f"/api/v3/predictions/{prediction_id}/result", prediction_id=prediction_id
-        )
+        # Whatever the service calls its ids, they go into the path escaped (a `/`, `?` or
+        # `#` in one must not change which URL is asked).
+        path = f"/api/v3/predictions/{quote(prediction_id, safe='')}/result"
+        data = await self.transport.call("GET", path, prediction_id=prediction_id)
         return _prediction(data)
 
     async def list_pages(
@@ -196,6 +201,7 @@ class WaveSpeedAPI:
         if created_before is not None:
             query["created_before"] = _iso(created_before)
         page = 1
+        seen: set[str] = set()
         while True:
             data = await self._list_page({**query, "page": page})
             if not isinstance(data, dict) or not isinstance(data.get("items"), list):
@@ -206,8 +212,14 @@ class WaveSpeedAPI:
                 if isinstance(item, dict) and isinstance(item.get("id"), str)
             ]
             total = data["total"] if isinstance(data.get("total"), int) else len(items)
+            fresh = {item["id"] for item in items} - seen
+            if items and not fresh:
+                # The same items again: the service ignores `page`; its `total` cannot be
+                # trusted, and asking on would never end.
+                return
+            seen |= fresh
             yield page, total, items
-            if not data["items"] or page * page_size >= total:
+            if not data["items"] or page * page_size >= total or page >= MAX_LIST_PAGES:
                 return
             page += 1
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat as stat_module
 
 import attrs
 import mutagen
@@ -62,6 +63,11 @@ def probe_audio(
         raise AudioProblem("no such file; give an existing file or an https:// URL") from None
     except OSError as exc:
         raise AudioProblem(f"cannot be read ({exc.strerror})") from None
+    if stat_module.S_ISDIR(stat.st_mode):
+        raise AudioProblem("is a folder; give one audio file")
+    if not stat_module.S_ISREG(stat.st_mode):
+        # A FIFO or a device would block the read below, and with it Ctrl-C.
+        raise AudioProblem("is not a regular file (a pipe or a device); give an audio file")
     return _probe(str(path), stat.st_size, max_bytes)
 
 

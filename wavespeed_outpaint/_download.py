@@ -10,10 +10,12 @@ from __future__ import annotations
 import asyncio
 import functools
 import re
+import time
 from pathlib import PurePosixPath
 from urllib.parse import unquote, urlsplit
 
 import aiohttp
+import anyio
 
 from ._http import Policy, Transport
 from .errors import APIError, NotFoundError, ProtocolError, TransportError
@@ -23,6 +25,9 @@ from .seams import OutputPart, OutputSink
 CHUNK = 256 * 1024
 # Outputs up to this size are read in one piece.
 SMALL_OUTPUT = 1024 * 1024
+# The slowest a whole download may be, on average, after its first read time-out: a host
+# that trickles a byte now and then (each within the read time-out) must not hang a task.
+MIN_DOWNLOAD_RATE = 32 * 1024
 
 
 def check_output_url(url: str) -> None:
@@ -68,20 +73,23 @@ async def download(transport: Transport, url: str, sink: OutputSink, name: str) 
                     raise ProtocolError(
                         f"output is {expected} bytes, over max_download_bytes={cap}"
                     )
+                started = time.monotonic()
+                allowed = transport.options.download_read_timeout
                 if expected is not None and expected <= SMALL_OUTPUT:
                     # Small and of known length: one read, no chunk loop (aiohttp raises
                     # if the connection ends before the Content-Length).
-                    body = await response.read()
+                    with anyio.fail_after(allowed + expected / MIN_DOWNLOAD_RATE):
+                        body = await response.read()
                     received = len(body)
                     await part.write(body)
                 else:
-                    received = await _receive(response, part, expected, cap)
+                    received = await _receive(response, part, expected, cap, started, allowed)
             if expected is not None and received != expected:
                 raise TransportError(f"download cut short: {received} of {expected} bytes")
             return await part.commit()
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (aiohttp.ClientError, asyncio.TimeoutError, TimeoutError) as exc:
             await part.abort()
-            raise TransportError(f"download failed: {type(exc).__name__}: {exc}") from None
+            raise TransportError(f"{type(exc).__name__}: {exc}".rstrip(": ")) from None
         except BaseException:
             await part.abort()
             raise
@@ -90,12 +98,23 @@ async def download(transport: Transport, url: str, sink: OutputSink, name: str) 
 
 
 async def _receive(
-    response: aiohttp.ClientResponse, part: OutputPart, expected: int | None, cap: int
+    response: aiohttp.ClientResponse,
+    part: OutputPart,
+    expected: int | None,
+    cap: int,
+    started: float,
+    allowed: float,
 ) -> int:
-    """Stream the body into `part`, refusing more than `cap` or the Content-Length."""
+    """Stream the body into `part`, refusing more than `cap` or the Content-Length, and
+    a body slower than `MIN_DOWNLOAD_RATE` after `allowed` seconds."""
     received = 0
     async for chunk in response.content.iter_chunked(CHUNK):
         received += len(chunk)
+        if time.monotonic() - started > allowed + received / MIN_DOWNLOAD_RATE:
+            raise TransportError(
+                f"the output host sends {received} bytes in {time.monotonic() - started:.0f} s, "
+                f"under {MIN_DOWNLOAD_RATE // 1024} KB/s; given up"
+            )
         if received > cap:
             raise ProtocolError(
                 f"output is over max_download_bytes={cap}; refused (raise the "

@@ -139,9 +139,7 @@ def check_journal_is_not_lost(journal: Path, out_dir: Path) -> None:
         return
     if not out_dir.is_dir():
         return
-    outputs = (
-        p for p in out_dir.rglob("*") if p.suffix.lower() in OUTPUT_SUFFIXES and p.is_file()
-    )
+    outputs = (p for p in out_dir.rglob("*") if p.suffix.lower() in OUTPUT_SUFFIXES and p.is_file())
     if next(outputs, None) is not None:
         state = "is empty" if journal.exists() else "is missing"
         raise UsageError(

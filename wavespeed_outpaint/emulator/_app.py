@@ -346,10 +346,13 @@ class EmulatorApp:
             else svc.list_window(now, status=status or None, after=after, before=before)
         )
         base = base_url_of(request)
+        total = len(found)
+        if svc.fault("lie_list_ignores_page"):
+            page, total = 1, 1_000_000_000
         items = [
             svc.prediction(t, now, base) for t in found[(page - 1) * page_size : page * page_size]
         ]
-        return envelope({"page": page, "total": len(found), "items": items})
+        return envelope({"page": page, "total": total, "items": items})
 
     # -- account -----------------------------------------------------------------------
 
@@ -503,6 +506,8 @@ class EmulatorApp:
         data = await self._render(task)
         if task.output_lie == "lie_oversize_download":
             return await self._oversize(request, data)
+        if task.output_lie == "lie_trickle_download":
+            return await self._trickle(request, data)
         truncate_at = len(data) // 2 if svc.fault("truncated_download") else None
         if truncate_at is None:
             svc.counters.downloads_completed += 1
@@ -521,6 +526,17 @@ class EmulatorApp:
         for _ in range(10):
             await response.write(data)
         await response.write_eof()
+        return response
+
+    async def _trickle(self, request: web.Request, data: bytes) -> web.StreamResponse:
+        """The file's Content-Length, then its bytes 16 at a time, a tenth of a second
+        apart: each read comes well within any read time-out, the whole never does."""
+        response = web.StreamResponse(headers={"Content-Type": "audio/wav"})
+        response.content_length = len(data)
+        await response.prepare(request)
+        for start in range(0, len(data), 16):
+            await response.write(data[start : start + 16])
+            await asyncio.sleep(0.1)
         return response
 
     async def _render(self, task: Task) -> bytes:

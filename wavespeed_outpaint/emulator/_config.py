@@ -61,6 +61,8 @@ FAULT_KINDS = (
     "lie_escaping_output_name",  # a task's output URL ends in ../../ (an escape attempt)
     "lie_oversize_download",  # an output streams far more bytes than the file, unannounced
     "lie_echo_key",  # a task fails with the submit's Authorization header in its error
+    "lie_trickle_download",  # an output sent a few bytes at a time, slower and slower
+    "lie_list_ignores_page",  # the list answers page 1 to every page, total 1,000,000,000
 )
 
 

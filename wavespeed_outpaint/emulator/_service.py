@@ -104,6 +104,7 @@ OUTPUT_LIES = (
     "lie_bad_output_url",
     "lie_escaping_output_name",
     "lie_oversize_download",
+    "lie_trickle_download",
 )
 
 
