@@ -395,3 +395,24 @@ def test_a_lost_journal_beside_earlier_outputs_is_an_error_not_a_fresh_start(
         assert "--new-journal" in again.stderr
     fresh = run_cli(*args, "--new-journal", cwd=tmp_path)
     assert fresh.returncode == 0, fresh.stderr
+
+
+def test_a_manifest_that_is_not_utf8_is_one_clear_line(tmp_path: Path) -> None:
+    (tmp_path / "jobs.jsonl").write_bytes(b'{"audio": "caf\xe9.wav", "tags": "x"}\n')
+    done = run_cli("run", "--manifest", "jobs.jsonl", "--out", "out", "--emulator", cwd=tmp_path)
+    assert done.returncode == 2
+    assert "not UTF-8 text" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_a_damaged_journal_is_one_clear_line(library: Path, tmp_path: Path) -> None:
+    args = ("run", str(library), "--out", "out", "--tags", "x", "--emulator")
+    assert run_cli(*args, cwd=tmp_path).returncode == 0
+    journal = tmp_path / "out" / ".outpaint-journal.sqlite"
+    data = bytearray(journal.read_bytes())
+    data[4096:8192] = b"\xa5" * 4096  # the table's page: junk
+    journal.write_bytes(bytes(data))
+    done = run_cli(*args, cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert "cannot be read or written (database disk image is malformed)" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -272,14 +272,26 @@ class Journal:
 
     def _write(self, sql: str, values: tuple[Any, ...]) -> sqlite3.Cursor:
         self._raise_commit_error()
-        self._save_changed()  # in the order they were made
-        if self._plan_commit():
-            self._begin()
-        return self._db.execute(sql, values)
+        with self._damage_is_an_error():
+            self._save_changed()  # in the order they were made
+            if self._plan_commit():
+                self._begin()
+            return self._db.execute(sql, values)
 
     def _read(self, sql: str, values: tuple[Any, ...] = ()) -> sqlite3.Cursor:
-        self._save_changed()  # a query sees every change made so far
-        return self._db.execute(sql, values)
+        with self._damage_is_an_error():
+            self._save_changed()  # a query sees every change made so far
+            return self._db.execute(sql, values)
+
+    @contextlib.contextmanager
+    def _damage_is_an_error(self) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.DatabaseError as exc:
+            raise JournalError(
+                f"journal {self.path} cannot be read or written ({exc}); if it is damaged, "
+                "move it away and run with --new-journal (tasks it knew are paid for again)"
+            ) from None
 
     # -- tasks -------------------------------------------------------------------------
 
@@ -387,8 +399,9 @@ class Journal:
             cursor = self._read(
                 f"SELECT {ROW_COLUMNS} FROM tasks WHERE state = ? ORDER BY rowid", (state,)
             )
-        for r in cursor:
-            yield _row(r)
+        with self._damage_is_an_error():
+            for r in cursor:
+                yield _row(r)
 
     def open_submits(self) -> list[TaskRow]:
         """Rows whose submit may have created a task nobody has an id for."""

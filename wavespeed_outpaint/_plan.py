@@ -94,9 +94,13 @@ def from_manifest(manifest: Path, files: FileFacts) -> list[PlannedTask]:
     """One JSON object per line, with the API's field names and an optional `output`.
     Blocking: reads the manifest and the header of every local file in it."""
     try:
-        lines = manifest.read_text().splitlines()
+        lines = manifest.read_text(encoding="utf-8").splitlines()
     except OSError as exc:
         raise PlanError([f"{manifest}: cannot be read ({exc.strerror})"]) from None
+    except UnicodeDecodeError as exc:
+        raise PlanError(
+            [f"{manifest}: not UTF-8 text (byte {exc.start}); save it as UTF-8 JSON lines"]
+        ) from None
     tasks: list[PlannedTask] = []
     problems: list[str] = []
     for number, line in enumerate(lines, start=1):
