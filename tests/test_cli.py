@@ -416,3 +416,25 @@ def test_a_damaged_journal_is_one_clear_line(library: Path, tmp_path: Path) -> N
     assert done.returncode == 2, done.stderr
     assert "cannot be read or written (database disk image is malformed)" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_quiet_prints_no_retry_notices(library: Path, tmp_path: Path) -> None:
+    from wavespeed_outpaint.emulator._process import emulator_process as spawn_emulator
+
+    with spawn_emulator("--time-scale", "0.01", "--fault", "result_5xx=0.5", "--seed", "3") as url:
+        done = run_cli(
+            "run",
+            str(library),
+            "--out",
+            "out",
+            "--tags",
+            "x",
+            "--quiet",
+            *against(url),
+            cwd=tmp_path,
+        )
+        retried = stats(url)["faults_injected"]
+    assert done.returncode == 0, done.stderr
+    assert isinstance(retried, dict)
+    assert retried.get("result_5xx", 0) > 0  # there were retries to announce
+    assert done.stderr == ""

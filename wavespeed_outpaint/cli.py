@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -250,6 +251,9 @@ COMMANDS = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "quiet", False):
+        # Retries are not errors: stamina announces each one as a warning.
+        logging.getLogger("stamina").setLevel(logging.ERROR)
     try:
         return COMMANDS[args.command](args)
     except OutpaintError as exc:
