@@ -279,6 +279,8 @@ class SharedPoller:
         self._was_listing = False
         self._blind_gap = 0.0
         self._blind_next = 0.0
+        self._blind_failed_gap = 0.0
+        self._blind_failed_next = 0.0
         self._failed_lag = 0.0  # the lag failed tasks have probably run up, unseen
         self._asking_failed = False
         self._ended = collections.Counter[str]()  # tasks seen to end, by list status
@@ -598,10 +600,15 @@ class SharedPoller:
         )
         self._blind_next = now + self._blind_gap
         sweeps = [(w, "completed") for w in self._windows(order, self._finished.created)]
-        if not self._asking_failed:
-            # A task may fail as early as it may complete: blind looks cover both (when
-            # every task failed at once, only a GET at `blind_overdue_after` found them).
+        if now >= self._blind_failed_next and not self._asking_failed:
+            # A task may fail as early as it may complete (when every task failed at once,
+            # only a GET at `blind_overdue_after` found them). Failures are the rarer end:
+            # their looks come at twice the gap each time, not at every blind look.
             sweeps += [(w, "failed") for w in self._windows(order, self._failed.created)]
+            self._blind_failed_gap = min(
+                self.options.blind_max_gap, max(2 * self._blind_failed_gap, self._blind_gap)
+            )
+            self._blind_failed_next = now + self._blind_failed_gap
         return sweeps, self._blind_next
 
     def _windows(self, order: list[_Watch], finished: list[float]) -> list[list[_Watch]]:
