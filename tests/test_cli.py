@@ -31,6 +31,29 @@ def slow_emulator() -> Iterator[str]:
         yield url
 
 
+def run_command(library: Path, url: str, *more: str) -> list[str]:
+    """`wavespeed-outpaint run LIBRARY --out out --tags x` against the emulator at `url`."""
+    return [
+        sys.executable,
+        "-m",
+        "wavespeed_outpaint",
+        "run",
+        str(library),
+        "--out",
+        "out",
+        "--tags",
+        "x",
+        *more,
+        *against(url),
+    ]
+
+
+def started(args: list[str], cwd: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        args, cwd=cwd, env=CLEAN_ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
 def test_a_folder_lands_at_mirrored_paths(library: Path, tmp_path: Path) -> None:
     done = run_cli(
         "run",
@@ -228,21 +251,8 @@ def test_a_balance_that_cannot_pay_refuses_to_start(library: Path, tmp_path: Pat
 def test_ctrl_c_shuts_down_cleanly_and_the_same_command_resumes(
     library: Path, tmp_path: Path, slow_emulator: str
 ) -> None:
-    args = [
-        sys.executable,
-        "-m",
-        "wavespeed_outpaint",
-        "run",
-        str(library),
-        "--out",
-        "out",
-        "--tags",
-        "x",
-        *against(slow_emulator),
-    ]
-    proc = subprocess.Popen(
-        args, cwd=tmp_path, env=CLEAN_ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+    args = run_command(library, slow_emulator)
+    proc = started(args, tmp_path)
     assert proc.stdout is not None
     # Bounded: a child that dies (readline gives "") or hangs fails the test, never spins.
     deadline = time.monotonic() + 60
@@ -343,30 +353,8 @@ def test_two_runs_on_one_journal_never_both_submit(
     library: Path, tmp_path: Path, slow_emulator: str
 ) -> None:
     # An overlapping cron job, a second terminal: the same command twice at once.
-    args = [
-        sys.executable,
-        "-m",
-        "wavespeed_outpaint",
-        "run",
-        str(library),
-        "--out",
-        "out",
-        "--tags",
-        "x",
-        "--json",
-        *against(slow_emulator),
-    ]
-    runs = [
-        subprocess.Popen(
-            args,
-            cwd=tmp_path,
-            env=CLEAN_ENV,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(2)
-    ]
+    args = run_command(library, slow_emulator, "--json")
+    runs = [started(args, tmp_path) for _ in range(2)]
     outcomes = [(proc.wait(timeout=120), *proc.communicate()) for proc in runs]
     codes = sorted(code for code, _, _ in outcomes)
     assert codes == [0, 2], [err for _, _, err in outcomes]
