@@ -89,7 +89,9 @@ async def download(transport: Transport, url: str, sink: OutputSink, name: str) 
             return await part.commit()
         except (aiohttp.ClientError, asyncio.TimeoutError, TimeoutError) as exc:
             await part.abort()
-            raise TransportError(f"{type(exc).__name__}: {exc}".rstrip(": ")) from None
+            raise TransportError(
+                f"download failed: {type(exc).__name__}: {exc}".rstrip(": ")
+            ) from None
         except BaseException:
             await part.abort()
             raise

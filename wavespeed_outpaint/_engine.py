@@ -539,7 +539,7 @@ class Engine:
                 ]
         except OutpaintError as exc:
             batch.exceptions[row.fingerprint] = exc
-            row = journal.update(row, error=f"download failed: {exc}")
+            row = journal.update(row, error=str(exc))
             return self._result(request, row, batch)
         row = journal.update(row, state=State.DOWNLOADED, files=paths, error=None)
         return self._result(request, row, batch)

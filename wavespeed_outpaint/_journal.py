@@ -287,6 +287,8 @@ class Journal:
     def _damage_is_an_error(self) -> Iterator[None]:
         try:
             yield
+        except sqlite3.IntegrityError:
+            raise  # a constraint the caller works with (an output name already taken)
         except sqlite3.DatabaseError as exc:
             raise JournalError(
                 f"journal {self.path} cannot be read or written ({exc}); if it is damaged, "
