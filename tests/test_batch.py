@@ -580,3 +580,16 @@ async def test_a_lost_first_submit_is_found_on_a_service_whose_clock_is_off(
     assert results[0].prediction_id is not None  # adopted, not unknown
     assert stats["tasks_created"] == 1
     assert stats["duplicate_submissions"] == 0
+
+
+async def test_tasks_of_one_file_share_its_name_with_suffixes(
+    emulator: Emulator, make_audio: MakeTrack, tmp_path: Path
+) -> None:
+    source = make_audio("song.wav")
+    requests = [OutpaintRequest(source, tags="x", seed=s) for s in range(3)]
+    async with fast_client(emulator) as client:
+        results = [r async for r in client.outpaint_many(requests, tmp_path / "out")]
+    assert all(r.ok for r in results), [r.error for r in results]
+    names = sorted(r.files[0].name for r in results)
+    assert names[-1] == "song.wav"
+    assert all(n.startswith("song-") for n in names[:-1])
