@@ -214,3 +214,10 @@ def test_prediction_keeps_unknown_status_and_task_codes() -> None:
     assert done.created_at is not None
     assert done.created_at.year == 2026
     assert not Prediction.from_data({"id": "p5", "status": "processing"}).is_final
+
+
+def test_tasks_downloading_are_not_counted_as_processing() -> None:
+    from wavespeed_outpaint import BatchProgress
+
+    progress = BatchProgress(submitted=5, finished=2, skipped=1, downloading=2)
+    assert progress.processing == 5 - 1 - 2

@@ -533,10 +533,14 @@ class Engine:
         try:
             names = output_names(row.output_stem, row.outputs)
             async with self._downloads:
-                paths = [
-                    await self._api.download(url, sink, name)
-                    for url, name in zip(row.outputs, names, strict=True)
-                ]
+                batch.progress.downloading += 1
+                try:
+                    paths = [
+                        await self._api.download(url, sink, name)
+                        for url, name in zip(row.outputs, names, strict=True)
+                    ]
+                finally:
+                    batch.progress.downloading -= 1
         except OutpaintError as exc:
             batch.exceptions[row.fingerprint] = exc
             row = journal.update(row, error=str(exc))

@@ -27,7 +27,7 @@ def _summary(p: BatchProgress, total: int, started: float) -> str:
     rate = (p.finished - p.skipped) / elapsed * 60
     return (
         f"{p.finished}/{total} done: {p.completed} ok, {p.failed} failed, {p.unknown} unknown; "
-        f"{p.submitted} submitted, {p.processing} processing; "
+        f"{p.submitted} submitted, {p.processing} processing, {p.downloading} downloading; "
         f"{rate:.1f} tasks/min; ${p.charged_usd:.4f} charged"
     )
 
@@ -64,6 +64,7 @@ async def show(
                     completed=p.finished,
                     counts=(
                         f"submitted {p.submitted} · processing {p.processing} · "
+                        f"downloading {p.downloading} · "
                         f"done {p.completed} · failed {p.failed + p.unknown} · ${p.charged_usd:.4f}"
                     ),
                 )

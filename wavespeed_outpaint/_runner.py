@@ -200,7 +200,13 @@ async def run_batch(args: argparse.Namespace) -> int:
     elif not args.quiet:
         print_table(doc, sys.stdout)
     if stopped is not None:
-        print(f"error: submitting stopped: {stopped}", file=sys.stderr)
+        if progress.submitted == 0 and not results:
+            print(f"error: nothing was submitted: {stopped}", file=sys.stderr)
+        else:
+            print(
+                f"error: submitting stopped after {progress.submitted} tasks: {stopped}",
+                file=sys.stderr,
+            )
         return EXIT_FAILED
     ok = doc["completed"] == doc["total"] - doc["held_back"]
     return EXIT_OK if ok else EXIT_FAILED

@@ -377,7 +377,8 @@ class BatchProgress:
     `submitted` counts tasks this run sent (or found again after a lost answer);
     `finished` every result handed out, of which `completed`, `failed` (any other final
     status, or a download that did not succeed), `unknown` and `skipped` (finished by an
-    earlier run). `charged_usd` is what this run's submits cost.
+    earlier run). `downloading` counts tasks whose outputs are being fetched now.
+    `charged_usd` is what this run's submits cost.
     """
 
     submitted: int = 0
@@ -386,13 +387,14 @@ class BatchProgress:
     failed: int = 0
     unknown: int = 0
     skipped: int = 0
+    downloading: int = 0
     charged_usd: float = 0.0
 
     @property
     def processing(self) -> int:
-        """Submitted by this run and not finished yet."""
+        """Submitted by this run, not finished yet, and not downloading."""
         fresh_finished = self.finished - self.skipped
-        return max(0, self.submitted - fresh_finished)
+        return max(0, self.submitted - fresh_finished - self.downloading)
 
     def count(self, result: OutpaintResult) -> None:
         self.finished += 1
