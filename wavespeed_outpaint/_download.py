@@ -10,14 +10,21 @@ from __future__ import annotations
 import asyncio
 import functools
 import re
+import sys
 import time
 from pathlib import PurePosixPath
 from urllib.parse import unquote, urlsplit
 
 import aiohttp
-import anyio
 
 from ._http import Policy, Transport
+
+# asyncio's own time-out: a timer on the loop, where anyio's cancel scope costs a measurable
+# share of a small download's CPU (0.1 s of 10 s over 3,000 downloads, under cProfile).
+if sys.version_info >= (3, 11):
+    from asyncio import timeout as deadline
+else:  # aiohttp's own dependency before 3.11
+    from async_timeout import timeout as deadline  # type: ignore[import-not-found,no-redef,unused-ignore]
 from .errors import APIError, NotFoundError, ProtocolError, TransportError
 from .models import is_loopback_host
 from .seams import OutputPart, OutputSink
@@ -78,7 +85,7 @@ async def download(transport: Transport, url: str, sink: OutputSink, name: str) 
                 if expected is not None and expected <= SMALL_OUTPUT:
                     # Small and of known length: one read, no chunk loop (aiohttp raises
                     # if the connection ends before the Content-Length).
-                    with anyio.fail_after(allowed + expected / MIN_DOWNLOAD_RATE):
+                    async with deadline(allowed + expected / MIN_DOWNLOAD_RATE):
                         body = await response.read()
                     received = len(body)
                     await part.write(body)
