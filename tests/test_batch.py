@@ -475,6 +475,7 @@ async def test_a_long_lived_client_keeps_no_record_of_finished_outpaint_calls(
     assert emulator.stats()["tasks_created"] == 12
 
 
+@pytest.mark.slow
 async def test_leaving_a_batch_with_aclosing_stops_it_at_once(
     emulator: Emulator, make_audio: MakeTrack, tmp_path: Path
 ) -> None:

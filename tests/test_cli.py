@@ -365,6 +365,7 @@ def test_two_runs_on_one_journal_never_both_submit(
     assert counters["duplicate_submissions"] == 0
 
 
+@pytest.mark.slow
 def test_a_lost_journal_beside_earlier_outputs_is_an_error_not_a_fresh_start(
     library: Path, tmp_path: Path
 ) -> None:
@@ -393,6 +394,7 @@ def test_a_manifest_that_is_not_utf8_is_one_clear_line(tmp_path: Path) -> None:
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.slow
 def test_a_damaged_journal_is_one_clear_line(library: Path, tmp_path: Path) -> None:
     args = ("run", str(library), "--out", "out", "--tags", "x", "--emulator")
     assert run_cli(*args, cwd=tmp_path).returncode == 0
@@ -406,6 +408,7 @@ def test_a_damaged_journal_is_one_clear_line(library: Path, tmp_path: Path) -> N
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.slow
 def test_quiet_prints_no_retry_notices(library: Path, tmp_path: Path) -> None:
     from wavespeed_outpaint.emulator._process import emulator_process as spawn_emulator
 

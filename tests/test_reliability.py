@@ -262,7 +262,12 @@ async def test_a_service_that_echoes_the_key_back_does_not_leak_it(
     # Its failed predictions carry the submit's Authorization header in their error text.
     caplog.set_level(logging.DEBUG)
     config = fast_config(api_keys=frozenset({SECRET_KEY}), faults=Faults({"lie_echo_key": 1.0}))
-    async with Emulator(config) as emu, OutpaintClient(SECRET_KEY, emu.base_url) as client:
+    async with (
+        Emulator(config) as emu,
+        OutpaintClient(
+            SECRET_KEY, emu.base_url, initial_work_per_second=0.001, min_check_interval=0.05
+        ) as client,
+    ):
         with anyio.fail_after(30):
             results = [
                 r
