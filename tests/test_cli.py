@@ -31,21 +31,14 @@ def slow_emulator() -> Iterator[str]:
         yield url
 
 
+def library_run(library: Path, *more: str) -> list[str]:
+    """The arguments of `wavespeed-outpaint run LIBRARY --out out --tags x MORE`."""
+    return ["run", str(library), "--out", "out", "--tags", "x", *more]
+
+
 def run_command(library: Path, url: str, *more: str) -> list[str]:
-    """`wavespeed-outpaint run LIBRARY --out out --tags x` against the emulator at `url`."""
-    return [
-        sys.executable,
-        "-m",
-        "wavespeed_outpaint",
-        "run",
-        str(library),
-        "--out",
-        "out",
-        "--tags",
-        "x",
-        *more,
-        *against(url),
-    ]
+    """The whole command line of `library_run`, against the emulator at `url`."""
+    return [sys.executable, "-m", "wavespeed_outpaint", *library_run(library, *more, *against(url))]
 
 
 def started(args: list[str], cwd: Path) -> subprocess.Popen[str]:
@@ -150,7 +143,7 @@ def test_invalid_inputs_are_refused_before_anything_is_sent(library: Path, tmp_p
 
 
 def test_no_key_names_the_variable_and_the_emulator(library: Path, tmp_path: Path) -> None:
-    done = run_cli("run", str(library), "--out", "out", "--tags", "x", cwd=tmp_path)
+    done = run_cli(*library_run(library), cwd=tmp_path)
     assert done.returncode == 2
     assert "WAVESPEED_API_KEY" in done.stderr
     assert "--emulator" in done.stderr
@@ -159,12 +152,7 @@ def test_no_key_names_the_variable_and_the_emulator(library: Path, tmp_path: Pat
 
 def test_a_bad_key_is_one_clear_line(library: Path, tmp_path: Path, slow_emulator: str) -> None:
     done = run_cli(
-        "run",
-        str(library),
-        "--out",
-        "out",
-        "--tags",
-        "x",
+        *library_run(library),
         *against(slow_emulator, "wrong-key"),
         cwd=tmp_path,
     )
@@ -176,12 +164,7 @@ def test_a_bad_key_is_one_clear_line(library: Path, tmp_path: Path, slow_emulato
 
 def test_dry_run_submits_nothing(library: Path, tmp_path: Path, slow_emulator: str) -> None:
     done = run_cli(
-        "run",
-        str(library),
-        "--out",
-        "out",
-        "--tags",
-        "x",
+        *library_run(library),
         *against(slow_emulator),
         "--dry-run",
         cwd=tmp_path,
@@ -197,12 +180,7 @@ def test_dry_run_submits_nothing(library: Path, tmp_path: Path, slow_emulator: s
 def test_max_cost_holds_back_what_the_budget_cannot_pay(library: Path, tmp_path: Path) -> None:
     # Each task: 30 s = $0.006; $0.013 pays for two.
     done = run_cli(
-        "run",
-        str(library),
-        "--out",
-        "out",
-        "--tags",
-        "x",
+        *library_run(library),
         "--max-cost",
         "0.013",
         "--emulator",
@@ -219,12 +197,7 @@ def test_max_cost_holds_back_what_the_budget_cannot_pay(library: Path, tmp_path:
 def test_a_balance_that_cannot_pay_refuses_to_start(library: Path, tmp_path: Path) -> None:
     with emulator_process_at(time_scale=0.01, balance=0.01) as url:
         done = run_cli(
-            "run",
-            str(library),
-            "--out",
-            "out",
-            "--tags",
-            "x",
+            *library_run(library),
             *against(url),
             cwd=tmp_path,
         )
@@ -232,12 +205,7 @@ def test_a_balance_that_cannot_pay_refuses_to_start(library: Path, tmp_path: Pat
         assert "cannot pay" in done.stderr
         assert stats(url)["submit_requests"] == 0
         capped = run_cli(
-            "run",
-            str(library),
-            "--out",
-            "out",
-            "--tags",
-            "x",
+            *library_run(library),
             *against(url),
             "--max-cost",
             "0.007",
@@ -369,7 +337,7 @@ def test_two_runs_on_one_journal_never_both_submit(
 def test_a_lost_journal_beside_earlier_outputs_is_an_error_not_a_fresh_start(
     library: Path, tmp_path: Path
 ) -> None:
-    args = ("run", str(library), "--out", "out", "--tags", "x", "--emulator")
+    args = library_run(library, "--emulator")
     first = run_cli(*args, cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     journal = tmp_path / "out" / ".outpaint-journal.sqlite"
@@ -396,7 +364,7 @@ def test_a_manifest_that_is_not_utf8_is_one_clear_line(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_a_damaged_journal_is_one_clear_line(library: Path, tmp_path: Path) -> None:
-    args = ("run", str(library), "--out", "out", "--tags", "x", "--emulator")
+    args = library_run(library, "--emulator")
     assert run_cli(*args, cwd=tmp_path).returncode == 0
     journal = tmp_path / "out" / ".outpaint-journal.sqlite"
     data = bytearray(journal.read_bytes())
@@ -414,12 +382,7 @@ def test_quiet_prints_no_retry_notices(library: Path, tmp_path: Path) -> None:
 
     with spawn_emulator("--time-scale", "0.01", "--fault", "result_5xx=0.5", "--seed", "3") as url:
         done = run_cli(
-            "run",
-            str(library),
-            "--out",
-            "out",
-            "--tags",
-            "x",
+            *library_run(library),
             "--quiet",
             *against(url),
             cwd=tmp_path,
