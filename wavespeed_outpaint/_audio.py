@@ -51,10 +51,21 @@ _READERS = {"mp3": MP3, "wav": WAVE, "flac": FLAC}
 
 
 def probe_audio(
-    path: str | os.PathLike[str], *, max_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
+    path: str | os.PathLike[str],
+    *,
+    max_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
+    stat: os.stat_result | None = None,
 ) -> AudioInfo:
     """Check that `path` is an MP3, WAV or FLAC file the model accepts. Blocking, and
-    not cached: `FileFacts.check` remembers it per version of the file."""
+    not cached: `FileFacts.check` remembers it per version of the file. `stat`: what
+    `stat_input(path)` gave, if the caller has it already."""
+    if stat is None:
+        stat = stat_input(path)
+    return _probe(str(path), stat.st_size, max_bytes)
+
+
+def stat_input(path: str | os.PathLike[str]) -> os.stat_result:
+    """`path`'s stat, if it is a regular file that can be read; else `AudioProblem`."""
     try:
         stat = os.stat(path)
     except ValueError:  # a NUL byte, which no file name can hold
@@ -68,7 +79,7 @@ def probe_audio(
     if not stat_module.S_ISREG(stat.st_mode):
         # A FIFO or a device would block the read below, and with it Ctrl-C.
         raise AudioProblem("is not a regular file (a pipe or a device); give an audio file")
-    return _probe(str(path), stat.st_size, max_bytes)
+    return stat
 
 
 def _probe(path: str, size: int, max_bytes: int) -> AudioInfo:

@@ -17,7 +17,7 @@ import threading
 from collections import OrderedDict
 from typing import Any, TypeVar
 
-from ._audio import AudioInfo, AudioProblem, probe_audio
+from ._audio import AudioInfo, AudioProblem, probe_audio, stat_input
 from .errors import ValidationError
 from .models import OutpaintRequest
 
@@ -41,7 +41,10 @@ def fingerprint(request: OutpaintRequest, content_hash: str | None) -> str:
 
 def file_version(path: str | os.PathLike[str]) -> FileVersion:
     """Raises OSError when the file is gone or cannot be read."""
-    stat = os.stat(path)
+    return _version(path, os.stat(path))
+
+
+def _version(path: str | os.PathLike[str], stat: os.stat_result) -> FileVersion:
     return (os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
 
 
@@ -62,19 +65,11 @@ class FileFacts:
         """The file's audio facts; `ValidationError` saying what to change when it
         cannot be sent (not audio, empty, too long, over `max_bytes`, unreadable)."""
         try:
-            try:
-                key = (file_version(path), max_bytes)
-            except ValueError:  # a NUL byte, which no file name can hold
-                raise AudioProblem("is not a usable file name") from None
-            except FileNotFoundError:
-                raise AudioProblem(
-                    "no such file; give an existing file or an https:// URL"
-                ) from None
-            except OSError as exc:
-                raise AudioProblem(f"cannot be read ({exc.strerror})") from None
+            stat = stat_input(path)
+            key = (_version(path, stat), max_bytes)
             info = self._recall(self._probes, key)
             if info is None:
-                info = probe_audio(path, max_bytes=max_bytes)
+                info = probe_audio(path, max_bytes=max_bytes, stat=stat)
                 self._keep(self._probes, key, info)
         except AudioProblem as exc:
             raise ValidationError("audio", os.fspath(path), str(exc)) from None
