@@ -143,7 +143,17 @@ async def test_an_out_dir_that_cannot_be_created_is_a_clear_error_before_any_cha
                 pass
         with pytest.raises(OutputError, match="give another output folder"):
             await client.outpaint(OutpaintRequest(make_audio("a.wav"), tags="x"), blocker)
-    assert emulator.stats()["submit_requests"] == 0
+        assert emulator.stats()["submit_requests"] == 0
+        # The refusal held nothing: the same journal takes the batch with a good out_dir.
+        again = [
+            r
+            async for r in client.outpaint_many(
+                [OutpaintRequest(make_audio("a.wav"), tags="x")],
+                tmp_path / "good",
+                journal=tmp_path / "j.sqlite",
+            )
+        ]
+    assert [r.ok for r in again] == [True]
 
 
 @pytest.mark.anyio

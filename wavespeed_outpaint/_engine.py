@@ -244,6 +244,11 @@ class Engine:
                 "audio", str(path), f"the file disappeared or cannot be read ({exc.strerror})"
             ) from None
 
+    async def upload(self, path: Path) -> str:
+        """Check a local file (off the event loop; remembered per version) and upload it."""
+        info = await anyio.to_thread.run_sync(self.files.check, path, self.options.max_upload_bytes)
+        return await self._api.upload(path, info)
+
     async def _audio_url(
         self, request: OutpaintRequest, content_hash: str | None, batch: BatchState
     ) -> str:
@@ -258,10 +263,7 @@ class Engine:
                 raise ValidationError(
                     "audio", str(path), "the file changed after it was checked; run again"
                 )
-            info = await anyio.to_thread.run_sync(
-                self.files.check, path, self.options.max_upload_bytes
-            )
-            return await self._api.upload(path, info)
+            return await self.upload(path)
 
         url = self._upload_urls.done.get(content_hash) or batch.journal.upload_url(content_hash)
         if url is None:

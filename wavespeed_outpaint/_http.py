@@ -297,7 +297,7 @@ class Transport:
         except (json.JSONDecodeError, UnicodeDecodeError):
             doc = None
         if self._key_bytes is not None and self._key_bytes in body:
-            doc = scrub(doc, self._api_key or "")
+            doc = self.scrubbed(doc)
         if 200 <= status < 300:
             if not isinstance(doc, dict):
                 raise ProtocolError(

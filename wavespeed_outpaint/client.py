@@ -254,17 +254,18 @@ class OutpaintClient:
         """
         engine = self._running_engine()
         assert self._task_group is not None
+        # Before the journal is opened (and locked): a refused out_dir leaves nothing held.
+        sink = await self._sink(out_dir)
         # A path is opened and closed here; a store given as an object stays the caller's.
-        own_journal = journal is None or isinstance(journal, (str, os.PathLike))
         batch_journal: TaskStore
         if journal is None or isinstance(journal, (str, os.PathLike)):
-            batch_journal = Journal(journal)
+            batch_journal, own_journal = Journal(journal), True
         else:
-            batch_journal = journal
+            batch_journal, own_journal = journal, False
         engine.attach(batch_journal)
         batch = BatchState(
             batch_journal,
-            await self._sink(out_dir),
+            sink,
             resubmit_unknown=resubmit_unknown,
             retry_failed=retry_failed,
             progress=progress if progress is not None else BatchProgress(),
@@ -293,11 +294,7 @@ class OutpaintClient:
 
     async def upload(self, path: str | os.PathLike[str]) -> str:
         """Upload a local MP3 / WAV / FLAC file; returns the URL to send as `audio`."""
-        path = expand_path(path)
-        info = await anyio.to_thread.run_sync(
-            self._files.check, path, self.options.max_upload_bytes
-        )
-        return await self._api.upload(path, info)
+        return await self._running_engine().upload(expand_path(path))
 
     async def submit(
         self,
