@@ -538,10 +538,12 @@ class SharedPoller:
             lag, rate = lag * (1 - failing), rate * (1 - failing)
             if now - last_look < opts.min_sweep_gap:
                 next_plan = min(next_plan, last_look + opts.min_sweep_gap)
-            elif lag >= opts.request_price or (
-                rate >= STALE_CHANCE and now - oldest_look >= opts.max_sweep_gap
-            ):
+            elif lag >= opts.request_price:
                 sweeps.append((window, "completed"))
+                self.counts["looks_for_lag"] += 1
+            elif rate >= STALE_CHANCE and now - oldest_look >= opts.max_sweep_gap:
+                sweeps.append((window, "completed"))
+                self.counts["looks_when_stale"] += 1
             elif rate:
                 # Lag grows at least as fast as now: plan again when it may reach the price.
                 next_plan = min(
