@@ -10,7 +10,14 @@ import pytest
 from conftest import MakeTrack, fast_client, fast_config
 from typing_extensions import Unpack
 
-from wavespeed_outpaint import OutpaintRequest, OutpaintResult, ProtocolError, ValidationError
+from wavespeed_outpaint import (
+    DeadlineError,
+    OutpaintRequest,
+    OutpaintResult,
+    ProtocolError,
+    Status,
+    ValidationError,
+)
 from wavespeed_outpaint.emulator import Emulator, Faults
 from wavespeed_outpaint.options import OptionKeywords
 
@@ -145,3 +152,30 @@ async def test_a_pipe_given_as_input_is_refused_without_blocking(fifo: str, tmp_
     os.mkfifo(path)  # opening it to read would block until a writer comes
     with anyio.fail_after(10), pytest.raises(ValidationError, match="not a regular file"):
         await OutpaintRequest.from_file(path, tags="x")
+
+
+async def test_a_status_nobody_knows_is_waited_on_then_reported_unknown(
+    make_audio: MakeTrack, tmp_path: Path
+) -> None:
+    # The task's status becomes "warming_up" and stays so: it may still complete (and it
+    # is paid for), so it is neither final nor failed; the deadline bounds the wait.
+    config = fast_config(faults=Faults({"lie_unknown_status": 1.0}))
+    request = OutpaintRequest(make_audio("a.wav"), tags="x", extend_after_duration=1)
+    journal = tmp_path / "j.sqlite"
+    async with Emulator(config) as emu:
+        for _ in range(2):  # the second run asks about the same task, sends nothing new
+            async with fast_client(emu, task_deadline=1.5) as client:
+                with anyio.fail_after(30):
+                    (result,) = [
+                        r
+                        async for r in client.outpaint_many(
+                            [request], tmp_path / "out", journal=journal
+                        )
+                    ]
+            assert result.status is Status.UNKNOWN
+            assert isinstance(result.exception, DeadlineError)
+            assert "'warming_up'" in (result.error or "")
+            assert result.prediction_id is not None
+        stats = emu.stats()
+    assert stats["submit_requests"] == 1
+    assert stats["result_gets"] >= 2  # it was asked about, not given up at the first answer

@@ -189,7 +189,9 @@ def test_a_local_payload_needs_the_uploaded_url(make_audio: MakeTrack) -> None:
 def test_prediction_keeps_unknown_status_and_task_codes() -> None:
     odd = Prediction.from_data({"id": "p1", "status": "paused", "surprise": 1})
     assert odd.status == "paused"
-    assert odd.is_final
+    assert not odd.is_final  # waited on (up to task_deadline), never taken as an end
+    for final in ("cancelled", "timeout", "deleted"):  # final in the official clients
+        assert Prediction.from_data({"id": "p", "status": final}).is_final
     failed = Prediction.from_data(
         {"id": "p2", "status": "failed", "code": 1401, "error": "bad tags"}
     )

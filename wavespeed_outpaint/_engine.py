@@ -315,7 +315,7 @@ class Engine:
     def _forget(
         self, forget: Callable[[str], None], fp: str, result: OutpaintResult | None
     ) -> None:
-        if result is not None and result.status is Status.UNKNOWN:
+        if result is not None and result.status is Status.UNKNOWN and not result.prediction_id:
             return  # an open submit: the settler needs it to tell its neighbours apart
         if result is not None and result.prediction_id:
             # Still a known id, for a while: a lost submit's window may hold its creation.
@@ -481,18 +481,13 @@ class Engine:
             parse_status(row.status or "processing"),
             created_at=_datetime(row.created_at) if row.created_at is not None else None,
         )
-        deadline = self.options.task_deadline
         try:
-            with anyio.fail_after(deadline) if deadline is not None else contextlib.nullcontext():
-                final, via = await self.poller.wait(
-                    prediction, request.generated_seconds, sent_at=row.sent_at
-                )
-        except TimeoutError:
-            late = DeadlineError(
-                f"no final status within task_deadline={deadline:g} s; the task goes on at "
-                "the service and the next run with this journal collects it"
+            final, via = await self.poller.wait(
+                prediction,
+                request.generated_seconds,
+                sent_at=row.sent_at,
+                deadline=self.options.task_deadline,
             )
-            return batch.failed(row, late)
         except OutpaintError as exc:
             return batch.failed(row, exc)
         return self._record_final(batch, row, final, via)
@@ -561,6 +556,8 @@ class Engine:
         else:
             status = parse_status(row.status or "processing")
         exception = batch.exceptions.pop(row.fingerprint, None)
+        if isinstance(exception, DeadlineError):
+            status = Status.UNKNOWN  # how it ends is not known yet
         if exception is None and not skipped:
             exception = _exception_from_row(request, row, status)
         return OutpaintResult(

@@ -35,7 +35,14 @@ import anyio
 import anyio.abc
 import attrs
 
-from .errors import APIError, AuthenticationError, NotFoundError, OutpaintError, ProtocolError
+from .errors import (
+    APIError,
+    AuthenticationError,
+    DeadlineError,
+    NotFoundError,
+    OutpaintError,
+    ProtocolError,
+)
 from .models import CREATED_AT_RESOLUTION, Prediction, Status, _parse_time
 
 log = logging.getLogger("wavespeed_outpaint.poller")
@@ -242,6 +249,7 @@ class _Watch:
     last_seen_unfinished: float = 0.0
     gets: int = 0
     lies: int = 0  # answers about this task that broke the protocol, in a row
+    last_status: str = ""  # as the service last said, while not final
     outcome: Prediction | OutpaintError | None = None
     via: str = ""
 
@@ -294,10 +302,17 @@ class SharedPoller:
         return len(self._watches)
 
     async def wait(
-        self, prediction: Prediction, generated_seconds: float, *, sent_at: float | None = None
+        self,
+        prediction: Prediction,
+        generated_seconds: float,
+        *,
+        sent_at: float | None = None,
+        deadline: float | None = None,
     ) -> tuple[Prediction, str]:
         """Wait until the prediction is final; returns it and how it was learned.
-        `sent_at` (client clock) stands in for a creation time the service did not give."""
+        `sent_at` (client clock) stands in for a creation time the service did not give.
+        After `deadline` seconds without a final status: `DeadlineError`, with the last
+        status the service gave (a status the client does not know is not final)."""
         if prediction.is_final:
             return prediction, "submit"
         early = self._early.pop(prediction.id, None)
@@ -307,10 +322,17 @@ class SharedPoller:
         if watch is None:
             watch = self._watch(prediction, generated_seconds, sent_at)
         try:
-            await watch.event.wait()
+            with anyio.move_on_after(math.inf if deadline is None else deadline):
+                await watch.event.wait()
         finally:
             if not watch.event.is_set():
                 self._watches.pop(watch.id, None)  # the waiter gave up (deadline, cancel)
+        if not watch.event.is_set():
+            raise DeadlineError(
+                f"no final status within task_deadline={deadline:g} s (the last status seen: "
+                f"{watch.last_status[:40]!r}); the task goes on at the service, and the next "
+                "run with this journal collects it"
+            )
         if isinstance(watch.outcome, OutpaintError):
             raise watch.outcome
         assert watch.outcome is not None
@@ -324,6 +346,7 @@ class SharedPoller:
             margin = self.options.clock_skew
         now = time.time()
         watch = _Watch(prediction.id, created, margin, generated, due=math.inf)
+        watch.last_status = prediction.status_text
         watch.looked = watch.last_seen_unfinished = now
         self._watches[watch.id] = watch
         if not self._order or created >= self._order[-1].created:
@@ -744,6 +767,8 @@ class SharedPoller:
             return
         now = time.time()
         watch.last_seen_unfinished = now
+        if prediction is not None:
+            watch.last_status = prediction.status_text
         watch.gets += 1
         # Not done yet: the next check at the later of a back-off and the prediction.
         backoff = min(opts.max_check_interval, opts.min_check_interval * 1.5 ** (watch.gets - 1))

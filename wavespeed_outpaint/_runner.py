@@ -82,6 +82,7 @@ async def connection(
         "file_facts": files,
         "max_in_flight": args.max_in_flight,
         "settle_grace": args.settle_grace,
+        "task_deadline": args.task_deadline,
     }
     if args.rpm is not None:
         options["starts_per_minute"] = args.rpm

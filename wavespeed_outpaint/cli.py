@@ -201,6 +201,14 @@ def _run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         help="how long a lost submit must stay absent from the service's list before it is "
         "sent again (default 15)",
     )
+    p.add_argument(
+        "--task-deadline",
+        type=float,
+        default=6 * 3600.0,
+        metavar="SECONDS",
+        help="how long to wait for a task's final status before it is reported unknown; it "
+        "goes on at the service and the next run collects it (default 21600)",
+    )
     p.add_argument("--emulator", action="store_true", help="run against an embedded emulator")
     p.add_argument("--base-url", help="default: WAVESPEED_BASE_URL, then the service")
     p.add_argument("--api-key", help="default: WAVESPEED_API_KEY")

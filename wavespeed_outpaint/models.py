@@ -285,10 +285,12 @@ class Prediction:
 
     @property
     def is_final(self) -> bool:
-        """Unknown statuses count as final, as in the official clients' wait loops."""
+        """A status the client does not know is not final: the task may still complete
+        (and it is paid for), so it is waited on, up to `task_deadline`, and then
+        reported as `unknown` with that status, never as failed."""
         if isinstance(self.status, Status):
             return self.status.is_final
-        return True
+        return False
 
     @property
     def ok(self) -> bool:

@@ -86,9 +86,11 @@ class ClientOptions:
     parallel_status_requests: int = attrs.field(default=16, validator=_positive)
     # Task starts per minute (the account tier's limit); None: no pacing until a 429.
     starts_per_minute: float | None = attrs.field(default=None, validator=_optional_positive)
-    # Seconds from submit to a final status before a task is reported as not finished
-    # (it goes on at the service; the journal collects it on the next run).
-    task_deadline: float | None = attrs.field(default=None, validator=_optional_positive)
+    # Seconds of waiting for a final status before a task is reported `unknown` (it goes
+    # on at the service; the journal collects it on the next run). Every wait has a bound:
+    # a service that never ends a task, or names a status no client knows, holds nothing
+    # for longer. Six hours is far longer than any task plus a queue the account allows.
+    task_deadline: float | None = attrs.field(default=6 * 3600.0, validator=_optional_positive)
     # Never two result GETs of one task closer than this (the docs advise >= 2 s).
     min_check_interval: float = attrs.field(default=2.0, validator=_positive)
     # The price of one list request in seconds of detection lag: lower, less lag and more

@@ -63,6 +63,7 @@ FAULT_KINDS = (
     "lie_echo_key",  # a task fails with the submit's Authorization header in its error
     "lie_trickle_download",  # an output sent a few bytes at a time, slower and slower
     "lie_list_ignores_page",  # the list answers page 1 to every page, total 1,000,000,000
+    "lie_unknown_status",  # a task's status becomes one no protocol names, for good
 )
 
 

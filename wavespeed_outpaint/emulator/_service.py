@@ -260,6 +260,8 @@ class Service:
             task.error = "task timed out (emulated fault)"
         elif self.fault("expired_output"):
             task.expired_output = True
+        elif self.fault("lie_unknown_status"):
+            task.final_status = "warming_up"  # never final, never listed
         else:
             for lie in OUTPUT_LIES:
                 if self.fault(lie):
