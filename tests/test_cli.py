@@ -334,24 +334,40 @@ def test_two_runs_on_one_journal_never_both_submit(
 
 
 @pytest.mark.slow
-def test_a_lost_journal_beside_earlier_outputs_is_an_error_not_a_fresh_start(
+def test_a_lost_journal_beside_marked_outputs_pays_for_none_of_them(
     library: Path, tmp_path: Path
 ) -> None:
-    args = library_run(library, "--emulator")
-    first = run_cli(*args, cwd=tmp_path)
-    assert first.returncode == 0, first.stderr
-    journal = tmp_path / "out" / ".outpaint-journal.sqlite"
-    for lose in ("deleted", "emptied"):
-        if lose == "deleted":
-            journal.unlink()
-        else:
-            journal.write_bytes(b"")
-        again = run_cli(*args, cwd=tmp_path)
-        assert again.returncode == 2, again.stderr
-        assert "holds outputs of an earlier run" in again.stderr
-        assert "--new-journal" in again.stderr
-    fresh = run_cli(*args, "--new-journal", cwd=tmp_path)
-    assert fresh.returncode == 0, fresh.stderr
+    with emulator_process_at(time_scale=0.02) as url:
+        args = library_run(library, "--json", *against(url))
+        first = run_cli(*args, cwd=tmp_path)
+        assert first.returncode == 0, first.stderr
+        journal = tmp_path / "out" / ".outpaint-journal.sqlite"
+        for lose in ("deleted", "emptied"):
+            if lose == "deleted":
+                journal.unlink()
+            else:
+                journal.write_bytes(b"")
+            again = run_cli(*args, cwd=tmp_path)
+            assert again.returncode == 0, again.stderr
+            doc = json.loads(again.stdout)
+            assert doc["completed"] == doc["skipped"] == 4  # known by the outputs' marks
+            assert {item["delivered_by"] for item in doc["items"]} == {"output"}
+        assert stats(url)["tasks_created"] == 4  # nothing was paid for twice
+
+        # Outputs that say nothing of their task (an older version's, or copied by a
+        # tool that drops extended attributes): the run cannot tell, so it refuses.
+        for output in (tmp_path / "out").rglob("*.wav"):
+            data = output.read_bytes()
+            output.unlink()
+            output.write_bytes(data)
+        journal.unlink()
+        refused = run_cli(*args, cwd=tmp_path)
+        assert refused.returncode == 2, refused.stderr
+        assert "carry no task mark" in refused.stderr
+        assert "--new-journal" in refused.stderr
+        assert stats(url)["tasks_created"] == 4
+        fresh = run_cli(*args, "--new-journal", cwd=tmp_path)
+        assert fresh.returncode == 0, fresh.stderr
 
 
 def test_a_manifest_that_is_not_utf8_is_one_clear_line(tmp_path: Path) -> None:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from pathlib import Path
 
+import attrs
 import pytest
 
-from wavespeed_outpaint import OutputError, ValidationError
+from wavespeed_outpaint import OutputError, OutputMark, ValidationError
 from wavespeed_outpaint._files import FileWriter, LocalFolder
 
 pytestmark = pytest.mark.anyio
@@ -73,3 +75,68 @@ async def test_names_outside_the_folder_and_unwritable_folders_are_refused(
     (tmp_path / "file").write_text("not a folder")
     with pytest.raises(OutputError, match="cannot create the folder"):
         await LocalFolder(tmp_path / "file" / "out", writer).prepare()
+
+
+@pytest.mark.parametrize("marks", ["xattr", "sidecar"])
+async def test_an_output_carries_its_mark_while_it_is_the_file_marked(
+    tmp_path: Path, marks: str
+) -> None:
+    writer = FileWriter()
+    writer.start()
+    mark = OutputMark("fp1", "pred-1", ("https://out.example/a.wav",))
+    try:
+        folder = LocalFolder(tmp_path / "out", writer, marks=marks)
+        await folder.prepare()
+        sizes = {"small.wav": 999, "album/big.wav": 2_100_000}
+        for name, size in sizes.items():
+            part = await folder.open_part(name, mark)
+            for _ in range(3):
+                await part.write(b"z" * (size // 3))
+            await part.commit()
+        unmarked = await folder.open_part("plain.wav")
+        await unmarked.write(b"z")
+        await unmarked.commit()
+        # The next run's view of the folder:
+        later = LocalFolder(tmp_path / "out", writer, marks=marks)
+        await later.prepare()
+        for name, size in sizes.items():
+            assert await later.mark(name) == attrs.evolve(mark, size=size)
+        assert await later.mark("plain.wav") is None
+        assert await later.mark("absent.wav") is None
+        # Cut short or replaced afterwards: no longer the output that was marked.
+        os.truncate(tmp_path / "out" / "small.wav", 10)
+        assert await later.mark("small.wav") is None
+    finally:
+        await writer.stop()
+    assert (tmp_path / "out" / ".outpaint-marks").exists() == (marks == "sidecar")
+
+
+async def test_a_folder_that_held_nothing_is_not_searched_for_marks(tmp_path: Path) -> None:
+    writer = FileWriter()
+    writer.start()
+    try:
+        folder = LocalFolder(tmp_path / "new", writer)
+        await folder.prepare()
+        part = await folder.open_part("a.wav", OutputMark("fp", "p", ("https://o/a.wav",)))
+        await part.write(b"z")
+        await part.commit()
+        # Written by this batch: nothing an earlier run left, so no look is needed.
+        assert await folder.mark("a.wav") is None
+        again = LocalFolder(tmp_path / "new", writer)
+        await again.prepare()
+        assert await again.mark("a.wav") is not None
+    finally:
+        await writer.stop()
+
+
+def test_a_mark_that_is_not_one_reads_as_none() -> None:
+    for data in (
+        b"",
+        b"[]",
+        b'{"fingerprint": 1}',
+        b"\xff",
+        b'{"fingerprint": "f", "prediction_id": "p", "outputs": ["u"], "size": -1}',
+    ):
+        assert OutputMark.decode(data) is None
+    good = OutputMark("f", "p", ("u",), 3)
+    assert OutputMark.decode(good.encode()) == good

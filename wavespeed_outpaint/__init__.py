@@ -41,7 +41,7 @@ from .models import (
     Status,
 )
 from .options import DEFAULT_BASE_URL, ClientOptions
-from .seams import OutputPart, OutputSink, StartLimiter, TaskStore
+from .seams import OutputMark, OutputPart, OutputSink, StartLimiter, TaskStore
 from .webhooks import WebhookReceiver, WebhookVerifier
 
 # A library logs, the application decides where it goes.
@@ -67,6 +67,7 @@ __all__ = [
     "OutpaintRequest",
     "OutpaintResult",
     "OutputError",
+    "OutputMark",
     "OutputPart",
     "OutputSink",
     "Prediction",

@@ -31,7 +31,7 @@ from .errors import (
     ValidationError,
 )
 from .models import MODEL_ID, OutpaintRequest, Prediction
-from .seams import OutputSink
+from .seams import OutputMark, OutputSink
 
 SUBMIT_PATH = f"/api/v3/{MODEL_ID}"
 LIST_PATH = "/api/v3/predictions"
@@ -254,10 +254,12 @@ class WaveSpeedAPI:
 
     # -- outputs -----------------------------------------------------------------------
 
-    async def download(self, url: str, sink: OutputSink, name: str) -> str:
-        """Stream an output into `sink` as `name`; returns where it landed. The output
-        host never gets the API key."""
-        return await _download.download(self.transport, url, sink, name)
+    async def download(
+        self, url: str, sink: OutputSink, name: str, mark: OutputMark | None = None
+    ) -> str:
+        """Stream an output into `sink` as `name`, carrying `mark`; returns where it
+        landed. The output host never gets the API key."""
+        return await _download.download(self.transport, url, sink, name, mark)
 
 
 def _prediction(data: Any) -> Prediction:

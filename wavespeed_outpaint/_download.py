@@ -27,7 +27,7 @@ else:  # aiohttp's own dependency before 3.11
     from async_timeout import timeout as deadline  # type: ignore[import-not-found,no-redef,unused-ignore]
 from .errors import APIError, NotFoundError, ProtocolError, TransportError
 from .models import is_loopback_host
-from .seams import OutputPart, OutputSink
+from .seams import OutputMark, OutputPart, OutputSink
 
 CHUNK = 256 * 1024
 # Outputs up to this size are read in one piece.
@@ -60,14 +60,16 @@ def output_name(url: str) -> str:
     return name or "output"
 
 
-async def download(transport: Transport, url: str, sink: OutputSink, name: str) -> str:
-    """Fetch `url` into `sink` as `name`; returns where it landed. The output appears
-    whole or not at all: a failed attempt's part is aborted before the next one."""
+async def download(
+    transport: Transport, url: str, sink: OutputSink, name: str, mark: OutputMark | None = None
+) -> str:
+    """Fetch `url` into `sink` as `name`, marked with `mark`; returns where it landed. The
+    output appears whole or not at all: a failed attempt's part is aborted before the next."""
     check_output_url(url)
     cap = transport.options.max_download_bytes
 
     async def once() -> str:
-        part = await sink.open_part(name)
+        part = await sink.open_part(name, mark)
         try:
             # No auth headers: output hosts never see the API key.
             async with transport.session.get(

@@ -25,7 +25,7 @@ import attrs
 from ._api import WaveSpeedAPI
 from ._identity import FileFacts, FileVersion, file_version, fingerprint
 from ._journal import State, TaskRow
-from ._naming import checked_stem, default_stem, output_names
+from ._naming import COMMON_OUTPUT_SUFFIXES, checked_stem, default_stem, output_names
 from ._pacing import StartPacer
 from ._poller import PollOptions, SharedPoller
 from ._settle import OpenSubmit, Outcome, Settler
@@ -51,7 +51,7 @@ from .models import (
     parse_status,
 )
 from .options import ClientOptions
-from .seams import OutputSink, StartLimiter, TaskStore
+from .seams import OutputMark, OutputSink, StartLimiter, TaskStore
 
 log = logging.getLogger("wavespeed_outpaint.engine")
 
@@ -337,6 +337,22 @@ class Engine:
             return self._result(request, row, batch, skipped=True)
         if row.state == State.FAILED and not batch.retry_failed:
             return self._result(request, row, batch, skipped=True)
+        if row.state == State.PENDING and batch.sink is not None:
+            # New to this journal: its outputs may be whole already (the journal they
+            # were made with is lost or elsewhere); they say so by their mark.
+            known = await _marked_outputs(row, batch.sink)
+            if known is not None:
+                mark, files = known
+                row = batch.journal.update(
+                    row,
+                    state=State.DOWNLOADED,
+                    prediction_id=mark.prediction_id,
+                    status=Status.COMPLETED.value,
+                    outputs=mark.outputs,
+                    files=files,
+                    delivered_by="output",
+                )
+                return self._result(request, row, batch, skipped=True, via="output")
         if row.state in (State.COMPLETED, State.DOWNLOADED):
             if batch.sink is None:
                 return self._result(request, row, batch, skipped=True)
@@ -529,11 +545,12 @@ class Engine:
         assert row.output_stem is not None
         try:
             names = output_names(row.output_stem, row.outputs)
+            mark = OutputMark(row.fingerprint, row.prediction_id or "", row.outputs)
             async with self._downloads:
                 batch.progress.downloading += 1
                 try:
                     paths = [
-                        await self._api.download(url, sink, name)
+                        await self._api.download(url, sink, name, mark)
                         for url, name in zip(row.outputs, names, strict=True)
                     ]
                 finally:
@@ -547,7 +564,12 @@ class Engine:
 
     @staticmethod
     def _result(
-        request: OutpaintRequest, row: TaskRow, batch: BatchState, *, skipped: bool = False
+        request: OutpaintRequest,
+        row: TaskRow,
+        batch: BatchState,
+        *,
+        skipped: bool = False,
+        via: str | None = None,
     ) -> OutpaintResult:
         if row.state == State.UNKNOWN:
             status: Status | str = Status.UNKNOWN
@@ -569,7 +591,7 @@ class Engine:
             error=row.error,
             code=row.code,
             skipped=skipped,
-            delivered_by="journal" if skipped else row.delivered_by,
+            delivered_by=via or ("journal" if skipped else row.delivered_by),
             submitted_at=row.sent_at,
             finished_at=time.time(),
             exception=exception,
@@ -596,6 +618,26 @@ def _exception_from_row(
     if row.error:
         return OutpaintError(row.error)
     return None
+
+
+async def _marked_outputs(row: TaskRow, sink: OutputSink) -> tuple[OutputMark, list[str]] | None:
+    """This task's outputs, if they are all at their names, whole and marked as its."""
+    if row.output_stem is None:
+        return None
+    for suffix in COMMON_OUTPUT_SUFFIXES:
+        first = await sink.mark(row.output_stem + suffix)
+        if first is not None and first.fingerprint == row.fingerprint:
+            break
+    else:
+        return None
+    names = output_names(row.output_stem, first.outputs)
+    if names[0] != row.output_stem + suffix:
+        return None
+    for name in names[1:]:
+        other = await sink.mark(name)
+        if other is None or other.fingerprint != row.fingerprint:
+            return None
+    return first, [sink.location(name) for name in names]
 
 
 async def _outputs_exist(row: TaskRow, sink: OutputSink) -> bool:

@@ -9,6 +9,10 @@ than writing a 100 KB file, and with thousands of outputs that is the client's l
 cost after HTTP. The thread takes every file queued since it last looked and hands the
 outcomes back to the event loop in one wake-up. Large outputs stream through aiofiles.
 The event loop itself never touches the disk.
+
+Each output carries its task's `OutputMark`: an extended attribute set on the `.part`
+file before the rename (so the name holds a marked file or none), or, where the file
+system has no extended attributes, a small file under `.outpaint-marks/`.
 """
 
 from __future__ import annotations
@@ -26,8 +30,11 @@ import attrs
 from aiofiles.threadpool.binary import AsyncBufferedIOBase
 
 from .errors import OutputError, ValidationError
+from .seams import OutputMark
 
 PART_SUFFIX = ".part"
+MARK_ATTRIBUTE = "user.wavespeed-outpaint.task"
+MARKS_FOLDER = ".outpaint-marks"
 # Bytes held in memory before a large output starts streaming to its `.part` file.
 WRITE_BUFFER = 1024 * 1024
 # Folders remembered as made: a batch writes thousands of files into a few folders.
@@ -41,6 +48,8 @@ class _Job:
     dest: str
     loop: asyncio.AbstractEventLoop
     done: asyncio.Future[None]
+    mark: bytes | None
+    sidecar: str | None  # where the mark goes, if not in an extended attribute
     # Both set under the writer's lock: a job given up is never renamed into place
     # after, and one renamed just before it was given up is removed again.
     given_up: bool = False
@@ -71,12 +80,20 @@ class FileWriter:
             self._jobs.put(None)
             await anyio.to_thread.run_sync(thread.join)
 
-    async def write_whole(self, part: str, data: bytes, dest: str) -> None:
-        """Write `data` to `part`, then rename it to `dest`: `dest` is whole or absent."""
+    async def write_whole(
+        self,
+        part: str,
+        data: bytes,
+        dest: str,
+        mark: bytes | None = None,
+        sidecar: str | None = None,
+    ) -> None:
+        """Write `data` to `part`, then rename it to `dest`: `dest` is whole or absent.
+        `mark` is stored with it (see `place`)."""
         if self._thread is None:
             raise RuntimeError("the file writer is not running (the client is closed)")
         loop = asyncio.get_running_loop()
-        job = _Job(part, data, dest, loop, loop.create_future())
+        job = _Job(part, data, dest, loop, loop.create_future(), mark, sidecar)
         self._jobs.put(job)
         try:
             await job.done
@@ -127,11 +144,73 @@ class FileWriter:
                 if job.given_up:
                     os.unlink(job.part)
                 else:
-                    os.replace(job.part, job.dest)
+                    place(job.part, job.dest, job.mark, job.sidecar)
                     job.placed = True
         except Exception as exc:  # noqa: BLE001 - handed to the awaiting download; the thread lives on
             return exc
         return None
+
+
+def place(part: str, dest: str, mark: bytes | None, sidecar: str | None) -> None:
+    """Rename a whole `part` to `dest`, with its mark: in an extended attribute of the
+    part before the rename (one atomic step), or in `sidecar`, removed before the rename
+    and written after it (a file without its mark is only not recognised later)."""
+    if mark is not None and sidecar is None:
+        os.setxattr(part, MARK_ATTRIBUTE, mark)
+    if mark is not None and sidecar is not None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(sidecar)
+    os.replace(part, dest)
+    if mark is not None and sidecar is not None:
+        os.makedirs(os.path.dirname(sidecar), exist_ok=True)
+        with open(sidecar + PART_SUFFIX, "wb") as f:
+            f.write(mark)
+        os.replace(sidecar + PART_SUFFIX, sidecar)
+
+
+def read_mark(path: str, sidecar: str | None) -> OutputMark | None:
+    """The mark of the file at `path`, if it has one and is still the length marked."""
+    try:
+        if sidecar is None:
+            if not hasattr(os, "getxattr"):
+                return None
+            data = os.getxattr(path, MARK_ATTRIBUTE)
+        else:
+            with open(sidecar, "rb") as f:
+                data = f.read(64 * 1024)
+        size = os.stat(path).st_size
+    except (OSError, ValueError):
+        return None
+    mark = OutputMark.decode(data)
+    return mark if mark is not None and mark.size == size else None
+
+
+def is_marked(root: str, path: str) -> bool:
+    """Whether the file at `path` under `root` carries a mark, either way it is kept."""
+    sidecar = os.path.join(root, MARKS_FOLDER, os.path.relpath(path, root) + ".json")
+    return read_mark(path, None) is not None or read_mark(path, sidecar) is not None
+
+
+def has_extended_attributes(folder: str) -> bool:
+    """Whether files in `folder` can carry a mark as an extended attribute."""
+    if not hasattr(os, "setxattr"):
+        return False  # macOS and Windows builds of Python have none
+    probe = os.path.join(folder, f".outpaint-probe-{os.getpid()}-{threading.get_ident()}")
+    try:
+        with open(probe, "wb"):
+            pass
+        os.setxattr(probe, MARK_ATTRIBUTE, b"{}")
+        return True
+    except OSError:
+        return False
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(probe)
+
+
+def _is_empty(folder: str) -> bool:
+    with os.scandir(folder) as entries:
+        return next(entries, None) is None
 
 
 def _settle(results: list[tuple[_Job, Exception | None]]) -> None:
@@ -145,13 +224,22 @@ def _settle(results: list[tuple[_Job, Exception | None]]) -> None:
 
 
 class LocalFolder:
-    """Outputs as files under `root`; names are relative paths inside it."""
+    """Outputs as files under `root`; names are relative paths inside it. `marks`:
+    where outputs keep their `OutputMark`: "xattr", "sidecar" (files under
+    `.outpaint-marks/`), or "auto" (extended attributes where the file system has them)."""
 
-    def __init__(self, root: str | os.PathLike[str], writer: FileWriter) -> None:
+    def __init__(
+        self, root: str | os.PathLike[str], writer: FileWriter, *, marks: str = "auto"
+    ) -> None:
+        if marks not in ("auto", "xattr", "sidecar"):
+            raise ValidationError("marks", marks, "give 'auto', 'xattr' or 'sidecar'")
         self.root = os.path.abspath(root)
         self._inside = self.root.rstrip(os.sep) + os.sep
         self.writer = writer
         self._made: set[str] = set()
+        self._marks = marks
+        # Until `prepare` looked: a folder that held nothing holds no marked output.
+        self._was_empty = False
 
     def __repr__(self) -> str:
         return f"LocalFolder({self.root!r})"
@@ -160,6 +248,22 @@ class LocalFolder:
         await self.make_folder(self.root, again=True)
         if not await anyio.to_thread.run_sync(os.access, self.root, os.W_OK | os.X_OK):
             raise OutputError(self.root, "the folder is not writable; give another --out")
+        if self._marks == "auto":
+            xattrs = await anyio.to_thread.run_sync(has_extended_attributes, self.root)
+            self._marks = "xattr" if xattrs else "sidecar"
+        self._was_empty = await anyio.to_thread.run_sync(_is_empty, self.root)
+
+    def sidecar(self, dest: str) -> str | None:
+        """Where the mark of the file at `dest` goes when it is not an attribute."""
+        if self._marks != "sidecar":
+            return None
+        return os.path.join(self.root, MARKS_FOLDER, os.path.relpath(dest, self.root) + ".json")
+
+    async def mark(self, name: str) -> OutputMark | None:
+        if self._was_empty:
+            return None  # (the common case of a new batch: no thread trip per task)
+        path = self.location(name)
+        return await anyio.to_thread.run_sync(read_mark, path, self.sidecar(path))
 
     def location(self, name: str) -> str:
         path = os.path.normpath(os.path.join(self.root, name))
@@ -171,12 +275,12 @@ class LocalFolder:
     async def exists(self, name: str) -> bool:
         return await anyio.to_thread.run_sync(os.path.exists, self.location(name))
 
-    async def open_part(self, name: str) -> LocalPart:
+    async def open_part(self, name: str, mark: OutputMark | None = None) -> LocalPart:
         dest = self.location(name)
         if "\x00" in dest:
             raise OutputError(dest, "a file name cannot hold a NUL byte")
         await self.make_folder(os.path.dirname(dest))
-        return LocalPart(dest, self)
+        return LocalPart(dest, self, mark)
 
     async def make_folder(self, folder: str, *, again: bool = False) -> None:
         if folder in self._made and not again:
@@ -196,10 +300,12 @@ class LocalPart:
     """An output's `.part` file: a small output is written and renamed by the writer
     thread in one go; a large one streams through aiofiles in `WRITE_BUFFER` pieces."""
 
-    def __init__(self, dest: str, folder: LocalFolder) -> None:
+    def __init__(self, dest: str, folder: LocalFolder, mark: OutputMark | None = None) -> None:
         self.dest = dest
         self.part = dest + PART_SUFFIX
         self._folder = folder
+        self._mark = mark
+        self._size = 0
         self._pending: list[bytes] = []
         self._pending_size = 0
         self._file: AsyncBufferedIOBase | None = None
@@ -207,6 +313,7 @@ class LocalPart:
     async def write(self, chunk: bytes) -> None:
         self._pending.append(chunk)
         self._pending_size += len(chunk)
+        self._size += len(chunk)
         if self._pending_size >= WRITE_BUFFER:
             try:
                 if self._file is None:
@@ -231,14 +338,18 @@ class LocalPart:
             return await aiofiles.open(self.part, "wb")
 
     async def commit(self) -> str:
+        mark = None if self._mark is None else attrs.evolve(self._mark, size=self._size).encode()
+        sidecar = self._folder.sidecar(self.dest)
         try:
             if self._file is None:
-                await self._folder.writer.write_whole(self.part, self._take_pending(), self.dest)
+                await self._folder.writer.write_whole(
+                    self.part, self._take_pending(), self.dest, mark, sidecar
+                )
             else:
                 await self._file.write(self._take_pending())
                 await self._file.close()
                 self._file = None
-                await anyio.to_thread.run_sync(os.replace, self.part, self.dest)
+                await anyio.to_thread.run_sync(place, self.part, self.dest, mark, sidecar)
         except OSError as exc:
             raise OutputError(self.dest, exc.strerror or str(exc)) from None
         return self.dest

@@ -55,6 +55,8 @@ def checked_stem(stem: str) -> str:
 
 
 _EXTENSION = re.compile(r"\.[a-z0-9]{1,8}")
+# What outputs are looked for as, before a task's output URLs are known.
+COMMON_OUTPUT_SUFFIXES = (".wav", ".mp3", ".flac", ".ogg")
 
 
 def output_extension(url: str) -> str:

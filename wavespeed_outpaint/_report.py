@@ -29,6 +29,7 @@ def as_json(
             "files": [str(f) for f in r.files],
             "error": r.error,
             "skipped": r.skipped,
+            "delivered_by": r.delivered_by,
         }
         for shown, r in results
     ]

@@ -19,7 +19,9 @@ from typing import Any
 
 import anyio
 
+from ._files import is_marked
 from ._identity import FileFacts
+from ._naming import COMMON_OUTPUT_SUFFIXES
 from ._plan import Plan, PlanError, PlannedTask, budget, from_inputs, from_manifest
 from ._progress import show
 from ._report import as_json, print_json, print_table
@@ -38,7 +40,6 @@ from .models import BatchProgress, OutpaintResult, expand_path
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 JOURNAL_NAME = ".outpaint-journal.sqlite"
 # Files in --out that show an earlier run wrote there.
-OUTPUT_SUFFIXES = {".wav", ".mp3", ".flac", ".ogg"}
 
 
 class UsageError(Exception):
@@ -134,19 +135,25 @@ async def check_money(args: argparse.Namespace, client: OutpaintClient, plan: Pl
 
 
 def check_journal_is_not_lost(journal: Path, out_dir: Path) -> None:
-    """A missing or empty journal beside outputs of an earlier run is an error: starting
-    afresh would pay again for every track already done (their tasks are not known)."""
+    """A missing or empty journal beside outputs that do not say whose they are is an
+    error: starting afresh would pay again for every track already done. Outputs that
+    carry their task's mark are recognised by the run itself (and not paid for again)."""
     if journal.exists() and journal.stat().st_size > 0:
         return
     if not out_dir.is_dir():
         return
-    outputs = (p for p in out_dir.rglob("*") if p.suffix.lower() in OUTPUT_SUFFIXES and p.is_file())
-    if next(outputs, None) is not None:
+    root = str(out_dir.absolute())
+    outputs = (
+        p for p in out_dir.rglob("*") if p.suffix.lower() in COMMON_OUTPUT_SUFFIXES and p.is_file()
+    )
+    unmarked = next((p for p in outputs if not is_marked(root, str(p.absolute()))), None)
+    if unmarked is not None:
         state = "is empty" if journal.exists() else "is missing"
         raise UsageError(
-            f"the journal {journal} {state}, but {out_dir} holds outputs of an earlier run; "
-            "put the journal back (or give it with --journal), or, to start afresh and pay "
-            "again for tracks already done, pass --new-journal or use another --out"
+            f"the journal {journal} {state}, but {out_dir} holds outputs of an earlier run "
+            f"that carry no task mark (such as {unmarked.name}); put the journal back (or "
+            "give it with --journal), or, to start afresh and pay again for tracks already "
+            "done, pass --new-journal or use another --out"
         )
 
 

@@ -340,9 +340,10 @@ class OutpaintResult:
 
     `status` is the prediction's final status, or `Status.UNKNOWN` for a submit whose
     outcome could not be settled. `files` are whole files under `out_dir` (empty when
-    no `out_dir` was given). `skipped` means an earlier run with the same journal had
-    already finished it. `delivered_by` says how the result was learned: "poll", "list",
-    "webhook", "submit", or "journal".
+    no `out_dir` was given). `skipped` means an earlier run had already finished it (by
+    the journal, or by the outputs' marks). `delivered_by` says how the result was
+    learned: "poll", "list", "webhook", "submit", "journal", or "output" (its outputs
+    were found whole and marked as its own).
     """
 
     request: OutpaintRequest

@@ -12,11 +12,62 @@ Give your own with `OutpaintClient(limiter=...)`, `outpaint_many(journal=store)`
 
 from __future__ import annotations
 
+import json
 from typing import Any, Protocol
+
+import attrs
 
 from ._journal import State, TaskRow
 
-__all__ = ["OutputPart", "OutputSink", "StartLimiter", "State", "TaskRow", "TaskStore"]
+__all__ = [
+    "OutputMark",
+    "OutputPart",
+    "OutputSink",
+    "StartLimiter",
+    "State",
+    "TaskRow",
+    "TaskStore",
+]
+
+
+@attrs.frozen
+class OutputMark:
+    """What an output remembers of the task that made it, stored with the output itself
+    (an extended attribute, object metadata): with the journal lost, a run still knows
+    which outputs are whole and whose they are, and pays for none of them again.
+    `size` is the output's length when it was written: a file of another length is not
+    the one that was marked."""
+
+    fingerprint: str
+    prediction_id: str
+    outputs: tuple[str, ...]  # the service's output URLs of the task, in order
+    size: int = -1
+
+    def encode(self) -> bytes:
+        return json.dumps(
+            {
+                "fingerprint": self.fingerprint,
+                "prediction_id": self.prediction_id,
+                "outputs": list(self.outputs),
+                "size": self.size,
+            },
+            separators=(",", ":"),
+        ).encode()
+
+    @classmethod
+    def decode(cls, data: bytes) -> OutputMark | None:
+        """The mark in `data`, or None for anything that is not one."""
+        try:
+            doc = json.loads(data)
+            mark = cls(doc["fingerprint"], doc["prediction_id"], tuple(doc["outputs"]), doc["size"])
+        except (ValueError, TypeError, KeyError):
+            return None
+        strings = [mark.fingerprint, mark.prediction_id, *mark.outputs]
+        if not all(isinstance(s, str) and s for s in strings):
+            return None
+        if isinstance(mark.size, bool) or not isinstance(mark.size, int) or mark.size < 0:
+            return None
+        return mark
 
 
 class OutputPart(Protocol):
@@ -46,8 +97,13 @@ class OutputSink(Protocol):
     async def exists(self, name: str) -> bool:
         """Whether a whole output is at `name` already."""
 
-    async def open_part(self, name: str) -> OutputPart:
-        """Start writing `name`. Raises `OutputError` when it cannot be written."""
+    async def open_part(self, name: str, mark: OutputMark | None = None) -> OutputPart:
+        """Start writing `name`; once committed, it carries `mark` (with its size).
+        Raises `OutputError` when it cannot be written."""
+
+    async def mark(self, name: str) -> OutputMark | None:
+        """The mark of the output at `name`, if one is there, carries a mark, and is
+        still the length it was written with; else None."""
 
 
 class StartLimiter(Protocol):
