@@ -12,6 +12,7 @@ from typing_extensions import Unpack
 
 from wavespeed_outpaint import (
     DeadlineError,
+    OutpaintClient,
     OutpaintRequest,
     OutpaintResult,
     ProtocolError,
@@ -133,8 +134,9 @@ async def test_a_download_that_trickles_is_given_up_not_waited_for(
 async def test_a_list_that_ignores_the_page_asked_for_does_not_loop(
     make_audio: MakeTrack, tmp_path: Path
 ) -> None:
-    # It answers page 1, total 1,000,000,000, whatever page is asked for.
-    config = fast_config(faults=Faults({"lie_list_ignores_page": 1.0}))
+    # It answers page 1, total 1,000,000,000, whatever page is asked for. Tasks end over
+    # a second (0.3 to 0.9 s), so a client that reads on has the time to loop.
+    config = fast_config(time_scale=0.02, jitter=0.5, faults=Faults({"lie_list_ignores_page": 1.0}))
     async with Emulator(config) as emu, fast_client(emu) as client:
         with anyio.fail_after(30):
             requests = [OutpaintRequest(make_audio("a.wav"), tags="x", seed=s) for s in range(7)]
@@ -179,3 +181,33 @@ async def test_a_status_nobody_knows_is_waited_on_then_reported_unknown(
         stats = emu.stats()
     assert stats["submit_requests"] == 1
     assert stats["result_gets"] >= 2  # it was asked about, not given up at the first answer
+
+
+async def test_a_prediction_id_with_url_characters_is_asked_about_as_itself() -> None:
+    # An independent server whose ids hold `/`, `?` and `#`: the id is one path segment,
+    # escaped, never a path, a query or a fragment of the URL.
+    from aiohttp import web
+
+    odd = "jobs/7?v=2#x"
+    asked: list[str] = []
+
+    async def answer(request: web.Request) -> web.Response:
+        asked.append(request.raw_path)
+        data = {"id": odd, "status": "processing", "outputs": []}
+        return web.json_response({"code": 200, "message": "success", "data": data})
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", answer)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        async with OutpaintClient("k", f"http://127.0.0.1:{port}") as client:
+            with anyio.fail_after(10):
+                prediction = await client.get(odd)
+    finally:
+        await runner.cleanup()
+    assert prediction.id == odd
+    assert asked == ["/api/v3/predictions/jobs%2F7%3Fv=2%23x/result"]  # one segment

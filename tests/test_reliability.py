@@ -279,6 +279,9 @@ async def test_a_service_that_echoes_the_key_back_does_not_leak_it(
         ) as client,
     ):
         with anyio.fail_after(30):
+            with pytest.raises(TaskFailedError) as info:
+                await client.outpaint(OutpaintRequest(make_audio("a.wav"), tags="x", seed=9))
+            assert SECRET_KEY not in str(info.value)
             results = [
                 r
                 async for r in client.outpaint_many(
@@ -286,8 +289,6 @@ async def test_a_service_that_echoes_the_key_back_does_not_leak_it(
                     journal=tmp_path / "j.sqlite",
                 )
             ]
-            with pytest.raises(TaskFailedError) as info:
-                await client.outpaint(OutpaintRequest(make_audio("a.wav"), tags="x", seed=9))
     assert [r.status for r in results] == [Status.FAILED, Status.FAILED]
     assert all("upstream refused" in (r.error or "") for r in results)
     texts = [str(info.value), caplog.text, *(repr(r) + str(r.exception) for r in results)]
