@@ -7,10 +7,11 @@ import struct
 import subprocess
 import sys
 import zlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
+from s3server import S3Server, s3_server
 from typing_extensions import Unpack
 
 from wavespeed_outpaint import OutpaintClient
@@ -114,3 +115,18 @@ def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 def against(base_url: str, key: str = "emulator-key") -> list[str]:
     """The flags that point the command line at an emulator process."""
     return ["--base-url", base_url, "--api-key", key]
+
+
+@pytest.fixture(scope="session")
+def s3_process() -> Iterator[S3Server]:
+    """One S3-compatible server (moto) for the session; tests use buckets of their own."""
+    with s3_server() as server:
+        yield server
+
+
+@pytest.fixture
+def s3(s3_process: S3Server, monkeypatch: pytest.MonkeyPatch) -> S3Server:
+    """The S3 server, named by this process's environment as the store to use."""
+    for name, value in s3_process.env.items():
+        monkeypatch.setenv(name, value)
+    return s3_process

@@ -135,7 +135,7 @@ def test_a_mark_that_is_not_one_reads_as_none() -> None:
         b"[]",
         b'{"fingerprint": 1}',
         b"\xff",
-        b'{"fingerprint": "f", "prediction_id": "p", "outputs": ["u"], "size": -1}',
+        b'{"fingerprint": "f", "prediction_id": "p", "outputs": ["u"], "size": -2}',
     ):
         assert OutputMark.decode(data) is None
     good = OutputMark("f", "p", ("u",), 3)

@@ -79,7 +79,16 @@ def test_nothing_to_generate_is_refused() -> None:
 
 @pytest.mark.parametrize(
     "audio",
-    ["http://cdn.example.com/a.mp3", "ftp://x/a.mp3", "s3://bucket/a.mp3", "https://", 42, None],
+    [
+        "http://cdn.example.com/a.mp3",
+        "ftp://x/a.mp3",
+        "s3://bucket/",  # a prefix, not an object
+        "s3://bucket/music/../a.mp3",
+        "s3:///a.mp3",
+        "https://",
+        42,
+        None,
+    ],
 )
 def test_bad_audio_urls_are_refused(audio: object) -> None:
     with pytest.raises(ValidationError) as info:

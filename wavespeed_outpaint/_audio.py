@@ -1,9 +1,12 @@
-"""Recognise a local audio file by its content and read its duration from its header."""
+"""Recognise audio by its content and read its duration from its header: a local file,
+or the start and end of an object that is not read whole (`probe_window`)."""
 
 from __future__ import annotations
 
+import io
 import os
 import stat as stat_module
+from typing import Any
 
 import attrs
 import mutagen
@@ -92,20 +95,66 @@ def _probe(path: str, size: int, max_bytes: int) -> AudioInfo:
         raise AudioProblem("is a folder; give one audio file") from None
     except OSError as exc:
         raise AudioProblem(f"cannot be read ({exc.strerror})") from None
-    if size == 0:
-        raise AudioProblem("the file is empty")
     if size > max_bytes:
         raise AudioProblem(
             f"the file is {size / 1e6:.1f} MB, over the upload limit of "
             f"{max_bytes / 1e6:.1f} MB; pass an https:// URL instead or raise the limit"
         )
-    fmt = sniff_format(head)
+    return _read_header(head, size, path)
+
+
+def probe_window(head: bytes, tail: bytes, size: int) -> AudioInfo:
+    """The same checks from an object's first and last bytes and its size: `head` from
+    its start, `tail` ending at its end (empty when `head` holds it all)."""
+    return _read_header(head, size, _Window(head, tail, size))
+
+
+class _Window(io.RawIOBase):
+    """A file of `size` bytes of which only the start and the end are known (zeros in
+    between): enough for the readers, which seek to the headers and tags they need."""
+
+    def __init__(self, head: bytes, tail: bytes, size: int) -> None:
+        self._head, self._tail, self._size, self._at = head, tail, size, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._at
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._at, io.SEEK_END: self._size}[whence]
+        self._at = max(0, base + offset)
+        return self._at
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        start, end = self._at, min(self._size, self._at + len(view))
+        if end <= start:
+            return 0
+        view[: end - start] = bytes(end - start)
+        tail_start = self._size - len(self._tail)
+        for offset, known in ((0, self._head), (tail_start, self._tail)):
+            lo, hi = max(start, offset), min(end, offset + len(known))
+            if lo < hi:
+                view[lo - start : hi - start] = known[lo - offset : hi - offset]
+        self._at = end
+        return end - start
+
+
+def _read_header(head: bytes, size: int, source: str | io.RawIOBase) -> AudioInfo:
+    if size == 0:
+        raise AudioProblem("the file is empty")
+    fmt = sniff_format(head[:4096])
     if fmt is None:
         raise AudioProblem(
             "the content is not MP3, WAV or FLAC audio (the file's name does not matter)"
         )
     try:
-        info = _READERS[fmt](path).info  # type: ignore[no-untyped-call]
+        info = _READERS[fmt](source).info  # type: ignore[no-untyped-call]
     except (mutagen.MutagenError, ValueError, ZeroDivisionError) as exc:
         raise AudioProblem(f"looks like {fmt.upper()} but its header is broken ({exc})") from None
     duration = float(getattr(info, "length", 0.0) or 0.0)

@@ -28,7 +28,8 @@ from ._journal import State, TaskRow
 from ._naming import COMMON_OUTPUT_SUFFIXES, checked_stem, default_stem, output_names
 from ._pacing import StartPacer
 from ._poller import PollOptions, SharedPoller
-from ._settle import OpenSubmit, Outcome, Settler
+from ._s3 import ObjectStores, is_object_url
+from ._settle import OpenSubmit, Outcome, Settler, unsigned
 from .errors import (
     APIError,
     AuthenticationError,
@@ -44,6 +45,7 @@ from .errors import (
 )
 from .models import (
     BatchProgress,
+    ObjectRef,
     OutpaintRequest,
     OutpaintResult,
     Prediction,
@@ -146,9 +148,11 @@ class Engine:
         options: ClientOptions,
         files: FileFacts,
         limiter: StartLimiter | None = None,
+        objects: ObjectStores | None = None,
     ) -> None:
         opts = options
         self._api = api
+        self.objects = objects if objects is not None else ObjectStores()
         self.options = opts
         self.poller = SharedPoller(
             api,
@@ -252,7 +256,11 @@ class Engine:
     async def _audio_url(
         self, request: OutpaintRequest, content_hash: str | None, batch: BatchState
     ) -> str:
-        """The URL to submit: the user's, or one upload per file content."""
+        """The URL to submit: the user's, one signed for an object, or one upload per
+        file content."""
+        if request.is_object:
+            ref = ObjectRef.parse(str(request.audio))
+            return await self.objects.presign(ref, self.options.presign_seconds)
         if not isinstance(request.audio, Path):
             return request.audio
         assert content_hash is not None
@@ -285,10 +293,15 @@ class Engine:
         """Take one request as far as it goes; None when the batch stopped before it.
         `sent` is called once the task no longer waits to be submitted."""
         journal = batch.journal
-        content_hash = (
-            await self.content_hash(request.audio) if isinstance(request.audio, Path) else None
-        )
-        fp = fingerprint(request, content_hash)
+        content_hash = identity = None
+        if isinstance(request.audio, Path):
+            content_hash = await self.content_hash(request.audio)
+            identity = "sha256:" + content_hash
+        elif request.is_object:
+            # Checked from the object (ranged reads), known by its version: signing the
+            # URL anew on every run changes nothing of the task's identity.
+            identity = (await self.objects.check(ObjectRef.parse(request.audio))).identity
+        fp = fingerprint(request, identity)
         running = self._driving.get(fp)
         if running is not None:
             # The same task is already on its way for another caller: share its outcome.
@@ -384,6 +397,8 @@ class Engine:
         except OutpaintError as exc:
             return batch.failed(row, exc, state=State.FAILED, status=Status.FAILED.value)
         payload = request.payload(url)
+        # What the journal keeps: an object's signed URL without its signature.
+        stored_payload = payload | {"audio": unsigned(url)} if request.is_object else payload
         lost = 0
         while not batch.stopped:
             if lost >= MAX_LOST_SUBMITS:
@@ -400,7 +415,11 @@ class Engine:
                 sent_at = time.time()
                 # Written before the POST leaves: from here a crash is settled, not re-sent.
                 row = journal.update(
-                    row, state=State.SUBMITTING, sent_at=sent_at, failed_at=None, request=payload
+                    row,
+                    state=State.SUBMITTING,
+                    sent_at=sent_at,
+                    failed_at=None,
+                    request=stored_payload,
                 )
                 await journal.durable()
                 self._on_the_wire[fp] = OpenSubmit(
@@ -582,12 +601,14 @@ class Engine:
             status = Status.UNKNOWN  # how it ends is not known yet
         if exception is None and not skipped:
             exception = _exception_from_row(request, row, status)
+        landed = row.files if row.state == State.DOWNLOADED else ()
         return OutpaintResult(
             request=request,
             status=status,
             prediction_id=row.prediction_id,
             outputs=row.outputs,
-            files=tuple(Path(f) for f in row.files) if row.state == State.DOWNLOADED else (),
+            files=tuple(Path(f) for f in landed if not is_object_url(f)),
+            locations=tuple(landed),
             error=row.error,
             code=row.code,
             skipped=skipped,

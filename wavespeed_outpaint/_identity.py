@@ -31,9 +31,11 @@ K = TypeVar("K")
 V = TypeVar("V")
 
 
-def fingerprint(request: OutpaintRequest, content_hash: str | None) -> str:
-    """The task's identity: the audio's content (or its URL) plus every parameter."""
-    body: dict[str, Any] = request.payload("sha256:" + content_hash if content_hash else None)
+def fingerprint(request: OutpaintRequest, content: str | None) -> str:
+    """The task's identity: what the audio is plus every parameter. `content`: a local
+    file's `sha256:<hex>`, an object's `s3://bucket/key@<version or ETag>`; None for a
+    URL, which is then its own identity."""
+    body: dict[str, Any] = request.payload(content)
     body["extend_before_duration"] = float(request.extend_before_duration)
     body["extend_after_duration"] = float(request.extend_after_duration)
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()

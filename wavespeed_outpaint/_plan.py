@@ -180,8 +180,10 @@ def budget(
     for task in tasks:
         audio = task.request.audio
         # Remembered for the engine, which needs the same hashes once the batch starts.
-        content = files.sha256(audio) if isinstance(audio, Path) else None
-        if fingerprint(task.request, content) in paid:
+        content = "sha256:" + files.sha256(audio) if isinstance(audio, Path) else None
+        # (An s3:// input's identity needs its ETag: not read here, so a resumed run's
+        # objects count as new, which only ever holds back more under --max-cost.)
+        if not task.request.is_object and fingerprint(task.request, content) in paid:
             paid_before += 1
             run.append(task)
         elif max_cost is not None and cost + task.request.cost_usd > max_cost + 1e-12:

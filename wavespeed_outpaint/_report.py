@@ -26,7 +26,7 @@ def as_json(
             "input": shown,
             "status": status_text(r),
             "prediction_id": r.prediction_id,
-            "files": [str(f) for f in r.files],
+            "files": list(r.locations),
             "error": r.error,
             "skipped": r.skipped,
             "delivered_by": r.delivered_by,

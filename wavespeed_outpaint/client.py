@@ -34,6 +34,7 @@ from ._files import FileWriter, LocalFolder
 from ._http import Transport
 from ._identity import FileFacts
 from ._journal import Journal
+from ._s3 import ObjectPrefix, ObjectStores, is_object_url
 from .errors import ConfigurationError
 from .models import (
     MODEL_ID,
@@ -111,6 +112,7 @@ class OutpaintClient:
         self._limiter = limiter
         self._files = file_facts if file_facts is not None else FileFacts()
         self._writer = FileWriter()
+        self._objects = ObjectStores(options)
         # Output folders by path: `outpaint()` calls with one out_dir share its folder cache.
         self._folders: dict[Path, OutputSink] = {}
         self._engine: Engine | None = None
@@ -123,7 +125,7 @@ class OutpaintClient:
     async def __aenter__(self) -> OutpaintClient:
         await self._transport.open()
         self._writer.start()
-        self._engine = Engine(self._api, self.options, self._files, self._limiter)
+        self._engine = Engine(self._api, self.options, self._files, self._limiter, self._objects)
         self._journal = Journal(None)  # outpaint() calls without a journal of their own
         self._engine.attach(self._journal)
         # Every background task (the shared poller, batches) lives in this group, and
@@ -158,13 +160,16 @@ class OutpaintClient:
         """The sink for `out_dir`, checked before anything is sent for it."""
         if out_dir is None:
             return None
-        if isinstance(out_dir, (str, os.PathLike)):
+        if is_object_url(out_dir):
+            sink: OutputSink = ObjectPrefix(str(out_dir), self._objects)
+        elif isinstance(out_dir, (str, os.PathLike)):
             root = expand_path(out_dir)
-            sink = self._folders.get(root)
-            if sink is None:
+            known = self._folders.get(root)
+            if known is None:
                 if len(self._folders) >= MAX_FOLDERS:
                     self._folders.clear()
-                sink = self._folders[root] = LocalFolder(root, self._writer)
+                known = self._folders[root] = LocalFolder(root, self._writer)
+            sink = known
         else:
             sink = out_dir
         await sink.prepare()

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterable, Iterable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import anyio
 import attrs
@@ -54,6 +54,31 @@ def _is_url(text: str) -> bool:
     return "://" in text[:16]
 
 
+OBJECT_SCHEME = "s3://"
+
+
+@attrs.frozen
+class ObjectRef:
+    """An object (or, with a key ending in `/`, a prefix) in an S3-compatible bucket."""
+
+    bucket: str
+    key: str
+
+    @classmethod
+    def parse(cls, url: str, *, field: str = "audio") -> ObjectRef:
+        """`s3://bucket/key`; `ValidationError` for anything else."""
+        parts = urlsplit(url)
+        if parts.scheme != "s3" or not parts.netloc or parts.query or parts.fragment:
+            raise ValidationError(field, url, "give s3://bucket/key")
+        key = unquote(parts.path).lstrip("/")
+        if any(segment in (".", "..") for segment in key.split("/")):
+            raise ValidationError(field, url, "an object key cannot hold '.' or '..' segments")
+        return cls(parts.netloc, key)
+
+    def __str__(self) -> str:
+        return f"{OBJECT_SCHEME}{self.bucket}/{self.key}"
+
+
 def expand_path(value: str | os.PathLike[str]) -> Path:
     """`~` and `~user` expanded where they can be; a name like `~0` stays as it is."""
     path = value if isinstance(value, Path) else Path(value)  # a Path is not parsed again
@@ -77,15 +102,23 @@ def _check_audio(inst: OutpaintRequest, attribute: attrs.Attribute[Any], value: 
         parts = urlsplit(value)
         if parts.scheme == "https" and parts.hostname:
             return
+        if parts.scheme == "s3":
+            if not ObjectRef.parse(value).key or value.endswith("/"):
+                raise ValidationError("audio", value, "give one object: s3://bucket/key")
+            return
         if parts.scheme == "http" and parts.hostname:
             if is_loopback_host(parts.hostname):
                 return
             raise ValidationError(
                 "audio", value, "plain http:// is only allowed for loopback hosts; use https://"
             )
-        raise ValidationError("audio", value, "give an https:// URL or a local file path")
+        raise ValidationError(
+            "audio", value, "give an https:// URL, an s3://bucket/key or a local file path"
+        )
     if not isinstance(value, Path):
-        raise ValidationError("audio", value, "give an https:// URL (str) or a local file path")
+        raise ValidationError(
+            "audio", value, "give an https:// URL or s3://bucket/key (str), or a local file path"
+        )
 
 
 def _check_tags(inst: OutpaintRequest, attribute: attrs.Attribute[Any], value: Any) -> None:
@@ -172,6 +205,11 @@ class OutpaintRequest:
         return isinstance(self.audio, Path)
 
     @property
+    def is_object(self) -> bool:
+        """An object in S3-compatible storage (`s3://bucket/key`)."""
+        return isinstance(self.audio, str) and self.audio.startswith(OBJECT_SCHEME)
+
+    @property
     def generated_seconds(self) -> float:
         return float(self.extend_before_duration) + float(self.extend_after_duration)
 
@@ -181,11 +219,16 @@ class OutpaintRequest:
         return round(self.generated_seconds * PRICE_PER_SECOND_USD, 10)
 
     def payload(self, audio_url: str | None = None) -> dict[str, Any]:
-        """The submit body. A local file needs the URL its upload returned."""
+        """The submit body. A local file needs the URL its upload returned, an object
+        the URL it was signed with."""
         if audio_url is None:
             if isinstance(self.audio, Path):
                 raise ValidationError(
                     "audio", str(self.audio), "a local file must be uploaded first; pass its URL"
+                )
+            if self.is_object:
+                raise ValidationError(
+                    "audio", self.audio, "an s3:// object is sent as a signed URL; pass it"
                 )
             audio_url = self.audio
         return {
@@ -339,11 +382,12 @@ class OutpaintResult:
     """How one task of a batch ended. A failure is a value here, not an exception.
 
     `status` is the prediction's final status, or `Status.UNKNOWN` for a submit whose
-    outcome could not be settled. `files` are whole files under `out_dir` (empty when
-    no `out_dir` was given). `skipped` means an earlier run had already finished it (by
-    the journal, or by the outputs' marks). `delivered_by` says how the result was
-    learned: "poll", "list", "webhook", "submit", "journal", or "output" (its outputs
-    were found whole and marked as its own).
+    outcome could not be settled. `files` are the whole output files in a local `out_dir`;
+    `locations` are where every output landed, wherever `out_dir` is (paths, or
+    `s3://bucket/key` in a bucket); both are empty without an `out_dir`. `skipped` means
+    an earlier run had already finished it (by the journal, or by the outputs' marks).
+    `delivered_by` says how the result was learned: "poll", "list", "webhook", "submit",
+    "journal", or "output" (its outputs were found whole and marked as its own).
     """
 
     request: OutpaintRequest
@@ -360,6 +404,7 @@ class OutpaintResult:
     # The exception behind `error`, as it was raised (None for a task finished by an
     # earlier run, whose error is only text in the journal).
     exception: BaseException | None = attrs.field(default=None, eq=False, repr=False)
+    locations: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:

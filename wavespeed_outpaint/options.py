@@ -76,6 +76,9 @@ class ClientOptions:
     connection_limit: int = attrs.field(default=100, validator=_positive)
     # Plain http:// to a host that is not loopback sends the key in the clear.
     allow_insecure_http: bool = False
+    # How long the URL an s3:// input is signed with stays valid: the service fetches it
+    # when the task starts, which a queue at the service can put off for hours.
+    presign_seconds: float = attrs.field(default=6 * 3600.0, validator=_positive)
 
     # -- the batch engine --
     # Tasks submitted and not yet final, across every batch and outpaint() of the client
@@ -140,6 +143,7 @@ class OptionKeywords(TypedDict, total=False):
     max_json_bytes: int
     connection_limit: int
     allow_insecure_http: bool
+    presign_seconds: float
     max_in_flight: int
     parallel_submits: int
     parallel_downloads: int

@@ -35,8 +35,9 @@ class OutputMark:
     """What an output remembers of the task that made it, stored with the output itself
     (an extended attribute, object metadata): with the journal lost, a run still knows
     which outputs are whole and whose they are, and pays for none of them again.
-    `size` is the output's length when it was written: a file of another length is not
-    the one that was marked."""
+    `size` is the output's length when it was written (a file of another length is not
+    the one that was marked), or -1 where a store's writes are whole by themselves and
+    the length was not known when the mark was set (a multipart upload's)."""
 
     fingerprint: str
     prediction_id: str
@@ -65,7 +66,7 @@ class OutputMark:
         strings = [mark.fingerprint, mark.prediction_id, *mark.outputs]
         if not all(isinstance(s, str) and s for s in strings):
             return None
-        if isinstance(mark.size, bool) or not isinstance(mark.size, int) or mark.size < 0:
+        if isinstance(mark.size, bool) or not isinstance(mark.size, int) or mark.size < -1:
             return None
         return mark
 

@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from email.utils import formatdate
 from typing import Any, NoReturn
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import aiohttp
 from aiohttp import web
@@ -24,13 +24,15 @@ from ..models import MODEL_ID, is_loopback_host
 from . import _audio
 from ._config import EmulatorConfig
 from ._outputs import RenderedOutputs
-from ._service import InsufficientBalance, Service, Task, parse_iso
+from ._service import InsufficientBalance, Media, Service, Task, parse_iso
 
 log = logging.getLogger("wavespeed_outpaint.emulator")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 CHUNK = 64 * 1024
 MAX_UPLOAD_BYTES = 200 * 1024 * 1024
+# The largest input fetched from a URL.
+MAX_FETCHED_INPUT = 300 * 1024 * 1024
 # How often a loop waiting on a queued task (sync mode, webhooks) looks whether it started.
 QUEUE_RECHECK = 0.05
 
@@ -213,8 +215,17 @@ class EmulatorApp:
             "lyrics": body.get("lyrics", ""),
             "seed": body.get("seed", -1),
         }
+        fetched, fetch_error = None, ""
+        if svc.media_for_url(str(body["audio"])) is None:
+            fetched, fetch_error = await self._fetch_input(str(body["audio"]))
         try:
-            task = svc.create_task(stored, now, webhook if isinstance(webhook, str) else None)
+            task = svc.create_task(
+                stored,
+                now,
+                webhook if isinstance(webhook, str) else None,
+                fetched=fetched,
+                fetch_error=fetch_error,
+            )
         except InsufficientBalance:
             return refuse(
                 self.config.insufficient_balance_status,
@@ -238,6 +249,27 @@ class EmulatorApp:
         if body.get("enable_sync_mode"):
             return await self._sync_answer(request, task)
         return envelope(svc.prediction(task, time.time(), base_url_of(request)))
+
+    async def _fetch_input(self, url: str) -> tuple[Media | None, str]:
+        """An input URL that is not one of the emulator's uploads (a presigned object URL),
+        fetched as the service would: only from loopback hosts, like webhooks."""
+        target = urlsplit(url)
+        if target.scheme not in ("http", "https") or not is_loopback_host(target.hostname):
+            return None, ""
+        assert self._http is not None
+        try:
+            async with self._http.get(url, timeout=aiohttp.ClientTimeout(total=30)) as response:
+                if response.status != 200:
+                    why = " (an expired or wrongly signed URL)" if response.status == 403 else ""
+                    return None, f"the audio URL answered HTTP {response.status}{why}"
+                data = await response.content.read(MAX_FETCHED_INPUT + 1)
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            return None, f"the audio URL could not be fetched ({type(exc).__name__})"
+        if len(data) > MAX_FETCHED_INPUT:
+            return None, "the audio at the URL is too large"
+        name = unquote(target.path.rsplit("/", 1)[-1]) or "input"
+        content_type = response.headers.get("Content-Type", "application/octet-stream")
+        return self.service.store_upload(name, content_type, data), ""
 
     async def _sync_answer(self, request: web.Request, task: Task) -> web.Response:
         deadline = task.created + self.config.sync_timeout

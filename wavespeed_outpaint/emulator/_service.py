@@ -181,7 +181,16 @@ class Service:
             keyed["audio"] = "sha256:" + media.sha256
         return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()
 
-    def create_task(self, body: dict[str, Any], now: float, webhook_url: str | None) -> Task:
+    def create_task(
+        self,
+        body: dict[str, Any],
+        now: float,
+        webhook_url: str | None,
+        fetched: Media | None = None,
+        fetch_error: str = "",
+    ) -> Task:
+        """`fetched`: the input, if the app fetched it from its URL (else the URL names
+        an upload); `fetch_error`: why that failed, the task's error then."""
         cfg = self.config
         generated = float(body["extend_before_duration"]) + float(body["extend_after_duration"])
         cost = generated * PRICE_PER_SECOND_USD
@@ -193,7 +202,7 @@ class Service:
 
         duration = self._draw_duration(generated)
         self.advance(now)
-        media = self.media_for_url(str(body["audio"]))
+        media = fetched or self.media_for_url(str(body["audio"]))
         seed = int(body.get("seed", -1))
         task = Task(
             id=uuid.uuid4().hex,
@@ -209,6 +218,8 @@ class Service:
             webhook_url=webhook_url,
         )
         self._decide_outcome(task)
+        if media is None and fetch_error:
+            task.error = f"media access failed: {fetch_error}"
         self.tasks[task.id] = task
         self.order.append(task)
         self._queue.append(task)

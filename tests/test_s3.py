@@ -1,0 +1,100 @@
+"""Music libraries in object storage: against a real S3-compatible server (moto) on
+loopback and the emulator, which fetches the presigned input URLs as the service would."""
+
+from __future__ import annotations
+
+import io
+import uuid
+from pathlib import Path
+
+import anyio
+import pytest
+import soundfile as sf
+from conftest import RATE, MakeTrack, fast_client, fast_config
+from s3server import S3Server
+
+from wavespeed_outpaint import OutpaintRequest, OutpaintResult
+from wavespeed_outpaint.emulator import Emulator
+
+pytestmark = pytest.mark.anyio
+
+
+def new_bucket(s3: S3Server) -> str:
+    bucket = f"lib-{uuid.uuid4().hex[:12]}"
+    s3.make_bucket(bucket)
+    return bucket
+
+
+def frames(data: bytes) -> int:
+    return int(sf.info(io.BytesIO(data)).frames)
+
+
+async def run_batch(
+    emu: Emulator, requests: list[tuple[OutpaintRequest, str]], out: str, journal: Path
+) -> list[OutpaintResult]:
+    async with fast_client(emu) as client:
+        with anyio.fail_after(60):
+            return [r async for r in client.outpaint_many(requests, out, journal=journal)]
+
+
+async def test_a_library_in_a_bucket_is_extended_into_the_bucket(
+    s3: S3Server, make_audio: MakeTrack, tmp_path: Path
+) -> None:
+    bucket = new_bucket(s3)
+    names = {"music/one.wav": 1.0, "music/rock/twö 2.flac": 2.0}
+    for key, seconds in names.items():
+        s3.put(bucket, key, make_audio(Path(key).name, seconds=seconds).read_bytes())
+    stems = {key: key.removeprefix("music/").rsplit(".", 1)[0] for key in names}
+    requests = [
+        (OutpaintRequest(f"s3://{bucket}/{key}", tags="x", extend_after_duration=1), stems[key])
+        for key in names
+    ]
+    out = f"s3://{bucket}/extended/"
+    async with Emulator(fast_config()) as emu:
+        results = await run_batch(emu, requests, out, tmp_path / "j.sqlite")
+        assert [r.error for r in results if not r.ok] == []
+        stats = emu.stats()
+        assert stats["upload_requests"] == 0  # no input byte passed through the client
+        assert stats["tasks_created"] == 2
+        # Output keys mirror the input keys under the output prefix; whole audio.
+        for key, seconds in names.items():
+            data = s3.get(bucket, f"extended/{stems[key]}.wav")
+            assert frames(data) == int((seconds + 1) * RATE)
+        assert all(r.files == () for r in results)  # no local file
+        assert sorted(loc for r in results for loc in r.locations) == [
+            f"s3://{bucket}/extended/one.wav",
+            f"s3://{bucket}/extended/rock/twö 2.wav",
+        ]
+
+        # A signed URL is a credential: sent to the service, never written down.
+        for journal_file in tmp_path.glob("j.sqlite*"):
+            assert b"X-Amz-Signature" not in journal_file.read_bytes()
+
+        # Signed anew, the same objects are the same tasks: nothing is sent again, with
+        # the journal or (by the outputs' marks) without it.
+        again = await run_batch(emu, requests, out, tmp_path / "j.sqlite")
+        assert all(r.ok and r.skipped for r in again)
+        lost = await run_batch(emu, requests, out, tmp_path / "new.sqlite")
+        assert {r.delivered_by for r in lost} == {"output"}
+        assert emu.stats()["submit_requests"] == 2
+    assert s3.open_uploads(bucket) == 0
+
+
+async def test_inputs_that_cannot_be_read_fail_before_anything_is_sent(
+    s3: S3Server, make_audio: MakeTrack, tmp_path: Path
+) -> None:
+    bucket = new_bucket(s3)
+    s3.put(bucket, "notes.mp3", b"these are not audio bytes " * 100)
+    inputs = {
+        f"s3://{bucket}/missing.wav": "no such object",
+        f"s3://no-such-bucket-{uuid.uuid4().hex[:8]}/a.wav": "no such bucket",
+        f"s3://{bucket}/notes.mp3": "not MP3, WAV or FLAC",
+    }
+    requests = [(OutpaintRequest(url, tags="x"), f"t{i}") for i, url in enumerate(inputs)]
+    async with Emulator(fast_config()) as emu:
+        results = await run_batch(emu, requests, str(tmp_path / "out"), tmp_path / "j.sqlite")
+        assert emu.stats()["submit_requests"] == 0
+    assert len(results) == len(inputs)
+    for result in results:
+        assert not result.ok
+        assert inputs[str(result.request.audio)] in (result.error or ""), result.error

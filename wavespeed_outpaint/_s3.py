@@ -1,0 +1,366 @@
+"""Music libraries in S3-compatible object storage, through obstore (the `[s3]` extra).
+
+Inputs named `s3://bucket/key` are checked from a ranged read of the object and sent to
+the service as presigned https URLs, so no input byte passes through the client; their
+identity is the object's (bucket, key, version id or ETag), not the URL, which changes
+every time it is signed. Outputs stream into a bucket under a prefix (`ObjectPrefix`,
+an `OutputSink`): one PUT for a small output, a multipart upload for a large one, never
+the whole file in memory; an object appears whole or not at all, and a failed upload is
+aborted. Every output object carries its task's `OutputMark` as user metadata.
+
+Credentials, region and endpoint come from the standard environment (`AWS_ACCESS_KEY_ID`,
+`AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ENDPOINT_URL`, ...), as obstore reads them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import posixpath
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import attrs
+
+from ._audio import AudioInfo, AudioProblem, probe_window
+from .errors import OutpaintError, OutputError, ValidationError
+from .models import OBJECT_SCHEME as SCHEME
+from .models import ObjectRef, is_loopback_host
+from .options import ClientOptions
+from .seams import OutputMark
+
+if TYPE_CHECKING:
+    from obstore.store import RetryConfig, S3Store
+
+# The audio objects a prefix is searched for (by name: listing reads no content).
+AUDIO_SUFFIXES = (".mp3", ".wav", ".flac")
+# A ranged read of this much of an object's start (and of its end, for ID3v1 and
+# APE tags) is enough to read every format's header and duration.
+HEAD_BYTES = 256 * 1024
+TAIL_BYTES = 64 * 1024
+# Outputs up to this size are one PUT; larger ones a multipart upload of such parts
+# (S3's smallest part is 5 MiB).
+PART_BYTES = 8 * 1024 * 1024
+MARK_KEY = "wavespeed-outpaint-task"
+
+
+class MissingExtraError(OutpaintError):
+    """An s3:// location was given, but the `[s3]` extra is not installed."""
+
+
+def is_object_url(value: object) -> bool:
+    return isinstance(value, str) and value.startswith(SCHEME)
+
+
+@attrs.frozen
+class ObjectFacts:
+    """What the client checked of an input object: its identity and its audio."""
+
+    identity: str  # s3://bucket/key@version-or-etag
+    info: AudioInfo
+
+
+def _obstore() -> Any:
+    try:
+        import obstore
+    except ImportError:
+        raise MissingExtraError(
+            "s3:// locations need the s3 extra: pip install 'wavespeed-outpaint[s3]'"
+        ) from None
+    return obstore
+
+
+class ObjectStores:
+    """One obstore client per bucket, made from the environment when first needed;
+    owned by a client (and by the command line's plan)."""
+
+    def __init__(self, options: ClientOptions | None = None) -> None:
+        self._options = options if options is not None else ClientOptions()
+        self._stores: dict[str, S3Store] = {}
+        self._facts: dict[tuple[str, str], ObjectFacts] = {}
+
+    def store(self, bucket: str) -> S3Store:
+        store = self._stores.get(bucket)
+        if store is None:
+            _obstore()
+            from obstore.store import S3Store
+
+            endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+            host = urlsplit(endpoint).hostname if endpoint else None
+            # Plain http only to a store on this machine (a local S3-compatible server).
+            opts = self._options
+            insecure = bool(host) and (opts.allow_insecure_http or is_loopback_host(host or ""))
+            # obstore retries 5xx, dropped connections and time-outs itself, within the
+            # client's retry budget (a store that cannot be reached fails in that time).
+            retry: RetryConfig = {
+                "max_retries": opts.retry_attempts,
+                "retry_timeout": timedelta(seconds=opts.retry_timeout),
+                "backoff": {
+                    "init_backoff": timedelta(seconds=opts.retry_wait_initial),
+                    "max_backoff": timedelta(seconds=opts.retry_wait_max),
+                    "base": 2,
+                },
+            }
+            store = S3Store(
+                bucket,
+                client_options={
+                    "allow_http": insecure,
+                    "connect_timeout": timedelta(seconds=opts.connect_timeout),
+                },
+                retry_config=retry,
+            )
+            self._stores[bucket] = store
+        return store
+
+    async def check(self, ref: ObjectRef) -> ObjectFacts:
+        """The object's identity and audio facts, from its metadata and two ranged reads;
+        `ValidationError` saying what to change when it cannot be an input."""
+        obstore = _obstore()
+        store = self.store(ref.bucket)
+        try:
+            meta = await obstore.head_async(store, ref.key)
+        except FileNotFoundError:
+            # A HEAD's 404 has no body to say whether the bucket or the key is missing.
+            raise ValidationError("audio", str(ref), await self._missing(ref)) from None
+        except Exception as exc:  # noqa: BLE001 - obstore's errors, mapped to what to do
+            raise ValidationError("audio", str(ref), _why(exc)) from None
+        version = meta.get("version") or (meta.get("e_tag") or "").strip('"')
+        identity = f"{ref}@{version}"
+        known = self._facts.get((str(ref), identity))
+        if known is not None:
+            return known
+        size = int(meta["size"])
+        try:
+            head = await _read_range(obstore, store, ref.key, 0, min(size, HEAD_BYTES))
+            tail = b""
+            if size > HEAD_BYTES:
+                start = max(HEAD_BYTES, size - TAIL_BYTES)
+                tail = await _read_range(obstore, store, ref.key, start, size)
+        except Exception as exc:  # noqa: BLE001
+            raise ValidationError("audio", str(ref), _why(exc)) from None
+        try:
+            info = probe_window(head, tail, size)
+        except AudioProblem as exc:
+            raise ValidationError("audio", str(ref), str(exc)) from None
+        facts = ObjectFacts(identity, info)
+        if len(self._facts) >= 65_536:
+            self._facts.pop(next(iter(self._facts)))
+        self._facts[(str(ref), identity)] = facts
+        return facts
+
+    async def _missing(self, ref: ObjectRef) -> str:
+        obstore = _obstore()
+        try:
+            async for _ in obstore.list(self.store(ref.bucket), ref.key, chunk_size=1):
+                break
+        except Exception as exc:  # noqa: BLE001
+            return _why(exc)
+        return "no such object; check the key"
+
+    async def presign(self, ref: ObjectRef, seconds: float) -> str:
+        """A URL the service can fetch the object from for `seconds`."""
+        obstore = _obstore()
+        try:
+            url: str = await obstore.sign_async(
+                self.store(ref.bucket), "GET", ref.key, timedelta(seconds=seconds)
+            )
+        except Exception as exc:  # noqa: BLE001
+            raise ValidationError("audio", str(ref), _why(exc)) from None
+        return url
+
+    async def audio_under(self, prefix: ObjectRef) -> AsyncIterator[ObjectRef]:
+        """The audio objects under a prefix, recursively, a page at a time."""
+        obstore = _obstore()
+        try:
+            async for batch in obstore.list(self.store(prefix.bucket), prefix.key or None):
+                for meta in batch:
+                    key = meta["path"]
+                    if key.lower().endswith(AUDIO_SUFFIXES):
+                        yield ObjectRef(prefix.bucket, key)
+        except Exception as exc:  # noqa: BLE001
+            raise ValidationError("input", str(prefix), _why(exc)) from None
+
+
+async def _read_range(obstore: Any, store: S3Store, key: str, start: int, end: int) -> bytes:
+    if end <= start:
+        return b""
+    result = await obstore.get_async(store, key, options={"range": (start, end)})
+    return bytes(await result.bytes_async())
+
+
+def _why(exc: BaseException) -> str:
+    """What an object store's error means for the user, in a few words."""
+    from obstore.exceptions import UnauthenticatedError
+
+    text = str(exc).split("\n", 1)[0][:200]
+    if "NoSuchBucket" in str(exc):
+        return "no such bucket; check the bucket's name and AWS_REGION / AWS_ENDPOINT_URL"
+    if isinstance(exc, FileNotFoundError):
+        return "no such object; check the key"
+    if isinstance(exc, PermissionError):
+        return "access denied; the credentials in the environment may not read or write it"
+    if isinstance(exc, UnauthenticatedError):
+        return "the store refused the credentials; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+    return f"the object store answered: {text}"
+
+
+class ObjectPrefix:
+    """The `OutputSink` of a bucket prefix: `name` lands at `s3://bucket/prefix/name`."""
+
+    def __init__(self, url: str, stores: ObjectStores) -> None:
+        self.prefix = ObjectRef.parse(url if url.endswith("/") else url + "/", field="out_dir")
+        self._stores = stores
+
+    def __repr__(self) -> str:
+        return f"ObjectPrefix({str(self.prefix)!r})"
+
+    def _key(self, name: str) -> str:
+        joined = posixpath.normpath(posixpath.join("/" + self.prefix.key, name.replace("\\", "/")))
+        inside = "/" + self.prefix.key
+        if not joined.startswith(inside) or joined == inside.rstrip("/"):
+            raise ValidationError("output name", name, "would land outside the output prefix")
+        return joined.lstrip("/")
+
+    def location(self, name: str) -> str:
+        return f"{SCHEME}{self.prefix.bucket}/{self._key(name)}"
+
+    async def prepare(self) -> None:
+        """The bucket is reachable and the prefix writable: a marker put and deleted."""
+        obstore = _obstore()
+        store = self._stores.store(self.prefix.bucket)
+        probe = self.prefix.key + ".outpaint-write-check"
+        try:
+            await obstore.put_async(store, probe, b"")
+            await obstore.delete_async(store, probe)
+        except MissingExtraError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise OutputError(str(self.prefix), _why(exc)) from None
+
+    async def exists(self, name: str) -> bool:
+        obstore = _obstore()
+        try:
+            await obstore.head_async(self._stores.store(self.prefix.bucket), self._key(name))
+        except FileNotFoundError:
+            return False
+        return True
+
+    async def mark(self, name: str) -> OutputMark | None:
+        obstore = _obstore()
+        store = self._stores.store(self.prefix.bucket)
+        try:
+            result = await obstore.get_async(store, self._key(name), options={"head": True})
+        except FileNotFoundError:
+            return None
+        text = result.attributes.get(MARK_KEY)
+        mark = OutputMark.decode(text.encode()) if isinstance(text, str) else None
+        if mark is None or mark.size not in (-1, result.meta["size"]):
+            return None
+        return mark
+
+    async def open_part(self, name: str, mark: OutputMark | None = None) -> ObjectPart:
+        return ObjectPart(self._stores.store(self.prefix.bucket), self._key(name), self, mark)
+
+
+_END = object()
+
+
+class ObjectPart:
+    """One output object being written. Up to `PART_BYTES` it is held and sent in one
+    PUT at commit; beyond, it streams as a multipart upload that commit completes.
+    Nothing is visible at the key before commit; abort leaves no parts behind."""
+
+    def __init__(
+        self, store: S3Store, key: str, sink: ObjectPrefix, mark: OutputMark | None
+    ) -> None:
+        self._store = store
+        self.key = key
+        self._sink = sink
+        self._mark = mark
+        self._held: list[bytes] = []
+        self._held_size = 0
+        self._size = 0
+        self._chunks: asyncio.Queue[bytes | object] | None = None
+        self._upload: asyncio.Task[Any] | None = None
+
+    def _attributes(self, size: int) -> dict[str, str]:
+        attributes = {"Content-Type": _content_type(self.key)}
+        if self._mark is not None:
+            attributes[MARK_KEY] = attrs.evolve(self._mark, size=size).encode().decode()
+        return attributes
+
+    async def write(self, chunk: bytes) -> None:
+        self._size += len(chunk)
+        if self._chunks is not None:
+            await self._chunks.put(chunk)
+            return
+        self._held.append(chunk)
+        self._held_size += len(chunk)
+        if self._held_size >= PART_BYTES:
+            # Too large to hold: stream it, marked from the start. Its size is not known
+            # yet and not needed: a multipart upload is whole or absent by itself.
+            obstore = _obstore()
+            self._chunks = asyncio.Queue(maxsize=4)
+            held, self._held, self._held_size = b"".join(self._held), [], 0
+            await self._chunks.put(held)
+            self._upload = asyncio.ensure_future(
+                obstore.put_async(
+                    self._store,
+                    self.key,
+                    self._stream(),
+                    attributes=self._attributes(size=-1),
+                    use_multipart=True,
+                    chunk_size=PART_BYTES,
+                )
+            )
+
+    async def _stream(self) -> AsyncIterator[bytes]:
+        assert self._chunks is not None
+        while True:
+            chunk = await self._chunks.get()
+            if chunk is _END:
+                return
+            if not isinstance(chunk, bytes):
+                # Raising here makes obstore abort the multipart upload: no parts remain.
+                raise RuntimeError("the output was given up")
+            yield chunk
+
+    async def commit(self) -> str:
+        obstore = _obstore()
+        try:
+            if self._upload is None:
+                data = b"".join(self._held)
+                await obstore.put_async(
+                    self._store, self.key, data, attributes=self._attributes(self._size)
+                )
+            else:
+                assert self._chunks is not None
+                await self._chunks.put(_END)
+                await self._upload
+        except Exception as exc:  # noqa: BLE001
+            raise OutputError(self.location, _why(exc)) from None
+        return self.location
+
+    @property
+    def location(self) -> str:
+        return f"{SCHEME}{self._sink.prefix.bucket}/{self.key}"
+
+    async def abort(self) -> None:
+        if self._upload is None:
+            self._held.clear()
+            return
+        assert self._chunks is not None
+        with contextlib.suppress(asyncio.QueueFull):
+            self._chunks.put_nowait(None)  # makes the stream raise: obstore aborts
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            await asyncio.shield(self._upload)
+
+
+def _content_type(key: str) -> str:
+    suffix = posixpath.splitext(key)[1].lower()
+    return {".wav": "audio/wav", ".mp3": "audio/mpeg", ".flac": "audio/flac"}.get(
+        suffix, "application/octet-stream"
+    )
