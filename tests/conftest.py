@@ -100,15 +100,17 @@ def flac_claiming(path: Path, seconds: float) -> Path:
 CLEAN_ENV = {k: v for k, v in os.environ.items() if not k.startswith("WAVESPEED_")}
 
 
-def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    """`python -m wavespeed_outpaint ARGS` in `cwd`, to the end."""
+def run_cli(
+    *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`python -m wavespeed_outpaint ARGS` in `cwd`, to the end; `env` adds variables."""
     return subprocess.run(
         [sys.executable, "-m", "wavespeed_outpaint", *args],
         capture_output=True,
         text=True,
         timeout=300,
         cwd=cwd,
-        env=CLEAN_ENV,
+        env={**CLEAN_ENV, **(env or {})},
     )
 
 

@@ -4,13 +4,14 @@ loopback and the emulator, which fetches the presigned input URLs as the service
 from __future__ import annotations
 
 import io
+import json
 import uuid
 from pathlib import Path
 
 import anyio
 import pytest
 import soundfile as sf
-from conftest import RATE, MakeTrack, fast_client, fast_config
+from conftest import RATE, MakeTrack, fast_client, fast_config, run_cli
 from s3server import S3Server
 
 from wavespeed_outpaint import OutpaintRequest, OutpaintResult
@@ -98,3 +99,47 @@ async def test_inputs_that_cannot_be_read_fail_before_anything_is_sent(
     for result in results:
         assert not result.ok
         assert inputs[str(result.request.audio)] in (result.error or ""), result.error
+
+
+@pytest.mark.slow
+def test_the_command_line_extends_a_bucket_prefix_into_another(
+    s3: S3Server, make_audio: MakeTrack, tmp_path: Path
+) -> None:
+    bucket = new_bucket(s3)
+    for key in ("music/one.wav", "music/jazz/two.mp3", "music/cover.jpg"):
+        s3.put(
+            bucket,
+            key,
+            make_audio(Path(key).name, seconds=0.5).read_bytes()
+            if not key.endswith(".jpg")
+            else b"\xff\xd8 not audio",
+        )
+    env = {**s3.env, "XDG_STATE_HOME": str(tmp_path / "state")}
+    args = [
+        "run",
+        f"s3://{bucket}/music/",
+        "--out",
+        f"s3://{bucket}/extended/",
+        "--tags",
+        "lofi",
+        "--after",
+        "1",
+        "--emulator",
+        "--json",
+    ]
+    first = run_cli(*args, cwd=tmp_path, env=env)
+    assert first.returncode == 0, first.stderr
+    doc = json.loads(first.stdout)
+    assert doc["completed"] == 2
+    assert sorted(k for k in s3.keys(bucket) if k.startswith("extended/")) == [
+        "extended/jazz/two.wav",
+        "extended/one.wav",
+    ]
+    # The journal lives in the state folder; a second run finds everything done.
+    again = json.loads(run_cli(*args, cwd=tmp_path, env=env).stdout)
+    assert again["skipped"] == 2
+    # With the journal gone, the outputs' marks say the same.
+    for journal in (tmp_path / "state").rglob("*.sqlite"):
+        journal.unlink()
+    lost = json.loads(run_cli(*args, cwd=tmp_path, env=env).stdout)
+    assert {item["delivered_by"] for item in lost["items"]} == {"output"}

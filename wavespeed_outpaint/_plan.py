@@ -17,8 +17,9 @@ from ._audio import DEFAULT_MAX_UPLOAD_BYTES
 from ._identity import FileFacts, fingerprint
 from ._journal import Journal, State
 from ._naming import checked_stem, default_stem
+from ._s3 import MissingExtraError, ObjectStores, audio_keys
 from .errors import ValidationError
-from .models import OutpaintRequest, expand_path
+from .models import OBJECT_SCHEME, ObjectRef, OutpaintRequest, expand_path
 
 AUDIO_SUFFIXES = {".mp3", ".wav", ".flac"}
 MANIFEST_FIELDS = {
@@ -55,9 +56,13 @@ def _folder_files(folder: Path) -> list[Path]:
     )
 
 
-def from_inputs(inputs: Iterable[str], files: FileFacts, **fields: Any) -> list[PlannedTask]:
-    """Files, folders (searched recursively for MP3 / WAV / FLAC) and https URLs; each
-    local file checked as audio the model takes. Blocking: reads every file's header."""
+def from_inputs(
+    inputs: Iterable[str], files: FileFacts, objects: ObjectStores | None = None, **fields: Any
+) -> list[PlannedTask]:
+    """Files, folders (searched recursively for MP3 / WAV / FLAC), https URLs, objects
+    and prefixes in a bucket (`s3://bucket/music/`, listed recursively); each local file
+    checked as audio the model takes (objects are checked by the client, from ranged
+    reads, before each is sent). Blocking: reads every file's header."""
     tasks: list[PlannedTask] = []
     problems: list[str] = []
 
@@ -71,6 +76,21 @@ def from_inputs(inputs: Iterable[str], files: FileFacts, **fields: Any) -> list[
             problems.append(f"{shown}: {exc.problem if exc.field == 'audio' else exc}")
 
     for text in inputs:
+        if text.startswith(OBJECT_SCHEME) and (text.endswith("/") or text.count("/") == 2):
+            try:
+                prefix = ObjectRef.parse(text.rstrip("/") + "/", field="input")
+                found_keys = audio_keys(objects or ObjectStores(), prefix)
+            except (ValidationError, MissingExtraError) as exc:
+                problems.append(
+                    f"{text}: {exc.problem if isinstance(exc, ValidationError) else exc}"
+                )
+                continue
+            if not found_keys:
+                problems.append(f"{text}: no MP3, WAV or FLAC objects under this prefix")
+            for ref in found_keys:
+                name = ref.key[len(prefix.key) :].rsplit(".", 1)[0]
+                add(str(ref), name, str(ref))
+            continue
         if "://" in text[:16]:
             add(text, None, text)
             continue

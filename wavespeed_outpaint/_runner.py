@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import contextlib
 import functools
+import hashlib
 import os
 import signal
 import sys
@@ -25,6 +26,7 @@ from ._naming import COMMON_OUTPUT_SUFFIXES
 from ._plan import Plan, PlanError, PlannedTask, budget, from_inputs, from_manifest
 from ._progress import show
 from ._report import as_json, print_json, print_table
+from ._s3 import is_object_url
 from .client import OutpaintClient
 from .errors import (
     APIError,
@@ -35,7 +37,7 @@ from .errors import (
     OutputError,
     ValidationError,
 )
-from .models import BatchProgress, OutpaintResult, expand_path
+from .models import BatchProgress, ObjectRef, OutpaintResult, expand_path
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 JOURNAL_NAME = ".outpaint-journal.sqlite"
@@ -157,14 +159,27 @@ def check_journal_is_not_lost(journal: Path, out_dir: Path) -> None:
         )
 
 
+def default_journal(out: str) -> Path:
+    """Where a run's journal is kept unless --journal says: inside a local --out; for a
+    bucket, in this machine's state folder, named after the output prefix."""
+    if not is_object_url(out):
+        return expand_path(out) / JOURNAL_NAME
+    ref = ObjectRef.parse(out.rstrip("/") + "/", field="--out")
+    state = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
+    named = hashlib.sha256(str(ref).encode()).hexdigest()[:16]
+    return state / "wavespeed-outpaint" / "journals" / f"{ref.bucket}-{named}.sqlite"
+
+
 async def run_batch(args: argparse.Namespace) -> int:
-    out_dir = expand_path(args.out)
-    journal = expand_path(args.journal) if args.journal else out_dir / JOURNAL_NAME
+    out_dir: str | Path = args.out if is_object_url(args.out) else expand_path(args.out)
+    journal = expand_path(args.journal) if args.journal else default_journal(args.out)
     files = FileFacts()
 
     def make_plan() -> Plan:
-        if not args.new_journal:
+        if isinstance(out_dir, Path) and not args.new_journal:
+            # (In a bucket, outputs carry their mark: a run recognises them itself.)
             check_journal_is_not_lost(journal, out_dir)
+        journal.parent.mkdir(parents=True, exist_ok=True)
         return budget(plan_tasks(args, files), journal, args.max_cost, files)
 
     # Reading a library's headers and hashing it takes a while: off the event loop, so

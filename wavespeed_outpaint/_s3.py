@@ -171,17 +171,23 @@ class ObjectStores:
             raise ValidationError("audio", str(ref), _why(exc)) from None
         return url
 
-    async def audio_under(self, prefix: ObjectRef) -> AsyncIterator[ObjectRef]:
-        """The audio objects under a prefix, recursively, a page at a time."""
-        obstore = _obstore()
-        try:
-            async for batch in obstore.list(self.store(prefix.bucket), prefix.key or None):
-                for meta in batch:
-                    key = meta["path"]
-                    if key.lower().endswith(AUDIO_SUFFIXES):
-                        yield ObjectRef(prefix.bucket, key)
-        except Exception as exc:  # noqa: BLE001
-            raise ValidationError("input", str(prefix), _why(exc)) from None
+
+def audio_keys(stores: ObjectStores, prefix: ObjectRef) -> list[ObjectRef]:
+    """The audio objects under a prefix, recursively, in key order. Blocking (for the
+    command line's plan, which runs in a worker thread); `ValidationError` when the
+    prefix cannot be listed."""
+    obstore = _obstore()
+    found: list[ObjectRef] = []
+    try:
+        for batch in obstore.list(stores.store(prefix.bucket), prefix.key or None, chunk_size=1000):
+            for meta in batch:
+                if meta["path"].lower().endswith(AUDIO_SUFFIXES):
+                    found.append(ObjectRef(prefix.bucket, meta["path"]))
+    except MissingExtraError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise ValidationError("input", str(prefix), _why(exc)) from None
+    return sorted(found, key=lambda ref: ref.key)
 
 
 async def _read_range(obstore: Any, store: S3Store, key: str, start: int, end: int) -> bytes:

@@ -146,9 +146,15 @@ def _run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "inputs",
         nargs="*",
         metavar="INPUT",
-        help="a file, a folder (searched for MP3 / WAV / FLAC) or an https URL",
+        help="a file, a folder (searched for MP3 / WAV / FLAC), an https URL, or an "
+        "s3://bucket/key or s3://bucket/prefix/ (listed recursively)",
     )
-    p.add_argument("--out", required=True, metavar="DIR", help="where the extended tracks go")
+    p.add_argument(
+        "--out",
+        required=True,
+        metavar="DIR",
+        help="where the extended tracks go: a folder, or s3://bucket/prefix/",
+    )
     p.add_argument(
         "--manifest",
         metavar="FILE.jsonl",
