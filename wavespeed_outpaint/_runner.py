@@ -179,12 +179,13 @@ async def run_batch(args: argparse.Namespace) -> int:
         if isinstance(out_dir, Path) and not args.new_journal:
             # (In a bucket, outputs carry their mark: a run recognises them itself.)
             check_journal_is_not_lost(journal, out_dir)
-        journal.parent.mkdir(parents=True, exist_ok=True)
         return budget(plan_tasks(args, files), journal, args.max_cost, files)
 
     # Reading a library's headers and hashing it takes a while: off the event loop, so
     # Ctrl-C stops the run at once (the worker thread is left to finish on its own).
     plan = await anyio.to_thread.run_sync(make_plan, abandon_on_cancel=True)
+    if not args.dry_run:
+        journal.parent.mkdir(parents=True, exist_ok=True)  # (a state folder's)
     results: list[tuple[str, OutpaintResult]] = []
     progress = BatchProgress()
     async with connection(args, files) as client:
