@@ -14,8 +14,8 @@ import soundfile as sf
 from conftest import RATE, MakeTrack, fast_client, fast_config, run_cli
 from s3server import S3Server
 
-from wavespeed_outpaint import OutpaintRequest, OutpaintResult
-from wavespeed_outpaint.emulator import Emulator
+from wavespeed_outpaint import OutpaintRequest, OutpaintResult, OutputError
+from wavespeed_outpaint.emulator import Emulator, Faults
 
 pytestmark = pytest.mark.anyio
 
@@ -143,3 +143,70 @@ def test_the_command_line_extends_a_bucket_prefix_into_another(
         journal.unlink()
     lost = json.loads(run_cli(*args, cwd=tmp_path, env=env).stdout)
     assert {item["delivered_by"] for item in lost["items"]} == {"output"}
+
+
+async def test_a_large_output_streams_in_parts_and_a_cut_one_leaves_nothing(
+    s3: S3Server, make_audio: MakeTrack, tmp_path: Path
+) -> None:
+    bucket = new_bucket(s3)
+    # 1,200 s at 8 kHz: a 19 MB output, over two parts (8 MiB), so a multipart upload;
+    # cut at half, past the first part.
+    s3.put(bucket, "long.wav", make_audio("long.wav", seconds=1200).read_bytes())
+    request = OutpaintRequest(f"s3://{bucket}/long.wav", tags="x", extend_after_duration=1)
+    async with Emulator(fast_config()) as emu:
+        (done,) = await run_batch(emu, [(request, "long")], f"s3://{bucket}/out/", tmp_path / "a")
+        assert done.ok, done.error
+        assert frames(s3.get(bucket, "out/long.wav")) == 1201 * RATE
+    # Every download cut short: each attempt's upload is aborted; no object, no parts.
+    config = fast_config(faults=Faults({"truncated_download": 1.0}))
+    async with Emulator(config) as emu:
+        (cut,) = await run_batch(emu, [(request, "cut")], f"s3://{bucket}/out/", tmp_path / "b")
+    assert not cut.ok
+    assert "download failed" in (cut.error or "")
+    assert "out/cut.wav" not in s3.keys(bucket)
+    assert s3.open_uploads(bucket) == 0
+
+
+async def test_an_input_url_the_service_cannot_fetch_fails_the_task_once(
+    make_audio: MakeTrack, tmp_path: Path
+) -> None:
+    # A URL that has expired by the time the service fetches it (here: a server that
+    # answers 403, as a store does to an expired signature).
+    from aiohttp import web
+
+    async def expired(request: web.Request) -> web.Response:
+        return web.Response(status=403, text="Request has expired")
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", expired)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        request = OutpaintRequest(f"http://127.0.0.1:{port}/a.wav?X-Amz-Signature=s", tags="x")
+        async with Emulator(fast_config()) as emu:
+            (result,) = await run_batch(
+                emu, [(request, "a")], str(tmp_path / "out"), tmp_path / "j"
+            )
+            assert emu.stats()["submit_requests"] == 1  # not sent again
+    finally:
+        await runner.cleanup()
+    assert not result.ok
+    assert "HTTP 403" in (result.error or "")
+    assert "expired" in (result.error or "")
+    assert result.retryable is False
+
+
+async def test_a_store_that_cannot_be_reached_stops_the_batch_before_anything_is_sent(
+    s3: S3Server, make_audio: MakeTrack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens there
+    request = OutpaintRequest(make_audio("a.wav"), tags="x")
+    async with Emulator(fast_config()) as emu:
+        async with fast_client(emu, retry_timeout=2.0, retry_attempts=2) as client:
+            with anyio.fail_after(30), pytest.raises(OutputError, match="s3://lib/out/"):
+                async for _ in client.outpaint_many([request], "s3://lib/out/"):
+                    pass
+        assert emu.stats()["submit_requests"] == 0

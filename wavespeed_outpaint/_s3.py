@@ -23,6 +23,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+import anyio
 import attrs
 
 from ._audio import AudioInfo, AudioProblem, probe_window
@@ -271,7 +272,11 @@ class ObjectPrefix:
         return ObjectPart(self._stores.store(self.prefix.bucket), self._key(name), self, mark)
 
 
-_END = object()
+# What the queue between a part's writes and its multipart upload carries besides bytes.
+_END = object()  # the output is whole: complete the upload
+_GIVE_UP = object()  # the output was given up: the stream raises, and obstore aborts
+# Abort waits this long at most for the store to drop a multipart upload's parts.
+ABORT_WAIT = 30.0
 
 
 class ObjectPart:
@@ -290,7 +295,11 @@ class ObjectPart:
         self._held_size = 0
         self._size = 0
         self._chunks: asyncio.Queue[bytes | object] | None = None
-        self._upload: asyncio.Task[Any] | None = None
+        self._upload: asyncio.Future[Any] | None = None
+
+    @property
+    def location(self) -> str:
+        return f"{SCHEME}{self._sink.prefix.bucket}/{self.key}"
 
     def _attributes(self, size: int) -> dict[str, str]:
         attributes = {"Content-Type": _content_type(self.key)}
@@ -300,8 +309,8 @@ class ObjectPart:
 
     async def write(self, chunk: bytes) -> None:
         self._size += len(chunk)
-        if self._chunks is not None:
-            await self._chunks.put(chunk)
+        if self._upload is not None:
+            await self._send(chunk)
             return
         self._held.append(chunk)
         self._held_size += len(chunk)
@@ -310,8 +319,6 @@ class ObjectPart:
             # yet and not needed: a multipart upload is whole or absent by itself.
             obstore = _obstore()
             self._chunks = asyncio.Queue(maxsize=4)
-            held, self._held, self._held_size = b"".join(self._held), [], 0
-            await self._chunks.put(held)
             self._upload = asyncio.ensure_future(
                 obstore.put_async(
                     self._store,
@@ -322,6 +329,22 @@ class ObjectPart:
                     chunk_size=PART_BYTES,
                 )
             )
+            held, self._held, self._held_size = b"".join(self._held), [], 0
+            await self._send(held)
+
+    async def _send(self, item: bytes | object) -> None:
+        """Hand the upload its next piece; if the upload failed meanwhile, say why."""
+        assert self._chunks is not None
+        assert self._upload is not None
+        put = asyncio.ensure_future(self._chunks.put(item))
+        try:
+            await asyncio.wait({put, self._upload}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not put.done():
+                put.cancel()
+        if not put.done() or put.cancelled():
+            error = self._upload.exception() if self._upload.done() else None
+            raise OutputError(self.location, _why(error) if error else "the upload stopped")
 
     async def _stream(self) -> AsyncIterator[bytes]:
         assert self._chunks is not None
@@ -329,8 +352,7 @@ class ObjectPart:
             chunk = await self._chunks.get()
             if chunk is _END:
                 return
-            if not isinstance(chunk, bytes):
-                # Raising here makes obstore abort the multipart upload: no parts remain.
+            if chunk is _GIVE_UP or not isinstance(chunk, bytes):
                 raise RuntimeError("the output was given up")
             yield chunk
 
@@ -343,26 +365,29 @@ class ObjectPart:
                     self._store, self.key, data, attributes=self._attributes(self._size)
                 )
             else:
-                assert self._chunks is not None
-                await self._chunks.put(_END)
+                await self._send(_END)
                 await self._upload
+        except OutputError:
+            raise
         except Exception as exc:  # noqa: BLE001
             raise OutputError(self.location, _why(exc)) from None
         return self.location
 
-    @property
-    def location(self) -> str:
-        return f"{SCHEME}{self._sink.prefix.bucket}/{self.key}"
-
     async def abort(self) -> None:
-        if self._upload is None:
-            self._held.clear()
+        self._held.clear()
+        upload, chunks = self._upload, self._chunks
+        if upload is None or chunks is None or upload.done():
             return
-        assert self._chunks is not None
-        with contextlib.suppress(asyncio.QueueFull):
-            self._chunks.put_nowait(None)  # makes the stream raise: obstore aborts
-        with contextlib.suppress(Exception, asyncio.CancelledError):
-            await asyncio.shield(self._upload)
+        # Whatever waits is dropped; the stream then raises and obstore aborts the upload.
+        while not chunks.empty():
+            chunks.get_nowait()
+        chunks.put_nowait(_GIVE_UP)
+        with (
+            anyio.CancelScope(shield=True),
+            anyio.move_on_after(ABORT_WAIT),
+            contextlib.suppress(Exception),
+        ):
+            await upload
 
 
 def _content_type(key: str) -> str:

@@ -262,11 +262,14 @@ class EmulatorApp:
                 if response.status != 200:
                     why = " (an expired or wrongly signed URL)" if response.status == 403 else ""
                     return None, f"the audio URL answered HTTP {response.status}{why}"
-                data = await response.content.read(MAX_FETCHED_INPUT + 1)
+                received = bytearray()
+                async for chunk in response.content.iter_chunked(CHUNK):
+                    received += chunk
+                    if len(received) > MAX_FETCHED_INPUT:
+                        return None, "the audio at the URL is too large"
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             return None, f"the audio URL could not be fetched ({type(exc).__name__})"
-        if len(data) > MAX_FETCHED_INPUT:
-            return None, "the audio at the URL is too large"
+        data = bytes(received)
         name = unquote(target.path.rsplit("/", 1)[-1]) or "input"
         content_type = response.headers.get("Content-Type", "application/octet-stream")
         return self.service.store_upload(name, content_type, data), ""
