@@ -210,3 +210,27 @@ async def test_a_store_that_cannot_be_reached_stops_the_batch_before_anything_is
                 async for _ in client.outpaint_many([request], "s3://lib/out/"):
                     pass
         assert emu.stats()["submit_requests"] == 0
+
+
+@pytest.mark.parametrize("ticket_uploads", [True, False])
+async def test_inputs_can_go_through_the_client_for_a_store_the_service_cannot_reach(
+    s3: S3Server, make_audio: MakeTrack, tmp_path: Path, ticket_uploads: bool
+) -> None:
+    bucket = new_bucket(s3)
+    s3.put(bucket, "a.flac", make_audio("a.flac", seconds=1.0).read_bytes())
+    requests = [
+        (
+            OutpaintRequest(f"s3://{bucket}/a.flac", tags="x", extend_after_duration=1, seed=s),
+            f"{s}",
+        )
+        for s in range(3)
+    ]
+    async with Emulator(fast_config(ticket_uploads=ticket_uploads)) as emu:
+        async with fast_client(emu, upload_inputs=True) as client:
+            with anyio.fail_after(60):
+                results = [r async for r in client.outpaint_many(requests, str(tmp_path))]
+        stats = emu.stats()
+    assert all(r.ok for r in results), [r.error for r in results]
+    assert all(frames(r.files[0].read_bytes()) == 2 * RATE for r in results)
+    # One object version, one upload (without tickets: the refused ticket, then the form).
+    assert stats["upload_requests"] == (1 if ticket_uploads else 2)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,7 @@ from urllib.parse import quote
 
 import aiofiles
 import aiohttp
+import attrs
 
 from . import _download
 from ._audio import AudioInfo
@@ -60,10 +61,15 @@ class WaveSpeedAPI:
 
     # -- uploads -----------------------------------------------------------------------
 
-    async def upload(self, path: Path, info: AudioInfo) -> str:
-        """Upload a local file, checked already (`info`: its format and size); returns
-        the URL to send as `audio`."""
-        ticket_body = {"filename": path.name, "size": info.size, "content_type": info.content_type}
+    async def upload(self, path: Path | UploadSource, info: AudioInfo) -> str:
+        """Upload a local file (or any source of its bytes), checked already (`info`:
+        its format and size); returns the URL to send as `audio`."""
+        source = path if isinstance(path, UploadSource) else UploadSource.of_file(path)
+        ticket_body = {
+            "filename": source.name,
+            "size": info.size,
+            "content_type": info.content_type,
+        }
         try:
             ticket = await self.transport.call(
                 "POST", "/api/v3/media/uploads", json_body=ticket_body
@@ -71,7 +77,7 @@ class WaveSpeedAPI:
         except APIError as exc:
             if exc.status not in (404, 405):
                 raise
-            return await self._upload_binary(path, info.content_type)
+            return await self._upload_binary(source, info.content_type)
         try:
             instruction = ticket["upload"]
             put_url, method = str(instruction["url"]), str(instruction.get("method", "PUT"))
@@ -91,7 +97,7 @@ class WaveSpeedAPI:
                 # The ticket's URL is pre-signed storage: it gets no Authorization header.
                 async with transport.session.put(
                     put_url,
-                    data=_file_chunks(path),
+                    data=source.chunks(),
                     headers=put_headers,
                     timeout=transport.timeout(),
                 ) as response:
@@ -101,18 +107,17 @@ class WaveSpeedAPI:
             except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
                 raise TransportError(f"upload PUT failed: {type(exc).__name__}") from None
 
-        await transport.retrying(Policy.IDEMPOTENT, f"upload {path.name}", put_once)
+        await transport.retrying(Policy.IDEMPOTENT, f"upload {source.name}", put_once)
         return download_url
 
-    async def _upload_binary(self, path: Path, content_type: str) -> str:
+    async def _upload_binary(self, source: UploadSource, content_type: str) -> str:
         """The older single-step upload, for services without the ticket endpoint."""
 
         @contextlib.contextmanager
         def file_form() -> Iterator[aiohttp.FormData]:
-            with path.open("rb") as f:
-                form = aiohttp.FormData()
-                form.add_field("file", f, filename=path.name, content_type=content_type)
-                yield form
+            form = aiohttp.FormData()
+            form.add_field("file", source.chunks(), filename=source.name, content_type=content_type)
+            yield form
 
         data = await self.transport.call("POST", "/api/v3/media/upload/binary", form=file_form)
         if not isinstance(data, dict) or not isinstance(data.get("download_url"), str):
@@ -266,6 +271,18 @@ def _prediction(data: Any) -> Prediction:
     if not isinstance(data, dict) or not isinstance(data.get("id"), str) or not data["id"]:
         raise ProtocolError("the answer has no prediction id")
     return Prediction.from_data(data)
+
+
+@attrs.frozen
+class UploadSource:
+    """What an upload sends: a name, and its bytes as a fresh stream for each attempt."""
+
+    name: str
+    chunks: Callable[[], AsyncIterator[bytes]]
+
+    @classmethod
+    def of_file(cls, path: Path) -> UploadSource:
+        return cls(path.name, lambda: _file_chunks(path))
 
 
 async def _file_chunks(path: Path) -> AsyncIterator[bytes]:

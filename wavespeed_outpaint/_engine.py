@@ -260,7 +260,22 @@ class Engine:
         file content."""
         if request.is_object:
             ref = ObjectRef.parse(str(request.audio))
-            return await self.objects.presign(ref, self.options.presign_seconds)
+            if not self.options.upload_inputs:
+                return await self.objects.presign(ref, self.options.presign_seconds)
+            # For a store the service cannot reach: through the client, once per object
+            # version (its identity), streamed.
+            facts = await self.objects.check(ref)
+            if facts.info.size > self.options.max_upload_bytes:
+                raise ValidationError(
+                    "audio",
+                    str(ref),
+                    f"the object is {facts.info.size / 1e6:.1f} MB, over max_upload_bytes; "
+                    "let the service fetch it (no --upload-inputs) or raise the limit",
+                )
+            return await self._upload_urls.get(
+                facts.identity,
+                lambda: self._api.upload(self.objects.upload_source(ref), facts.info),
+            )
         if not isinstance(request.audio, Path):
             return request.audio
         assert content_hash is not None

@@ -86,6 +86,7 @@ async def connection(
         "max_in_flight": args.max_in_flight,
         "settle_grace": args.settle_grace,
         "task_deadline": args.task_deadline,
+        "upload_inputs": args.upload_inputs,
     }
     if args.rpm is not None:
         options["starts_per_minute"] = args.rpm

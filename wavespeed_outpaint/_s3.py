@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 import anyio
 import attrs
 
+from ._api import UploadSource
 from ._audio import AudioInfo, AudioProblem, probe_window
 from .errors import OutpaintError, OutputError, ValidationError
 from .models import OBJECT_SCHEME as SCHEME
@@ -160,6 +161,17 @@ class ObjectStores:
         except Exception as exc:  # noqa: BLE001
             return _why(exc)
         return "no such object; check the key"
+
+    def upload_source(self, ref: ObjectRef) -> UploadSource:
+        """The object's bytes for the client's upload, streamed (never whole in memory)."""
+
+        async def chunks() -> AsyncIterator[bytes]:
+            obstore = _obstore()
+            result = await obstore.get_async(self.store(ref.bucket), ref.key)
+            async for chunk in result:
+                yield bytes(chunk)
+
+        return UploadSource(posixpath.basename(ref.key) or "input", chunks)
 
     async def presign(self, ref: ObjectRef, seconds: float) -> str:
         """A URL the service can fetch the object from for `seconds`."""

@@ -208,6 +208,12 @@ def _run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "sent again (default 15)",
     )
     p.add_argument(
+        "--upload-inputs",
+        action="store_true",
+        help="send s3:// inputs through this machine's upload instead of as signed URLs "
+        "(for a store the service cannot reach)",
+    )
+    p.add_argument(
         "--task-deadline",
         type=float,
         default=6 * 3600.0,

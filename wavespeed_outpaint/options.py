@@ -79,6 +79,9 @@ class ClientOptions:
     # How long the URL an s3:// input is signed with stays valid: the service fetches it
     # when the task starts, which a queue at the service can put off for hours.
     presign_seconds: float = attrs.field(default=6 * 3600.0, validator=_positive)
+    # Send s3:// inputs through the client's upload instead, for a store the service
+    # cannot reach (a private endpoint); each object version is uploaded once.
+    upload_inputs: bool = False
 
     # -- the batch engine --
     # Tasks submitted and not yet final, across every batch and outpaint() of the client
@@ -144,6 +147,7 @@ class OptionKeywords(TypedDict, total=False):
     connection_limit: int
     allow_insecure_http: bool
     presign_seconds: float
+    upload_inputs: bool
     max_in_flight: int
     parallel_submits: int
     parallel_downloads: int
