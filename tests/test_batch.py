@@ -22,6 +22,7 @@ from wavespeed_outpaint import (
     OutpaintResult,
     Status,
     TaskFailedError,
+    ValidationError,
 )
 from wavespeed_outpaint.emulator import DEFAULT_API_KEY, FAULT_KINDS, Emulator, Faults
 
@@ -594,3 +595,21 @@ async def test_tasks_of_one_file_share_its_name_with_suffixes(
     names = sorted(r.files[0].name for r in results)
     assert names[-1] == "song.wav"
     assert all(n.startswith("song-") for n in names[:-1])
+
+
+async def test_a_url_signed_anew_is_the_same_task_when_the_request_names_its_key(
+    make_audio: MakeTrack, tmp_path: Path
+) -> None:
+    journal = tmp_path / "j.sqlite"
+    async with Emulator(fast_config()) as emu:
+        async with fast_client(emu) as client:
+            url = await client.upload(make_audio("a.wav"))
+        for signature in ("1", "2"):  # the same audio behind a URL signed for each run
+            request = OutpaintRequest(f"{url}?sig={signature}", tags="x", key="catalogue/42")
+            async with fast_client(emu) as client:
+                (result,) = await collect(client.outpaint_many([request], journal=journal))
+            assert result.ok, result.error
+        assert result.skipped
+        assert emu.stats()["submit_requests"] == 1
+    with pytest.raises(ValidationError, match="key"):
+        OutpaintRequest(url, tags="x", key=" ")

@@ -34,7 +34,9 @@ V = TypeVar("V")
 def fingerprint(request: OutpaintRequest, content: str | None) -> str:
     """The task's identity: what the audio is plus every parameter. `content`: a local
     file's `sha256:<hex>`, an object's `s3://bucket/key@<version or ETag>`; None for a
-    URL, which is then its own identity."""
+    URL, which is then its own identity unless the request names a `key`."""
+    if content is None and request.key is not None:
+        content = "key:" + request.key
     body: dict[str, Any] = request.payload(content)
     body["extend_before_duration"] = float(request.extend_before_duration)
     body["extend_after_duration"] = float(request.extend_after_duration)

@@ -29,6 +29,7 @@ MANIFEST_FIELDS = {
     "extend_after_duration",
     "lyrics",
     "seed",
+    "key",
     "output",
 }
 # States whose task has been sent already: running it again costs nothing more.

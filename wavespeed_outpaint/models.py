@@ -145,6 +145,11 @@ def _check_lyrics(inst: OutpaintRequest, attribute: attrs.Attribute[Any], value:
         raise ValidationError("lyrics", value, "give text; '[inst]' asks for no vocals")
 
 
+def _check_key(inst: OutpaintRequest, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is not None and (not isinstance(value, str) or not value.strip()):
+        raise ValidationError("key", value, "give non-empty text that names the audio")
+
+
 def _check_seed(inst: OutpaintRequest, attribute: attrs.Attribute[Any], value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValidationError("seed", value, "give an integer: -1 (random) or 0 to 2147483647")
@@ -169,6 +174,10 @@ class OutpaintRequest:
     extend_after_duration: float = attrs.field(default=30, validator=_check_extend)
     lyrics: str = attrs.field(default="", validator=_check_lyrics)
     seed: int = attrs.field(default=-1, validator=_check_seed)
+    # What the audio is, when its URL does not say: a URL signed anew for every run is
+    # a new string, so a stable name of the content (a catalogue id, a content hash)
+    # keeps the task the same task. Not sent to the service.
+    key: str | None = attrs.field(default=None, validator=_check_key)
 
     def __attrs_post_init__(self) -> None:
         if self.generated_seconds == 0:
