@@ -269,10 +269,12 @@ class EmulatorApp:
                         return None, "the audio at the URL is too large"
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             return None, f"the audio URL could not be fetched ({type(exc).__name__})"
-        data = bytes(received)
         name = unquote(target.path.rsplit("/", 1)[-1]) or "input"
         content_type = response.headers.get("Content-Type", "application/octet-stream")
-        return self.service.store_upload(name, content_type, data), ""
+        media = self.service.new_upload(name, len(received), content_type)
+        media.data = bytes(received)
+        self.service.counters.fetched_bytes += len(received)
+        return media, ""
 
     async def _sync_answer(self, request: web.Request, task: Task) -> web.Response:
         deadline = task.created + self.config.sync_timeout
@@ -484,6 +486,7 @@ class EmulatorApp:
                 status=400, text=f"body is not the {media.size} bytes the ticket announced"
             )
         media.data = bytes(data)
+        svc.counters.upload_bytes += len(data)
         return web.Response(status=200)
 
     async def upload_binary(self, request: web.Request) -> web.StreamResponse:
@@ -546,6 +549,7 @@ class EmulatorApp:
         truncate_at = len(data) // 2 if svc.fault("truncated_download") else None
         if truncate_at is None:
             svc.counters.downloads_completed += 1
+            svc.counters.output_bytes += len(data)
             return web.Response(body=data, content_type="audio/wav")
         response = web.StreamResponse(headers={"Content-Type": "audio/wav"})
         response.content_length = len(data)

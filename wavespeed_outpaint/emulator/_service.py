@@ -91,8 +91,11 @@ class Counters:
     result_gets: collections.Counter[str] = attrs.field(factory=collections.Counter)
     list_requests: int = 0
     upload_requests: int = 0
+    upload_bytes: int = 0  # input bytes clients sent through uploads
+    fetched_bytes: int = 0  # input bytes the service fetched from URLs itself
     download_requests: int = 0
     downloads_completed: int = 0
+    output_bytes: int = 0  # of the downloads served whole
     outputs_asked_with_key: int = 0  # output GETs that carried an Authorization header
     webhook_attempts: int = 0
     webhooks_delivered: int = 0
@@ -151,6 +154,7 @@ class Service:
     def store_upload(self, filename: str, content_type: str, data: bytes) -> Media:
         media = self.new_upload(filename, len(data), content_type)
         media.data = data
+        self.counters.upload_bytes += len(data)
         return media
 
     def media_for_url(self, url: str) -> Media | None:
@@ -352,8 +356,11 @@ class Service:
             "list_requests": c.list_requests,
             "status_requests": sum(c.result_gets.values()) + c.list_requests,
             "upload_requests": c.upload_requests,
+            "upload_bytes": c.upload_bytes,
+            "fetched_bytes": c.fetched_bytes,
             "download_requests": c.download_requests,
             "downloads_completed": c.downloads_completed,
+            "output_bytes": c.output_bytes,
             "outputs_asked_with_key": c.outputs_asked_with_key,
             "webhook_attempts": c.webhook_attempts,
             "webhooks_delivered": c.webhooks_delivered,
