@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import io
 import json
 import os
 import signal
@@ -15,6 +17,7 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 from conftest import CLEAN_ENV, RATE, MakeTrack, against
+from s3server import S3Server
 
 from wavespeed_outpaint.emulator._process import emulator_process as spawn_emulator
 
@@ -119,16 +122,25 @@ def test_killed_batches_resume_with_every_task_done_once(
     assert counters["tasks_created"] == count
 
 
-def run_cli_killed(base_url: str, tmp: Path, *, kill_after: float | None = None) -> str | None:
-    """`wavespeed-outpaint run` on tmp/in; SIGKILLed `kill_after` seconds in (then None)."""
+def run_cli_killed(
+    base_url: str,
+    tmp: Path,
+    *,
+    kill_after: float | None = None,
+    source: str = "in",
+    out: str = "out",
+    env: dict[str, str] | None = None,
+) -> str | None:
+    """`wavespeed-outpaint run SOURCE --out OUT` in tmp; SIGKILLed `kill_after` seconds in
+    (then None). `env` adds variables."""
     args = [
         sys.executable,
         "-m",
         "wavespeed_outpaint",
         "run",
-        "in",
+        source,
         "--out",
-        "out",
+        out,
         "--tags",
         "lofi",
         "--after",
@@ -143,7 +155,12 @@ def run_cli_killed(base_url: str, tmp: Path, *, kill_after: float | None = None)
         "--json",
     ]
     proc = subprocess.Popen(
-        args, cwd=tmp, env=CLEAN_ENV, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+        args,
+        cwd=tmp,
+        env={**CLEAN_ENV, **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
     )
     try:
         out, _ = proc.communicate(timeout=kill_after if kill_after is not None else 120)
@@ -177,6 +194,35 @@ def test_the_command_line_killed_again_and_again_resumes(
     for item in doc["items"]:
         assert sf.info(item["files"][0]).frames == round(2.5 * RATE)
     assert not list((tmp_path / "out").rglob("*.part"))
+    counters = stats(emulator_process)
+    assert counters["duplicate_submissions"] == 0
+    assert counters["tasks_created"] == count
+
+
+@pytest.mark.slow
+def test_killed_again_and_again_between_two_buckets_it_resumes(
+    emulator_process: str, make_audio: MakeTrack, tmp_path: Path, s3: S3Server
+) -> None:
+    # The same, with the library in a bucket and the outputs streamed into it.
+    count = 24
+    s3.make_bucket("crash")
+    for i in range(count):
+        s3.put(
+            "crash", f"in/track{i:02d}.wav", make_audio(f"t{i:02d}.wav", seconds=0.5).read_bytes()
+        )
+    env = {**s3.env, "XDG_STATE_HOME": str(tmp_path / "state")}
+    buckets = functools.partial(
+        run_cli_killed, source="s3://crash/in/", out="s3://crash/out/", env=env
+    )
+    for kill_after in (0.9, 1.4, 2.0, 2.6):
+        buckets(emulator_process, tmp_path, kill_after=kill_after)
+    out = buckets(emulator_process, tmp_path)
+    assert out is not None
+    doc = json.loads(out)
+    assert (doc["total"], doc["completed"]) == (count, count)
+    for i in range(count):
+        output = s3.get("crash", f"out/track{i:02d}.wav")
+        assert sf.info(io.BytesIO(output)).frames == round(2.5 * RATE)
     counters = stats(emulator_process)
     assert counters["duplicate_submissions"] == 0
     assert counters["tasks_created"] == count

@@ -14,7 +14,8 @@ import soundfile as sf
 from conftest import RATE, MakeTrack, fast_client, fast_config, run_cli
 from s3server import S3Server
 
-from wavespeed_outpaint import OutpaintRequest, OutpaintResult, OutputError
+from wavespeed_outpaint import OutpaintRequest, OutpaintResult, OutputError, ValidationError
+from wavespeed_outpaint._s3 import ObjectPrefix, ObjectStores
 from wavespeed_outpaint.emulator import Emulator, Faults
 
 pytestmark = pytest.mark.anyio
@@ -234,3 +235,13 @@ async def test_inputs_can_go_through_the_client_for_a_store_the_service_cannot_r
     assert all(frames(r.files[0].read_bytes()) == 2 * RATE for r in results)
     # One object version, one upload (without tickets: the refused ticket, then the form).
     assert stats["upload_requests"] == (1 if ticket_uploads else 2)
+
+
+def test_output_names_never_leave_the_prefix() -> None:
+    sink = ObjectPrefix("s3://lib/extended", ObjectStores())
+    assert sink.location("rock/twö 2.wav") == "s3://lib/extended/rock/twö 2.wav"
+    for name in ("../x.wav", "rock/../../x.wav", "/x.wav/../.."):
+        with pytest.raises(ValidationError, match="outside the output prefix"):
+            sink.location(name)
+    with pytest.raises(ValidationError, match=r"'\.\.' segments"):
+        ObjectPrefix("s3://lib/a/../b/", ObjectStores())

@@ -28,7 +28,7 @@ import attrs
 
 from ._api import UploadSource
 from ._audio import AudioInfo, AudioProblem, probe_window
-from .errors import OutpaintError, OutputError, ValidationError
+from .errors import ConfigurationError, OutputError, ValidationError
 from .models import OBJECT_SCHEME as SCHEME
 from .models import ObjectRef, is_loopback_host
 from .options import ClientOptions
@@ -47,9 +47,11 @@ TAIL_BYTES = 64 * 1024
 # (S3's smallest part is 5 MiB).
 PART_BYTES = 8 * 1024 * 1024
 MARK_KEY = "wavespeed-outpaint-task"
+# Object versions whose checks are remembered (a few hundred bytes each).
+MAX_CHECKED = 65_536
 
 
-class MissingExtraError(OutpaintError):
+class MissingExtraError(ConfigurationError):
     """An s3:// location was given, but the `[s3]` extra is not installed."""
 
 
@@ -82,7 +84,8 @@ class ObjectStores:
     def __init__(self, options: ClientOptions | None = None) -> None:
         self._options = options if options is not None else ClientOptions()
         self._stores: dict[str, S3Store] = {}
-        self._facts: dict[tuple[str, str], ObjectFacts] = {}
+        # Checked objects by identity (one version of one object), the oldest dropped.
+        self._facts: dict[str, ObjectFacts] = {}
 
     def store(self, bucket: str) -> S3Store:
         store = self._stores.get(bucket)
@@ -131,7 +134,7 @@ class ObjectStores:
             raise ValidationError("audio", str(ref), _why(exc)) from None
         version = meta.get("version") or (meta.get("e_tag") or "").strip('"')
         identity = f"{ref}@{version}"
-        known = self._facts.get((str(ref), identity))
+        known = self._facts.get(identity)
         if known is not None:
             return known
         size = int(meta["size"])
@@ -148,9 +151,9 @@ class ObjectStores:
         except AudioProblem as exc:
             raise ValidationError("audio", str(ref), str(exc)) from None
         facts = ObjectFacts(identity, info)
-        if len(self._facts) >= 65_536:
+        if len(self._facts) >= MAX_CHECKED:
             self._facts.pop(next(iter(self._facts)))
-        self._facts[(str(ref), identity)] = facts
+        self._facts[identity] = facts
         return facts
 
     async def _missing(self, ref: ObjectRef) -> str:
@@ -232,6 +235,9 @@ class ObjectPrefix:
     def __init__(self, url: str, stores: ObjectStores) -> None:
         self.prefix = ObjectRef.parse(url if url.endswith("/") else url + "/", field="out_dir")
         self._stores = stores
+        # Until `prepare` looked: a prefix that held nothing holds no marked output, and
+        # a new batch's tasks then cost no HEAD request each.
+        self._was_empty = False
 
     def __repr__(self) -> str:
         return f"ObjectPrefix({str(self.prefix)!r})"
@@ -252,6 +258,10 @@ class ObjectPrefix:
         store = self._stores.store(self.prefix.bucket)
         probe = self.prefix.key + ".outpaint-write-check"
         try:
+            self._was_empty = True
+            async for _ in obstore.list(store, self.prefix.key or None, chunk_size=1):
+                self._was_empty = False
+                break
             await obstore.put_async(store, probe, b"")
             await obstore.delete_async(store, probe)
         except MissingExtraError:
@@ -265,15 +275,21 @@ class ObjectPrefix:
             await obstore.head_async(self._stores.store(self.prefix.bucket), self._key(name))
         except FileNotFoundError:
             return False
+        except Exception as exc:  # noqa: BLE001
+            raise OutputError(self.location(name), _why(exc)) from None
         return True
 
     async def mark(self, name: str) -> OutputMark | None:
+        if self._was_empty:
+            return None
         obstore = _obstore()
         store = self._stores.store(self.prefix.bucket)
         try:
             result = await obstore.get_async(store, self._key(name), options={"head": True})
         except FileNotFoundError:
             return None
+        except Exception as exc:  # noqa: BLE001
+            raise OutputError(self.location(name), _why(exc)) from None
         text = result.attributes.get(MARK_KEY)
         mark = OutputMark.decode(text.encode()) if isinstance(text, str) else None
         if mark is None or mark.size not in (-1, result.meta["size"]):

@@ -113,8 +113,9 @@ class OutpaintClient:
         self._files = file_facts if file_facts is not None else FileFacts()
         self._writer = FileWriter()
         self._objects = ObjectStores(options)
-        # Output folders by path: `outpaint()` calls with one out_dir share its folder cache.
-        self._folders: dict[Path, OutputSink] = {}
+        # Output folders (by path) and bucket prefixes (by URL): `outpaint()` calls with
+        # one out_dir share its sink.
+        self._folders: dict[Path | str, OutputSink] = {}
         self._engine: Engine | None = None
         self._journal: Journal | None = None
         self._task_group: TaskGroup | None = None
@@ -160,15 +161,17 @@ class OutpaintClient:
         """The sink for `out_dir`, checked before anything is sent for it."""
         if out_dir is None:
             return None
-        if is_object_url(out_dir):
-            sink: OutputSink = ObjectPrefix(str(out_dir), self._objects)
-        elif isinstance(out_dir, (str, os.PathLike)):
-            root = expand_path(out_dir)
-            known = self._folders.get(root)
+        if isinstance(out_dir, (str, os.PathLike)):
+            where = str(out_dir) if is_object_url(out_dir) else expand_path(out_dir)
+            known = self._folders.get(where)
             if known is None:
                 if len(self._folders) >= MAX_FOLDERS:
                     self._folders.clear()
-                known = self._folders[root] = LocalFolder(root, self._writer)
+                known = self._folders[where] = (
+                    LocalFolder(where, self._writer)
+                    if isinstance(where, Path)
+                    else ObjectPrefix(where, self._objects)
+                )
             sink = known
         else:
             sink = out_dir
