@@ -385,3 +385,42 @@ async def test_balance_runs_out(emulator: Emulator) -> None:
     assert "Insufficient balance" in body["message"]
     _, _, balance = await api(emulator, "GET", "/api/v3/balance")
     assert balance["data"]["balance"] == pytest.approx(0.001)
+
+
+async def test_tasks_whose_input_is_fetched_slowly_stay_in_creation_order(
+    make_audio: MakeTrack,
+) -> None:
+    # Inputs from a URL that answers after a different delay each: a task's creation
+    # time is taken when it is created, so the list's creation windows stay true.
+    data = make_audio("a.wav").read_bytes()
+    delays = itertools.cycle([0.2, 0.0, 0.1, 0.05])
+
+    async def slow(request: web.Request) -> web.Response:
+        await anyio.sleep(next(delays))
+        return web.Response(body=data, content_type="audio/wav")
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", slow)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        async with Emulator(fast_config()) as emu, aiohttp.ClientSession() as http:
+
+            async def submit(seed: int) -> None:
+                body = {"audio": f"http://127.0.0.1:{port}/a.wav", "tags": "x", "seed": seed}
+                headers = {"Authorization": f"Bearer {DEFAULT_API_KEY}"}
+                url = f"{emu.base_url}/api/v3/{MODEL_ID}"
+                async with http.post(url, json=body, headers=headers) as response:
+                    assert response.status == 200
+
+            async with anyio.create_task_group() as tg:
+                for seed in range(8):
+                    tg.start_soon(submit, seed)
+            created = [task.created for task in emu.service.order]
+    finally:
+        await runner.cleanup()
+    assert len(created) == 8
+    assert created == sorted(created)

@@ -199,6 +199,11 @@ class EmulatorApp:
         webhook = request.query.get("webhook") or body.get("webhook_url")
         if webhook and body.get("enable_base64_output"):
             return refuse(400, "webhook cannot be combined with enable_base64_output")
+        fetched, fetch_error = None, ""
+        if svc.media_for_url(str(body["audio"])) is None:
+            # Before the creation time is taken: tasks are kept in creation order, which
+            # the list's windows rely on, and a fetch takes a while.
+            fetched, fetch_error = await self._fetch_input(str(body["audio"]))
         now = time.time()
         wait = svc.start_limit_wait(now)
         if wait:
@@ -215,9 +220,6 @@ class EmulatorApp:
             "lyrics": body.get("lyrics", ""),
             "seed": body.get("seed", -1),
         }
-        fetched, fetch_error = None, ""
-        if svc.media_for_url(str(body["audio"])) is None:
-            fetched, fetch_error = await self._fetch_input(str(body["audio"]))
         try:
             task = svc.create_task(
                 stored,
