@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
 import subprocess
 import sys
 import zlib
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from s3server import S3Server, s3_server
@@ -18,6 +20,9 @@ from wavespeed_outpaint import OutpaintClient
 from wavespeed_outpaint.emulator import DEFAULT_API_KEY, Emulator, EmulatorConfig
 from wavespeed_outpaint.emulator._audio import encode, make_track
 from wavespeed_outpaint.options import OptionKeywords
+
+if TYPE_CHECKING:
+    from aiohttp import web
 
 RATE = 8_000
 
@@ -132,3 +137,23 @@ def s3(s3_process: S3Server, monkeypatch: pytest.MonkeyPatch) -> S3Server:
     for name, value in s3_process.env.items():
         monkeypatch.setenv(name, value)
     return s3_process
+
+
+Handler = Callable[["web.Request"], Awaitable["web.StreamResponse"]]
+
+
+@contextlib.asynccontextmanager
+async def serving(handler: Handler) -> AsyncIterator[str]:
+    """A small independent HTTP server on loopback answering every GET with `handler`;
+    yields its base URL (`http://127.0.0.1:<port>`)."""
+    from aiohttp import web
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()

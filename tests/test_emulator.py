@@ -19,7 +19,7 @@ import pytest
 import requests
 import soundfile as sf
 from aiohttp import web
-from conftest import RATE, MakeTrack, fast_config
+from conftest import RATE, MakeTrack, fast_config, serving
 
 from wavespeed_outpaint import MODEL_ID
 from wavespeed_outpaint.emulator import DEFAULT_API_KEY, DEFAULT_WEBHOOK_SECRET, Emulator, Faults
@@ -399,28 +399,22 @@ async def test_tasks_whose_input_is_fetched_slowly_stay_in_creation_order(
         await anyio.sleep(next(delays))
         return web.Response(body=data, content_type="audio/wav")
 
-    app = web.Application()
-    app.router.add_get("/{tail:.*}", slow)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        async with Emulator(fast_config()) as emu, aiohttp.ClientSession() as http:
+    async with (
+        serving(slow) as source,
+        Emulator(fast_config()) as emu,
+        aiohttp.ClientSession() as http,
+    ):
 
-            async def submit(seed: int) -> None:
-                body = {"audio": f"http://127.0.0.1:{port}/a.wav", "tags": "x", "seed": seed}
-                headers = {"Authorization": f"Bearer {DEFAULT_API_KEY}"}
-                url = f"{emu.base_url}/api/v3/{MODEL_ID}"
-                async with http.post(url, json=body, headers=headers) as response:
-                    assert response.status == 200
+        async def submit(seed: int) -> None:
+            body = {"audio": f"{source}/a.wav", "tags": "x", "seed": seed}
+            headers = {"Authorization": f"Bearer {DEFAULT_API_KEY}"}
+            url = f"{emu.base_url}/api/v3/{MODEL_ID}"
+            async with http.post(url, json=body, headers=headers) as response:
+                assert response.status == 200
 
-            async with anyio.create_task_group() as tg:
-                for seed in range(8):
-                    tg.start_soon(submit, seed)
-            created = [task.created for task in emu.service.order]
-    finally:
-        await runner.cleanup()
+        async with anyio.create_task_group() as tg:
+            for seed in range(8):
+                tg.start_soon(submit, seed)
+        created = [task.created for task in emu.service.order]
     assert len(created) == 8
     assert created == sorted(created)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import anyio
 import pytest
-from conftest import MakeTrack, fast_client, fast_config
+from conftest import MakeTrack, fast_client, fast_config, serving
 from typing_extensions import Unpack
 
 from wavespeed_outpaint import (
@@ -196,18 +196,8 @@ async def test_a_prediction_id_with_url_characters_is_asked_about_as_itself() ->
         data = {"id": odd, "status": "processing", "outputs": []}
         return web.json_response({"code": 200, "message": "success", "data": data})
 
-    app = web.Application()
-    app.router.add_get("/{tail:.*}", answer)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        async with OutpaintClient("k", f"http://127.0.0.1:{port}") as client:
-            with anyio.fail_after(10):
-                prediction = await client.get(odd)
-    finally:
-        await runner.cleanup()
+    async with serving(answer) as base_url, OutpaintClient("k", base_url) as client:
+        with anyio.fail_after(10):
+            prediction = await client.get(odd)
     assert prediction.id == odd
     assert asked == ["/api/v3/predictions/jobs%2F7%3Fv=2%23x/result"]  # one segment

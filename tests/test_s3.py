@@ -11,7 +11,7 @@ from pathlib import Path
 import anyio
 import pytest
 import soundfile as sf
-from conftest import RATE, MakeTrack, fast_client, fast_config, run_cli
+from conftest import RATE, MakeTrack, fast_client, fast_config, run_cli, serving
 from s3server import S3Server
 
 from wavespeed_outpaint import OutpaintRequest, OutpaintResult, OutputError, ValidationError
@@ -178,22 +178,10 @@ async def test_an_input_url_the_service_cannot_fetch_fails_the_task_once(
     async def expired(request: web.Request) -> web.Response:
         return web.Response(status=403, text="Request has expired")
 
-    app = web.Application()
-    app.router.add_get("/{tail:.*}", expired)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        request = OutpaintRequest(f"http://127.0.0.1:{port}/a.wav?X-Amz-Signature=s", tags="x")
-        async with Emulator(fast_config()) as emu:
-            (result,) = await run_batch(
-                emu, [(request, "a")], str(tmp_path / "out"), tmp_path / "j"
-            )
-            assert emu.stats()["submit_requests"] == 1  # not sent again
-    finally:
-        await runner.cleanup()
+    async with serving(expired) as source, Emulator(fast_config()) as emu:
+        request = OutpaintRequest(f"{source}/a.wav?X-Amz-Signature=s", tags="x")
+        (result,) = await run_batch(emu, [(request, "a")], str(tmp_path / "out"), tmp_path / "j")
+        assert emu.stats()["submit_requests"] == 1  # not sent again
     assert not result.ok
     assert "HTTP 403" in (result.error or "")
     assert "expired" in (result.error or "")
