@@ -175,7 +175,11 @@ class Plan:
     held_back: list[PlannedTask]
     new_cost_usd: float  # what the tasks to run will charge (those not sent before)
     paid_before: int  # tasks an earlier run already sent
-    generated_seconds: float
+    generated_seconds: float  # by the tasks to run
+
+    @property
+    def held_back_cost_usd(self) -> float:
+        return round(sum(t.request.cost_usd for t in self.held_back), 6)
 
     @property
     def total(self) -> int:

@@ -40,6 +40,8 @@ from .errors import (
 from .models import BatchProgress, ObjectRef, OutpaintResult, expand_path
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+# Every task that ran succeeded, but --max-cost held some back: not a finished batch.
+EXIT_HELD_BACK = 3
 JOURNAL_NAME = ".outpaint-journal.sqlite"
 # Files in --out that show an earlier run wrote there.
 
@@ -110,10 +112,12 @@ async def connection(
 
 
 async def check_money(args: argparse.Namespace, client: OutpaintClient, plan: Plan) -> None:
+    # What the whole batch would cost first, then what the cap lets through.
+    held_seconds = sum(t.request.generated_seconds for t in plan.held_back)
     _say(
         args,
-        f"{plan.total} tasks, {plan.generated_seconds:g} s to generate; "
-        f"estimated cost ${plan.new_cost_usd:.4f}"
+        f"{plan.total} tasks, {plan.generated_seconds + held_seconds:g} s to generate; "
+        f"estimated cost ${plan.new_cost_usd + plan.held_back_cost_usd:.4f}"
         + (
             f" ({plan.paid_before} sent by an earlier run, not charged again)"
             if plan.paid_before
@@ -121,7 +125,12 @@ async def check_money(args: argparse.Namespace, client: OutpaintClient, plan: Pl
         ),
     )
     if plan.held_back:
-        _say(args, f"--max-cost ${args.max_cost:.4f} holds back {len(plan.held_back)} tasks")
+        _say(
+            args,
+            f"--max-cost ${args.max_cost:.4f} lets {len(plan.run)} tasks through "
+            f"(${plan.new_cost_usd:.4f}) and holds back {len(plan.held_back)} "
+            f"(${plan.held_back_cost_usd:.4f}); the run exits {EXIT_HELD_BACK}",
+        )
     try:
         balance = await client.balance()
     except AuthenticationError as exc:
@@ -233,8 +242,9 @@ async def run_batch(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
         return EXIT_FAILED
-    ok = doc["completed"] == doc["total"] - doc["held_back"]
-    return EXIT_OK if ok else EXIT_FAILED
+    if doc["completed"] != doc["total"] - doc["held_back"]:
+        return EXIT_FAILED
+    return EXIT_HELD_BACK if doc["held_back"] else EXIT_OK
 
 
 async def run_with_interrupts(args: argparse.Namespace) -> int:
