@@ -413,3 +413,28 @@ def test_quiet_prints_no_retry_notices(library: Path, tmp_path: Path) -> None:
     assert isinstance(retried, dict)
     assert retried.get("result_5xx", 0) > 0  # there were retries to announce
     assert done.stderr == ""
+
+
+def test_the_summary_reads_whole_at_80_columns() -> None:
+    import io
+
+    from wavespeed_outpaint._report import print_table
+
+    doc = {
+        "total": 12,
+        "completed": 2,
+        "failed": 0,
+        "unknown": 0,
+        "skipped": 0,
+        "held_back": 10,
+        "generated_seconds": 60.0,
+        "cost_usd": 0.012,
+        "items": [],
+    }
+    out = io.StringIO()
+    print_table(doc, out)  # not a terminal: rich lays it out at 80 columns
+    text = out.getvalue()
+    assert max(len(line) for line in text.splitlines()) <= 80
+    for words in ("completed", "held back (--max-cost)", "seconds generated", "$0.0120"):
+        assert words in text
+    assert "…" not in text

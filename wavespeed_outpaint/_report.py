@@ -62,26 +62,19 @@ def print_table(doc: dict[str, Any], out: TextIO) -> None:
                 item["input"], item["status"], item["prediction_id"] or "-", item["error"] or ""
             )
         console.print(table)
-    summary = Table(title="Summary")
-    for column in (
-        "total",
-        "completed",
-        "failed",
-        "unknown",
-        "skipped",
-        "held back",
-        "generated s",
-        "charged $",
+    # A row per figure: eight columns side by side do not fit an 80-column terminal.
+    summary = Table(title="Summary", show_header=False)
+    summary.add_column("figure")
+    summary.add_column("value", justify="right")
+    for label, value in (
+        ("tasks", str(doc["total"])),
+        ("completed", str(doc["completed"])),
+        ("failed", str(doc["failed"])),
+        ("unknown", str(doc["unknown"])),
+        ("skipped (done before)", str(doc["skipped"])),
+        ("held back (--max-cost)", str(doc["held_back"])),
+        ("seconds generated", f"{doc['generated_seconds']:g}"),
+        ("charged", f"${doc['cost_usd']:.4f}"),
     ):
-        summary.add_column(column, justify="right")
-    summary.add_row(
-        str(doc["total"]),
-        str(doc["completed"]),
-        str(doc["failed"]),
-        str(doc["unknown"]),
-        str(doc["skipped"]),
-        str(doc["held_back"]),
-        f"{doc['generated_seconds']:g}",
-        f"{doc['cost_usd']:.4f}",
-    )
+        summary.add_row(label, value)
     console.print(summary)
