@@ -3,6 +3,8 @@ loopback and the emulator, which fetches the presigned input URLs as the service
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import io
 import json
 import uuid
@@ -233,3 +235,23 @@ def test_output_names_never_leave_the_prefix() -> None:
             sink.location(name)
     with pytest.raises(ValidationError, match=r"'\.\.' segments"):
         ObjectPrefix("s3://lib/a/../b/", ObjectStores())
+
+
+async def test_an_output_given_up_during_its_commit_never_stays(s3: S3Server) -> None:
+    # What a download does when it is cancelled while its part commits: abort.
+    bucket = new_bucket(s3)
+    stores = ObjectStores()
+    sink = ObjectPrefix(f"s3://{bucket}/out/", stores)
+    await sink.prepare()
+    for size in (1000, 6 * 1024 * 1024):  # one PUT; a multipart upload
+        part = await sink.open_part(f"a{size}.wav")
+        await part.write(b"z" * size)
+        commit = asyncio.ensure_future(part.commit())
+        # Late enough that the store has the object: the cancel comes as it lands.
+        await asyncio.sleep(0.2)
+        commit.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await commit
+        await part.abort()
+    assert [k for k in s3.keys(bucket) if k.startswith("out/")] == []
+    assert s3.open_uploads(bucket) == 0

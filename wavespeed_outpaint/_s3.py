@@ -327,6 +327,7 @@ class ObjectPart:
         self._size = 0
         self._chunks: asyncio.Queue[bytes | object] | None = None
         self._upload: asyncio.Future[Any] | None = None
+        self._committing = False
 
     @property
     def location(self) -> str:
@@ -390,6 +391,7 @@ class ObjectPart:
 
     async def commit(self) -> str:
         obstore = _obstore()
+        self._committing = True
         try:
             if self._upload is None:
                 data = b"".join(self._held)
@@ -408,18 +410,21 @@ class ObjectPart:
     async def abort(self) -> None:
         self._held.clear()
         upload, chunks = self._upload, self._chunks
-        if upload is None or chunks is None or upload.done():
-            return
-        # Whatever waits is dropped; the stream then raises and obstore aborts the upload.
-        while not chunks.empty():
-            chunks.get_nowait()
-        chunks.put_nowait(_GIVE_UP)
         with (
             anyio.CancelScope(shield=True),
             anyio.move_on_after(ABORT_WAIT),
             contextlib.suppress(Exception),
         ):
-            await upload
+            if upload is not None and chunks is not None and not upload.done():
+                # Whatever waits is dropped; the stream raises and obstore aborts.
+                while not chunks.empty():
+                    chunks.get_nowait()
+                chunks.put_nowait(_GIVE_UP)
+                await upload
+            if self._committing:
+                # A commit cut short (a cancel) may have landed all the same: an output
+                # that was given up never stays.
+                await _obstore().delete_async(self._store, self.key)
 
 
 def _content_type(key: str) -> str:
