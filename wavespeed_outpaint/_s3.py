@@ -46,7 +46,7 @@ TAIL_BYTES = 64 * 1024
 # Outputs up to this size are one PUT; larger ones a multipart upload of such parts
 # (S3's smallest), at most PARTS_IN_FLIGHT of them uploading at once: what an output
 # holds in memory is bounded by these, whatever its size (16 outputs of 50 MB at once:
-# peak RSS 390 MB with 8 MiB parts, 12 in flight, obstore's default; see the benchmark).
+# peak RSS 210 MB; 390 MB with 8 MiB parts, 12 in flight, obstore's default).
 PART_BYTES = 5 * 1024 * 1024
 PARTS_IN_FLIGHT = 2
 MARK_KEY = "wavespeed-outpaint-task"
