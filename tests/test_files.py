@@ -140,3 +140,24 @@ def test_a_mark_that_is_not_one_reads_as_none() -> None:
         assert OutputMark.decode(data) is None
     good = OutputMark("f", "p", ("u",), 3)
     assert OutputMark.decode(good.encode()) == good
+
+
+async def test_a_mark_too_large_to_keep_leaves_the_output_whole_and_unmarked(
+    tmp_path: Path,
+) -> None:
+    writer = FileWriter()
+    writer.start()
+    # Extended attributes hold a few KB on common file systems (one block on ext4).
+    huge = OutputMark("fp", "p", tuple(f"https://o/{'x' * 1000}/{i}.wav" for i in range(64)))
+    try:
+        folder = LocalFolder(tmp_path / "out", writer, marks="xattr")
+        await folder.prepare()
+        part = await folder.open_part("a.wav", huge)
+        await part.write(b"z" * 100)
+        await part.commit()
+        later = LocalFolder(tmp_path / "out", writer, marks="xattr")
+        await later.prepare()
+        assert await later.mark("a.wav") is None
+    finally:
+        await writer.stop()
+    assert (tmp_path / "out" / "a.wav").read_bytes() == b"z" * 100

@@ -156,7 +156,10 @@ def place(part: str, dest: str, mark: bytes | None, sidecar: str | None) -> None
     part before the rename (one atomic step), or in `sidecar`, removed before the rename
     and written after it (a file without its mark is only not recognised later)."""
     if mark is not None and sidecar is None:
-        os.setxattr(part, MARK_ATTRIBUTE, mark)
+        # A mark that cannot be kept (too large for the file system's attributes) leaves
+        # the output unmarked, never unwritten: the mark only saves a later run work.
+        with contextlib.suppress(OSError):
+            os.setxattr(part, MARK_ATTRIBUTE, mark)
     if mark is not None and sidecar is not None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(sidecar)
@@ -185,10 +188,14 @@ def read_mark(path: str, sidecar: str | None) -> OutputMark | None:
     return mark if mark is not None and mark.size == size else None
 
 
+def sidecar_of(root: str, path: str) -> str:
+    """Where the mark of the file at `path` under `root` is kept without attributes."""
+    return os.path.join(root, MARKS_FOLDER, os.path.relpath(path, root) + ".json")
+
+
 def is_marked(root: str, path: str) -> bool:
     """Whether the file at `path` under `root` carries a mark, either way it is kept."""
-    sidecar = os.path.join(root, MARKS_FOLDER, os.path.relpath(path, root) + ".json")
-    return read_mark(path, None) is not None or read_mark(path, sidecar) is not None
+    return read_mark(path, None) is not None or read_mark(path, sidecar_of(root, path)) is not None
 
 
 def has_extended_attributes(folder: str) -> bool:
@@ -255,9 +262,7 @@ class LocalFolder:
 
     def sidecar(self, dest: str) -> str | None:
         """Where the mark of the file at `dest` goes when it is not an attribute."""
-        if self._marks != "sidecar":
-            return None
-        return os.path.join(self.root, MARKS_FOLDER, os.path.relpath(dest, self.root) + ".json")
+        return sidecar_of(self.root, dest) if self._marks == "sidecar" else None
 
     async def mark(self, name: str) -> OutputMark | None:
         if self._was_empty:
