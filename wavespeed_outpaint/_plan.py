@@ -79,7 +79,7 @@ def from_inputs(
     for text in inputs:
         if text.startswith(OBJECT_SCHEME) and (text.endswith("/") or text.count("/") == 2):
             try:
-                prefix = ObjectRef.parse(text.rstrip("/") + "/", field="input")
+                prefix = ObjectRef.parse_prefix(text, field="input")
                 found_keys = audio_keys(objects or ObjectStores(), prefix)
             except (ValidationError, MissingExtraError) as exc:
                 problems.append(
@@ -180,6 +180,10 @@ class Plan:
     @property
     def held_back_cost_usd(self) -> float:
         return round(sum(t.request.cost_usd for t in self.held_back), 6)
+
+    @property
+    def held_back_seconds(self) -> float:
+        return sum(t.request.generated_seconds for t in self.held_back)
 
     @property
     def total(self) -> int:

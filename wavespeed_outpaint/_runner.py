@@ -43,7 +43,6 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 # Every task that ran succeeded, but --max-cost held some back: not a finished batch.
 EXIT_HELD_BACK = 3
 JOURNAL_NAME = ".outpaint-journal.sqlite"
-# Files in --out that show an earlier run wrote there.
 
 
 class UsageError(Exception):
@@ -113,10 +112,9 @@ async def connection(
 
 async def check_money(args: argparse.Namespace, client: OutpaintClient, plan: Plan) -> None:
     # What the whole batch would cost first, then what the cap lets through.
-    held_seconds = sum(t.request.generated_seconds for t in plan.held_back)
     _say(
         args,
-        f"{plan.total} tasks, {plan.generated_seconds + held_seconds:g} s to generate; "
+        f"{plan.total} tasks, {plan.generated_seconds + plan.held_back_seconds:g} s to generate; "
         f"estimated cost ${plan.new_cost_usd + plan.held_back_cost_usd:.4f}"
         + (
             f" ({plan.paid_before} sent by an earlier run, not charged again)"
@@ -174,7 +172,7 @@ def default_journal(out: str) -> Path:
     bucket, in this machine's state folder, named after the output prefix."""
     if not is_object_url(out):
         return expand_path(out) / JOURNAL_NAME
-    ref = ObjectRef.parse(out.rstrip("/") + "/", field="--out")
+    ref = ObjectRef.parse_prefix(out, field="--out")
     state = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
     named = hashlib.sha256(str(ref).encode()).hexdigest()[:16]
     return state / "wavespeed-outpaint" / "journals" / f"{ref.bucket}-{named}.sqlite"

@@ -160,10 +160,8 @@ class ObjectStores:
         return facts
 
     async def _missing(self, ref: ObjectRef) -> str:
-        obstore = _obstore()
         try:
-            async for _ in obstore.list(self.store(ref.bucket), ref.key, chunk_size=1):
-                break
+            await _holds_any(self.store(ref.bucket), ref.key)  # answers only if the bucket is
         except Exception as exc:  # noqa: BLE001
             return _why(exc)
         return "no such object; check the key"
@@ -209,6 +207,14 @@ def audio_keys(stores: ObjectStores, prefix: ObjectRef) -> list[ObjectRef]:
     return sorted(found, key=lambda ref: ref.key)
 
 
+async def _holds_any(store: S3Store, prefix: str) -> bool:
+    """Whether any object's key starts with `prefix` (one list request)."""
+    async for batch in _obstore().list(store, prefix or None, chunk_size=1):
+        if batch:
+            return True
+    return False
+
+
 async def _read_range(obstore: Any, store: S3Store, key: str, start: int, end: int) -> bytes:
     if end <= start:
         return b""
@@ -236,7 +242,7 @@ class ObjectPrefix:
     """The `OutputSink` of a bucket prefix: `name` lands at `s3://bucket/prefix/name`."""
 
     def __init__(self, url: str, stores: ObjectStores) -> None:
-        self.prefix = ObjectRef.parse(url if url.endswith("/") else url + "/", field="out_dir")
+        self.prefix = ObjectRef.parse_prefix(url, field="out_dir")
         self._stores = stores
         # Until `prepare` looked: a prefix that held nothing holds no marked output, and
         # a new batch's tasks then cost no HEAD request each.
@@ -261,10 +267,7 @@ class ObjectPrefix:
         store = self._stores.store(self.prefix.bucket)
         probe = self.prefix.key + ".outpaint-write-check"
         try:
-            self._was_empty = True
-            async for _ in obstore.list(store, self.prefix.key or None, chunk_size=1):
-                self._was_empty = False
-                break
+            self._was_empty = not await _holds_any(store, self.prefix.key)
             await obstore.put_async(store, probe, b"")
             await obstore.delete_async(store, probe)
         except MissingExtraError:
@@ -300,7 +303,8 @@ class ObjectPrefix:
         return mark
 
     async def open_part(self, name: str, mark: OutputMark | None = None) -> ObjectPart:
-        return ObjectPart(self._stores.store(self.prefix.bucket), self._key(name), self, mark)
+        store = self._stores.store(self.prefix.bucket)
+        return ObjectPart(store, self._key(name), self.location(name), mark)
 
 
 # What the queue between a part's writes and its multipart upload carries besides bytes.
@@ -315,23 +319,16 @@ class ObjectPart:
     PUT at commit; beyond, it streams as a multipart upload that commit completes.
     Nothing is visible at the key before commit; abort leaves no parts behind."""
 
-    def __init__(
-        self, store: S3Store, key: str, sink: ObjectPrefix, mark: OutputMark | None
-    ) -> None:
+    def __init__(self, store: S3Store, key: str, location: str, mark: OutputMark | None) -> None:
         self._store = store
         self.key = key
-        self._sink = sink
+        self.location = location
         self._mark = mark
-        self._held: list[bytes] = []
-        self._held_size = 0
+        self._held: list[bytes] = []  # all that was written, until it streams
         self._size = 0
         self._chunks: asyncio.Queue[bytes | object] | None = None
         self._upload: asyncio.Future[Any] | None = None
         self._committing = False
-
-    @property
-    def location(self) -> str:
-        return f"{SCHEME}{self._sink.prefix.bucket}/{self.key}"
 
     def _attributes(self, size: int) -> dict[str, str]:
         attributes = {"Content-Type": _content_type(self.key)}
@@ -345,8 +342,7 @@ class ObjectPart:
             await self._send(chunk)
             return
         self._held.append(chunk)
-        self._held_size += len(chunk)
-        if self._held_size >= PART_BYTES:
+        if self._size >= PART_BYTES:
             # Too large to hold: stream it, marked from the start. Its size is not known
             # yet and not needed: a multipart upload is whole or absent by itself.
             obstore = _obstore()
@@ -362,7 +358,7 @@ class ObjectPart:
                     max_concurrency=PARTS_IN_FLIGHT,
                 )
             )
-            held, self._held, self._held_size = b"".join(self._held), [], 0
+            held, self._held = b"".join(self._held), []
             await self._send(held)
 
     async def _send(self, item: bytes | object) -> None:

@@ -75,6 +75,11 @@ class ObjectRef:
             raise ValidationError(field, url, "an object key cannot hold '.' or '..' segments")
         return cls(parts.netloc, key)
 
+    @classmethod
+    def parse_prefix(cls, url: str, *, field: str) -> ObjectRef:
+        """`s3://bucket/prefix` as a prefix: its key ends in `/` (or is empty)."""
+        return cls.parse(url.rstrip("/") + "/", field=field)
+
     def __str__(self) -> str:
         return f"{OBJECT_SCHEME}{self.bucket}/{self.key}"
 
