@@ -4,6 +4,7 @@ started and stopped (by its pid) by the fixture that needs it."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
 import subprocess
@@ -11,10 +12,26 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from typing import Any
 
 import attrs
 import obstore
 from obstore.store import S3Store
+
+# moto checks signatures and IAM policies only when told to, after this many requests
+# without: exactly the three that make the admin user (with the health check a plain
+# TCP connect, which is not a request).
+ADMIN_SETUP_REQUESTS = 3
+ALLOW_ALL = {
+    "Version": "2012-10-17",
+    "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}],
+}
+READ_ONLY = {
+    "Version": "2012-10-17",
+    "Statement": [
+        {"Effect": "Allow", "Action": ["s3:GetObject", "s3:ListBucket"], "Resource": "*"}
+    ],
+}
 
 CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "test-access-key",
@@ -72,27 +89,28 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
 @contextlib.contextmanager
-def s3_server() -> Iterator[S3Server]:
+def _moto(extra_env: dict[str, str]) -> Iterator[int]:
+    """moto's S3 (and IAM) server on a free loopback port; yields the port."""
     port = _free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        env={**os.environ, **CREDENTIALS},
+        env={**os.environ, **CREDENTIALS, **extra_env},
     )
-    server = S3Server(f"http://127.0.0.1:{port}")
     try:
         deadline = time.monotonic() + 30
-        while True:
-            try:
-                server._call("GET", "/")
-                break
-            except OSError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise RuntimeError("the S3 server (moto) did not start") from None
-                time.sleep(0.1)
-        yield server
+        while not _listening(port):
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise RuntimeError("the S3 server (moto) did not start")
+            time.sleep(0.1)
+        yield port
     finally:
         process.terminate()
         try:
@@ -100,3 +118,78 @@ def s3_server() -> Iterator[S3Server]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def s3_server() -> Iterator[S3Server]:
+    with _moto({}) as port:
+        yield S3Server(f"http://127.0.0.1:{port}")
+
+
+@attrs.frozen
+class Keys:
+    access_key_id: str
+    secret_access_key: str = attrs.field(repr=False)
+
+    def env(self, endpoint: str) -> dict[str, str]:
+        return {
+            "AWS_ACCESS_KEY_ID": self.access_key_id,
+            "AWS_SECRET_ACCESS_KEY": self.secret_access_key,
+            "AWS_REGION": CREDENTIALS["AWS_REGION"],
+            "AWS_ENDPOINT_URL": endpoint,
+        }
+
+
+@attrs.frozen
+class GuardedS3:
+    """An S3 server that checks signatures and IAM policies, as a real store does, with
+    three users: one allowed everything, one that may only read, one allowed nothing."""
+
+    endpoint: str
+    admin: Keys
+    reader: Keys
+    nobody: Keys
+
+    def env(self, keys: Keys) -> dict[str, str]:
+        return keys.env(self.endpoint)
+
+    def _client(self, service: str, keys: Keys) -> Any:
+        import boto3  # moto's own dependency: here only to make users and buckets
+
+        return boto3.client(
+            service,
+            endpoint_url=self.endpoint,
+            region_name=CREDENTIALS["AWS_REGION"],
+            aws_access_key_id=keys.access_key_id,
+            aws_secret_access_key=keys.secret_access_key,
+        )
+
+    def make_bucket(self, bucket: str) -> None:
+        self._client("s3", self.admin).create_bucket(Bucket=bucket)
+
+    def put(self, bucket: str, key: str, data: bytes) -> None:
+        self._client("s3", self.admin).put_object(Bucket=bucket, Key=key, Body=data)
+
+    def keys(self, bucket: str) -> list[str]:
+        listed = self._client("s3", self.admin).list_objects_v2(Bucket=bucket)
+        return [item["Key"] for item in listed.get("Contents", [])]
+
+
+def _user(iam: Any, name: str, policy: dict[str, Any] | None) -> Keys:
+    iam.create_user(UserName=name)
+    made = iam.create_access_key(UserName=name)["AccessKey"]
+    if policy is not None:
+        iam.put_user_policy(UserName=name, PolicyName=name, PolicyDocument=json.dumps(policy))
+    return Keys(made["AccessKeyId"], made["SecretAccessKey"])
+
+
+@contextlib.contextmanager
+def guarded_s3_server() -> Iterator[GuardedS3]:
+    with _moto({"INITIAL_NO_AUTH_ACTION_COUNT": str(ADMIN_SETUP_REQUESTS)}) as port:
+        endpoint = f"http://127.0.0.1:{port}"
+        unsigned = GuardedS3(endpoint, *[Keys("setup", "setup")] * 3)
+        admin = _user(unsigned._client("iam", unsigned.admin), "admin", ALLOW_ALL)
+        iam = unsigned._client("iam", admin)
+        yield GuardedS3(
+            endpoint, admin, _user(iam, "reader", READ_ONLY), _user(iam, "nobody", None)
+        )

@@ -225,7 +225,7 @@ async def run_batch(args: argparse.Namespace) -> int:
     if isinstance(stopped, (JournalError, OutputError)) and not results:
         # Refused before anything was sent (the journal is another run's, --out cannot
         # be written): a usage error, like bad input.
-        raise UsageError(str(stopped))
+        raise UsageError(f"{stopped} (nothing was sent)")
     doc = as_json(results, held_back=len(plan.held_back), cost_usd=progress.charged_usd)
     if args.json:
         print_json(doc, sys.stdout)

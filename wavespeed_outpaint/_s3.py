@@ -50,6 +50,11 @@ TAIL_BYTES = 64 * 1024
 PART_BYTES = 5 * 1024 * 1024
 PARTS_IN_FLIGHT = 2
 MARK_KEY = "wavespeed-outpaint-task"
+# What a store answers to keys it does not know or a signature that does not match.
+REFUSED_KEYS = ("InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken")
+# Where obstore asks for a cloud machine's own credentials when the environment has none
+# (EC2's instance metadata, ECS's container endpoint).
+CREDENTIAL_SOURCES = ("/latest/api/token", "/latest/meta-data/", "169.254.169.254", "169.254.170.2")
 # Object versions whose checks are remembered (a few hundred bytes each).
 MAX_CHECKED = 65_536
 
@@ -130,11 +135,8 @@ class ObjectStores:
         store = self.store(ref.bucket)
         try:
             meta = await obstore.head_async(store, ref.key)
-        except FileNotFoundError:
-            # A HEAD's 404 has no body to say whether the bucket or the key is missing.
-            raise ValidationError("audio", str(ref), await self._missing(ref)) from None
         except Exception as exc:  # noqa: BLE001 - obstore's errors, mapped to what to do
-            raise ValidationError("audio", str(ref), _why(exc)) from None
+            raise ValidationError("audio", str(ref), await self._why_head(ref, exc)) from None
         version = meta.get("version") or (meta.get("e_tag") or "").strip('"')
         identity = f"{ref}@{version}"
         known = self._facts.get(identity)
@@ -159,12 +161,14 @@ class ObjectStores:
         self._facts[identity] = facts
         return facts
 
-    async def _missing(self, ref: ObjectRef) -> str:
+    async def _why_head(self, ref: ObjectRef, exc: BaseException) -> str:
+        # A HEAD's answer has no body to say why (a missing bucket or key, keys the store
+        # does not know): a list request's does, when it fails too.
         try:
-            await _holds_any(self.store(ref.bucket), ref.key)  # answers only if the bucket is
-        except Exception as exc:  # noqa: BLE001
-            return _why(exc)
-        return "no such object; check the key"
+            await _holds_any(self.store(ref.bucket), ref.key)
+        except Exception as listed:  # noqa: BLE001
+            return _why(listed)
+        return _why(exc)
 
     def upload_source(self, ref: ObjectRef) -> UploadSource:
         """The object's bytes for the client's upload, streamed (never whole in memory)."""
@@ -224,17 +228,27 @@ async def _read_range(obstore: Any, store: S3Store, key: str, start: int, end: i
 
 def _why(exc: BaseException) -> str:
     """What an object store's error means for the user, in a few words."""
-    from obstore.exceptions import UnauthenticatedError
+    from obstore.exceptions import NotFoundError, PermissionDeniedError, UnauthenticatedError
 
-    text = str(exc).split("\n", 1)[0][:200]
-    if "NoSuchBucket" in str(exc):
+    full = str(exc)
+    text = full.split("\n", 1)[0][:200]
+    if "NoSuchBucket" in full:
         return "no such bucket; check the bucket's name and AWS_REGION / AWS_ENDPOINT_URL"
-    if isinstance(exc, FileNotFoundError):
+    if isinstance(exc, (FileNotFoundError, NotFoundError)):
         return "no such object; check the key"
-    if isinstance(exc, PermissionError):
-        return "access denied; the credentials in the environment may not read or write it"
-    if isinstance(exc, UnauthenticatedError):
-        return "the store refused the credentials; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+    if isinstance(exc, UnauthenticatedError) or any(code in full for code in REFUSED_KEYS):
+        return (
+            "the store refused the credentials; check AWS_ACCESS_KEY_ID and "
+            "AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN for temporary ones)"
+        )
+    if isinstance(exc, PermissionDeniedError) or "<Code>AccessDenied</Code>" in full:
+        return "access denied; the store's policy does not allow this to the credentials in use"
+    if any(source in full for source in CREDENTIAL_SOURCES):
+        # No keys in the environment, and not on a machine that hands out its own.
+        return (
+            "no credentials found; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+            "(or run where the instance or container provides them)"
+        )
     return f"the object store answered: {text}"
 
 
