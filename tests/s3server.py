@@ -4,6 +4,7 @@ started and stopped (by its pid) by the fixture that needs it."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import socket
@@ -11,7 +12,8 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
+from datetime import datetime, timezone
 from typing import Any
 
 import attrs
@@ -193,3 +195,76 @@ def guarded_s3_server() -> Iterator[GuardedS3]:
         yield GuardedS3(
             endpoint, admin, _user(iam, "reader", READ_ONLY), _user(iam, "nobody", None)
         )
+
+
+class StoreProxy:
+    """An S3 endpoint on loopback in front of moto's that does what moto does not: refuse
+    a presigned URL past its expiry by its own clock (as S3 does), and fail writes on
+    demand (a 500, a dropped connection) to show what the client does about them."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+        self.clock_ahead = 0.0  # seconds this store's clock runs ahead of the client's
+        self.failing_writes = 0  # the next writes of outputs (PUTs, parts) answered 500
+        self.dropped_writes = 0  # then the next ones cut off without an answer
+        self.refused_writes = 0  # how many writes were failed in all
+
+    @contextlib.asynccontextmanager
+    async def serving(self) -> AsyncIterator[str]:
+        """Runs the proxy in this event loop; yields its endpoint."""
+        import aiohttp
+        from aiohttp import web
+
+        async with aiohttp.ClientSession(auto_decompress=False) as session:
+            app = web.Application(client_max_size=64 * 1024 * 1024)
+            app.router.add_route("*", "/{tail:.*}", functools.partial(self._handle, session))
+            runner = web.AppRunner(app)
+            await runner.setup()
+            site = web.TCPSite(runner, "127.0.0.1", 0)
+            await site.start()
+            port = runner.addresses[0][1]
+            try:
+                yield f"http://127.0.0.1:{port}"
+            finally:
+                await runner.cleanup()
+
+    def _expired(self, query: Mapping[str, str]) -> bool:
+        signed = query.get("X-Amz-Date")
+        if signed is None or "X-Amz-Expires" not in query:
+            return False
+        at = datetime.strptime(signed, "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
+        now = time.time() + self.clock_ahead
+        return now > at.timestamp() + int(query["X-Amz-Expires"])
+
+    async def _handle(self, session: Any, request: Any) -> Any:
+        from aiohttp import web
+
+        if request.method == "GET" and self._expired(request.query):
+            return web.Response(status=403, text=_s3_error("AccessDenied", "Request has expired"))
+        body = await request.read()
+        output = request.path.endswith(".wav")  # not the client's probe of the prefix
+        if request.method == "PUT" and output and (self.failing_writes or self.dropped_writes):
+            self.refused_writes += 1
+            if self.failing_writes:
+                self.failing_writes -= 1
+                return web.Response(status=500, text=_s3_error("InternalError", "try again"))
+            self.dropped_writes -= 1
+            assert request.transport is not None
+            request.transport.close()
+            return web.Response(status=500)  # never arrives: the connection is gone
+        headers = {k: v for k, v in request.headers.items() if k.lower() != "host"}
+        async with session.request(
+            request.method, self.target + request.path_qs, headers=headers, data=body
+        ) as answer:
+            data = await answer.read()
+            # The body's length is set anew, but a HEAD's answer says the object's.
+            dropped = {"transfer-encoding"} | ({"content-length"} if data else set())
+            kept = {k: v for k, v in answer.headers.items() if k.lower() not in dropped}
+            return web.Response(status=answer.status, body=data, headers=kept)
+
+
+def _s3_error(code: str, message: str) -> str:
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>'
+        f"<Error><Code>{code}</Code><Message>{message}</Message></Error>"
+    )

@@ -11,10 +11,11 @@ import uuid
 from pathlib import Path
 
 import anyio
+import attrs
 import pytest
 import soundfile as sf
 from conftest import RATE, MakeTrack, fast_client, fast_config, run_cli, serving
-from s3server import S3Server
+from s3server import S3Server, StoreProxy
 
 from wavespeed_outpaint import OutpaintRequest, OutpaintResult, OutputError, ValidationError
 from wavespeed_outpaint._s3 import ObjectPrefix, ObjectStores
@@ -255,3 +256,66 @@ async def test_an_output_given_up_during_its_commit_never_stays(s3: S3Server) ->
         await part.abort()
     assert [k for k in s3.keys(bucket) if k.startswith("out/")] == []
     assert s3.open_uploads(bucket) == 0
+
+
+async def test_writes_the_store_fails_are_retried_and_never_leave_a_part(
+    s3: S3Server, make_audio: MakeTrack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bucket = new_bucket(s3)
+    s3.put(bucket, "a.wav", make_audio("a.wav", seconds=1.0).read_bytes())
+    proxy = StoreProxy(s3.endpoint)
+    small = OutpaintRequest(f"s3://{bucket}/a.wav", tags="x", extend_after_duration=1)
+    # 481 s of 16-bit audio at 8 kHz, 7.7 MB: a multipart upload.
+    large = attrs.evolve(small, extend_before_duration=240, extend_after_duration=240)
+    requests = [(small, "small"), (large, "large")]
+    out = f"s3://{bucket}/out/"
+    async with proxy.serving() as endpoint, Emulator(fast_config()) as emu:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+        # The store fails for a while: every write of an output is refused, so both
+        # outputs fail, each upload aborted; nothing of them stays.
+        proxy.failing_writes = 10**6
+        async with fast_client(emu, retry_timeout=2.0, retry_attempts=2) as client:
+            with anyio.fail_after(60):
+                failed = [
+                    r async for r in client.outpaint_many(requests, out, journal=tmp_path / "j")
+                ]
+        assert [r.ok for r in failed] == [False, False]
+        for result in failed:
+            assert f"cannot write s3://{bucket}/out/" in (result.error or ""), result.error
+            assert "the store kept failing" in (result.error or ""), result.error
+        assert [k for k in s3.keys(bucket) if k.startswith("out/")] == []
+        assert s3.open_uploads(bucket) == 0
+        # Then a 500 and a dropped connection, each retried: whole outputs, paid once.
+        proxy.failing_writes, proxy.dropped_writes, proxy.refused_writes = 1, 1, 0
+        done = await run_batch(emu, requests, out, tmp_path / "j")
+        assert [r.error for r in done if not r.ok] == []
+        assert proxy.refused_writes == 2
+        assert emu.stats()["submit_requests"] == 2
+    assert frames(s3.get(bucket, "out/small.wav")) == 2 * RATE
+    assert frames(s3.get(bucket, "out/large.wav")) == 481 * RATE
+    assert s3.open_uploads(bucket) == 0
+
+
+async def test_a_presigned_url_that_expired_before_the_fetch_fails_its_task_once(
+    s3: S3Server, make_audio: MakeTrack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bucket = new_bucket(s3)
+    s3.put(bucket, "a.wav", make_audio("a.wav", seconds=1.0).read_bytes())
+    proxy = StoreProxy(s3.endpoint)
+    proxy.clock_ahead = 2 * 3600  # as if the task waited two hours in the service's queue
+    request = OutpaintRequest(f"s3://{bucket}/a.wav", tags="x", extend_after_duration=1)
+    async with proxy.serving() as endpoint, Emulator(fast_config()) as emu:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+        for _ in range(2):  # the second run sends nothing again
+            async with fast_client(emu, presign_seconds=3600) as client:
+                with anyio.fail_after(60):
+                    (result,) = [
+                        r
+                        async for r in client.outpaint_many(
+                            [request], str(tmp_path / "out"), journal=tmp_path / "j"
+                        )
+                    ]
+            assert not result.ok
+            assert "expired" in (result.error or ""), result.error
+            assert "X-Amz-Signature" not in (result.error or "")
+        assert emu.stats()["submit_requests"] == 1

@@ -52,6 +52,8 @@ PARTS_IN_FLIGHT = 2
 MARK_KEY = "wavespeed-outpaint-task"
 # What a store answers to keys it does not know or a signature that does not match.
 REFUSED_KEYS = ("InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken")
+# What a store answers when it fails, or is too busy, rather than refuses.
+STORE_FAULTS = ("status code: 5", "<Code>InternalError</Code>", "<Code>SlowDown</Code>")
 # Where obstore asks for a cloud machine's own credentials when the environment has none
 # (EC2's instance metadata, ECS's container endpoint).
 CREDENTIAL_SOURCES = ("/latest/api/token", "/latest/meta-data/", "169.254.169.254", "169.254.170.2")
@@ -249,6 +251,8 @@ def _why(exc: BaseException) -> str:
             "no credentials found; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
             "(or run where the instance or container provides them)"
         )
+    if any(sign in full for sign in STORE_FAULTS):
+        return "the store kept failing (server errors, retried); the next run tries again"
     return f"the object store answered: {text}"
 
 
