@@ -18,6 +18,8 @@ from conftest import RATE, MakeTrack, fast_client, fast_config, run_cli, serving
 from s3server import S3Server, StoreProxy
 
 from wavespeed_outpaint import OutpaintRequest, OutpaintResult, OutputError, ValidationError
+from wavespeed_outpaint._identity import FileFacts
+from wavespeed_outpaint._plan import budget, from_inputs
 from wavespeed_outpaint._s3 import ObjectPrefix, ObjectStores
 from wavespeed_outpaint.emulator import Emulator, Faults
 
@@ -319,3 +321,28 @@ async def test_a_presigned_url_that_expired_before_the_fetch_fails_its_task_once
             assert "expired" in (result.error or ""), result.error
             assert "X-Amz-Signature" not in (result.error or "")
         assert emu.stats()["submit_requests"] == 1
+
+
+async def test_a_prefix_is_planned_as_a_count_and_listed_as_the_batch_takes_it(
+    s3: S3Server, tmp_path: Path
+) -> None:
+    # A library of a million objects is never held in memory: the plan counts a
+    # prefix's objects (and checks their names), the batch lists them again as it goes.
+    bucket = new_bucket(s3)
+    for i in range(5):
+        s3.put(bucket, f"music/a{i}.wav", b"RIFF")  # listing reads no content
+    s3.put(bucket, "music/cover.jpg", b"\xff\xd8")
+    objects, files = ObjectStores(), FileFacts()
+    fields = {"tags": "x", "extend_after_duration": 10}
+    planned = from_inputs([f"s3://{bucket}/music/"], files, objects, **fields)
+    each = OutpaintRequest(f"s3://{bucket}/k.wav", **fields).cost_usd  # type: ignore[arg-type]
+    plan = budget(planned, tmp_path / "j.sqlite", 3 * each, files)
+    assert (plan.run, plan.to_run, plan.held_back) == ([], 3, 2)
+    assert plan.new_cost_usd == pytest.approx(3 * each)
+    s3.put(bucket, "music/a-new.wav", b"RIFF")  # added after the plan: the cap holds
+    assert [t.name async for t in plan.tasks(objects)] == ["a-new", "a0", "a1"]
+    # Without a cap, the batch takes what is there when it lists.
+    uncapped = budget(planned, tmp_path / "j.sqlite", None, files)
+    assert [t.input async for t in uncapped.tasks(objects)] == [
+        f"s3://{bucket}/music/a{i}.wav" for i in ("-new", 0, 1, 2, 3, 4)
+    ]

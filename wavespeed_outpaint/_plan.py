@@ -7,7 +7,7 @@ or is refused with every problem listed, each naming the input and what to chang
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ from ._audio import DEFAULT_MAX_UPLOAD_BYTES
 from ._identity import FileFacts, fingerprint
 from ._journal import Journal, State
 from ._naming import checked_stem, default_stem
-from ._s3 import MissingExtraError, ObjectStores, audio_keys
+from ._s3 import MissingExtraError, ObjectStores, audio_keys, audio_objects
 from .errors import ValidationError
 from .models import OBJECT_SCHEME, ObjectRef, OutpaintRequest, expand_path
 
@@ -51,6 +51,40 @@ class PlannedTask:
     input: str  # what the user gave, for reports
 
 
+@attrs.frozen
+class ListedPrefix:
+    """The audio objects under a bucket prefix, as tasks: counted (and their names
+    checked) when planned, then listed again as the batch takes them, so that a library
+    of a million objects is never held in memory. Objects added in between run too,
+    unless a `take` (from --max-cost) stops the listing first."""
+
+    prefix: ObjectRef
+    fields: Mapping[str, Any]
+    count: int = 0
+
+    def task(self, ref: ObjectRef) -> PlannedTask:
+        """`ValidationError` when the fields or the object's output name cannot be run."""
+        name = ref.key[len(self.prefix.key) :].rsplit(".", 1)[0]
+        return PlannedTask(OutpaintRequest(str(ref), **self.fields), checked_stem(name), str(ref))
+
+    @property
+    def each(self) -> OutpaintRequest:
+        """A request like every object's, but for the audio: what each one costs."""
+        audio = ObjectRef(self.prefix.bucket, self.prefix.key + "-.wav")
+        return OutpaintRequest(str(audio), **self.fields)
+
+    async def tasks(self, stores: ObjectStores, take: int | None) -> AsyncIterator[PlannedTask]:
+        taken = 0
+        async for ref in audio_objects(stores, self.prefix):
+            if take is not None and taken >= take:
+                return
+            yield self.task(ref)
+            taken += 1
+
+
+Planned = PlannedTask | ListedPrefix
+
+
 def _folder_files(folder: Path) -> list[Path]:
     return sorted(
         p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES
@@ -59,12 +93,12 @@ def _folder_files(folder: Path) -> list[Path]:
 
 def from_inputs(
     inputs: Iterable[str], files: FileFacts, objects: ObjectStores | None = None, **fields: Any
-) -> list[PlannedTask]:
+) -> list[Planned]:
     """Files, folders (searched recursively for MP3 / WAV / FLAC), https URLs, objects
     and prefixes in a bucket (`s3://bucket/music/`, listed recursively); each local file
     checked as audio the model takes (objects are checked by the client, from ranged
-    reads, before each is sent). Blocking: reads every file's header."""
-    tasks: list[PlannedTask] = []
+    reads, before each is sent). Blocking: reads every file's header, lists prefixes."""
+    tasks: list[Planned] = []
     problems: list[str] = []
 
     def add(audio: str | Path, name: str | None, shown: str) -> None:
@@ -80,17 +114,22 @@ def from_inputs(
         if text.startswith(OBJECT_SCHEME) and (text.endswith("/") or text.count("/") == 2):
             try:
                 prefix = ObjectRef.parse_prefix(text, field="input")
-                found_keys = audio_keys(objects or ObjectStores(), prefix)
+                listed = ListedPrefix(prefix, fields)
+                count = 0
+                for ref in audio_keys(objects or ObjectStores(), prefix):
+                    try:
+                        listed.task(ref)
+                    except ValidationError as exc:
+                        problems.append(f"{ref}: {exc}")
+                    count += 1
             except (ValidationError, MissingExtraError) as exc:
                 problems.append(
                     f"{text}: {exc.problem if isinstance(exc, ValidationError) else exc}"
                 )
                 continue
-            if not found_keys:
+            if not count:
                 problems.append(f"{text}: no MP3, WAV or FLAC objects under this prefix")
-            for ref in found_keys:
-                name = ref.key[len(prefix.key) :].rsplit(".", 1)[0]
-                add(str(ref), name, str(ref))
+            tasks.append(attrs.evolve(listed, count=count))
             continue
         if "://" in text[:16]:
             add(text, None, text)
@@ -172,26 +211,35 @@ def from_manifest(manifest: Path, files: FileFacts) -> list[PlannedTask]:
 @attrs.frozen
 class Plan:
     run: list[PlannedTask]
-    held_back: list[PlannedTask]
+    # Prefixes listed as the batch runs, each with how many of its objects to take
+    # (None: all; --max-cost may hold back the rest).
+    listed: list[tuple[ListedPrefix, int | None]]
+    held_back: int  # tasks --max-cost holds back
+    held_back_cost_usd: float
+    held_back_seconds: float
     new_cost_usd: float  # what the tasks to run will charge (those not sent before)
     paid_before: int  # tasks an earlier run already sent
     generated_seconds: float  # by the tasks to run
 
     @property
-    def held_back_cost_usd(self) -> float:
-        return round(sum(t.request.cost_usd for t in self.held_back), 6)
-
-    @property
-    def held_back_seconds(self) -> float:
-        return sum(t.request.generated_seconds for t in self.held_back)
+    def to_run(self) -> int:
+        return len(self.run) + sum(p.count if n is None else n for p, n in self.listed)
 
     @property
     def total(self) -> int:
-        return len(self.run) + len(self.held_back)
+        return self.to_run + self.held_back
+
+    async def tasks(self, stores: ObjectStores) -> AsyncIterator[PlannedTask]:
+        """The tasks to run, in order: those planned one by one, then the prefixes'."""
+        for task in self.run:
+            yield task
+        for prefix, take in self.listed:
+            async for task in prefix.tasks(stores, take):
+                yield task
 
 
 def budget(
-    tasks: list[PlannedTask], journal_path: Path, max_cost: float | None, files: FileFacts
+    tasks: Sequence[Planned], journal_path: Path, max_cost: float | None, files: FileFacts
 ) -> Plan:
     """Which tasks to run: those already paid for, and new ones until the budget is spent.
     Blocking: hashes every local input (remembered in `files` for the batch)."""
@@ -203,27 +251,49 @@ def budget(
         finally:
             journal.close()
     run: list[PlannedTask] = []
-    held: list[PlannedTask] = []
-    cost = 0.0
-    paid_before = 0
+    listed: list[tuple[ListedPrefix, int | None]] = []
+    cost = seconds = held_cost = held_seconds = 0.0
+    held = paid_before = 0
+
+    def room_for(request: OutpaintRequest, wanted: int) -> int:
+        """How many tasks like `request` the budget lets through, of `wanted`."""
+        if max_cost is None or request.cost_usd <= 0:
+            return wanted
+        return max(0, min(wanted, int((max_cost - cost + 1e-12) // request.cost_usd)))
+
     for task in tasks:
-        audio = task.request.audio
-        # Remembered for the engine, which needs the same hashes once the batch starts.
-        content = "sha256:" + files.sha256(audio) if isinstance(audio, Path) else None
-        # (An s3:// input's identity needs its ETag: not read here, so a resumed run's
-        # objects count as new, which only ever holds back more under --max-cost.)
-        if not task.request.is_object and fingerprint(task.request, content) in paid:
-            paid_before += 1
-            run.append(task)
-        elif max_cost is not None and cost + task.request.cost_usd > max_cost + 1e-12:
-            held.append(task)
+        if isinstance(task, ListedPrefix):
+            # Every object under a prefix is asked the same of. (An object's identity
+            # needs its ETag, read as the batch runs: a resumed run's objects count as
+            # new here, which only ever holds back more.)
+            request, wanted = task.each, task.count
+            room = room_for(request, wanted)
+            listed.append((task, None if room == wanted else room))
         else:
-            cost += task.request.cost_usd
-            run.append(task)
+            request, wanted = task.request, 1
+            audio = request.audio
+            # Remembered for the engine, which needs the same hashes once the batch starts.
+            content = "sha256:" + files.sha256(audio) if isinstance(audio, Path) else None
+            if not request.is_object and fingerprint(request, content) in paid:
+                paid_before += 1
+                seconds += request.generated_seconds
+                run.append(task)
+                continue
+            room = room_for(request, 1)
+            if room:
+                run.append(task)
+        cost += room * request.cost_usd
+        seconds += room * request.generated_seconds
+        held += wanted - room
+        held_cost += (wanted - room) * request.cost_usd
+        held_seconds += (wanted - room) * request.generated_seconds
     return Plan(
         run=run,
+        listed=listed,
         held_back=held,
+        held_back_cost_usd=round(held_cost, 6),
+        held_back_seconds=held_seconds,
         new_cost_usd=round(cost, 6),
         paid_before=paid_before,
-        generated_seconds=sum(t.request.generated_seconds for t in run),
+        generated_seconds=seconds,
     )

@@ -18,32 +18,55 @@ def status_text(result: OutpaintResult) -> str:
     return "failed" if status == "completed" else status  # completed, but not downloaded
 
 
-def as_json(
-    results: list[tuple[str, OutpaintResult]], *, held_back: int, cost_usd: float
-) -> dict[str, Any]:
-    items = [
-        {
-            "input": shown,
-            "status": status_text(r),
-            "prediction_id": r.prediction_id,
-            "files": list(r.locations),
-            "error": r.error,
-            "skipped": r.skipped,
-            "delivered_by": r.delivered_by,
+class Report:
+    """What a run reports at its end, gathered as the results arrive: counts, and the
+    items it prints (every one for --json; for the table, those not completed), so that
+    a batch of a million tasks does not keep a million results."""
+
+    def __init__(self, *, every_item: bool) -> None:
+        self._every_item = every_item
+        self._items: list[dict[str, Any]] = []
+        self._counts = {"done": 0, "completed": 0, "failed": 0, "unknown": 0, "skipped": 0}
+        self._generated_seconds = 0.0
+
+    def add(self, shown: str, result: OutpaintResult) -> None:
+        counts = self._counts
+        counts["done"] += 1
+        counts["completed"] += result.ok
+        counts["failed"] += not result.ok and result.status is not Status.UNKNOWN
+        counts["unknown"] += result.status is Status.UNKNOWN
+        counts["skipped"] += result.skipped
+        self._generated_seconds += result.request.generated_seconds
+        if self._every_item or not result.ok:
+            self._items.append(
+                {
+                    "input": shown,
+                    "status": status_text(result),
+                    "prediction_id": result.prediction_id,
+                    "files": list(result.locations),
+                    "error": result.error,
+                    "skipped": result.skipped,
+                    "delivered_by": result.delivered_by,
+                }
+            )
+
+    @property
+    def received(self) -> int:
+        return self._counts["done"]
+
+    def document(self, *, held_back: int, cost_usd: float) -> dict[str, Any]:
+        counts = self._counts
+        return {
+            "total": counts["done"] + held_back,
+            "completed": counts["completed"],
+            "failed": counts["failed"],
+            "unknown": counts["unknown"],
+            "skipped": counts["skipped"],
+            "held_back": held_back,
+            "generated_seconds": self._generated_seconds,
+            "cost_usd": round(cost_usd, 6),
+            "items": self._items,
         }
-        for shown, r in results
-    ]
-    return {
-        "total": len(results) + held_back,
-        "completed": sum(r.ok for _, r in results),
-        "failed": sum(not r.ok and r.status is not Status.UNKNOWN for _, r in results),
-        "unknown": sum(r.status is Status.UNKNOWN for _, r in results),
-        "skipped": sum(r.skipped for _, r in results),
-        "held_back": held_back,
-        "generated_seconds": sum(r.request.generated_seconds for _, r in results),
-        "cost_usd": round(cost_usd, 6),
-        "items": items,
-    }
 
 
 def print_json(doc: dict[str, Any], out: TextIO) -> None:

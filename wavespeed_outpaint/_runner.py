@@ -14,7 +14,7 @@ import hashlib
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +23,10 @@ import anyio
 from ._files import is_marked
 from ._identity import FileFacts
 from ._naming import COMMON_OUTPUT_SUFFIXES
-from ._plan import Plan, PlanError, PlannedTask, budget, from_inputs, from_manifest
+from ._plan import Plan, PlanError, Planned, budget, from_inputs, from_manifest
 from ._progress import show
-from ._report import as_json, print_json, print_table
-from ._s3 import is_object_url
+from ._report import Report, print_json, print_table
+from ._s3 import ObjectStores, is_object_url
 from .client import OutpaintClient
 from .errors import (
     APIError,
@@ -37,7 +37,7 @@ from .errors import (
     OutputError,
     ValidationError,
 )
-from .models import BatchProgress, ObjectRef, OutpaintResult, expand_path
+from .models import BatchProgress, ObjectRef, OutpaintRequest, expand_path
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 # Every task that ran succeeded, but --max-cost held some back: not a finished batch.
@@ -55,7 +55,9 @@ def _say(args: argparse.Namespace, text: str) -> None:
         print(text, file=sys.stderr if args.json else sys.stdout, flush=True)
 
 
-def plan_tasks(args: argparse.Namespace, files: FileFacts) -> list[PlannedTask]:
+def plan_tasks(
+    args: argparse.Namespace, files: FileFacts, objects: ObjectStores
+) -> Sequence[Planned]:
     if args.manifest is not None:
         if args.inputs:
             raise UsageError("give INPUTs or --manifest, not both")
@@ -73,7 +75,7 @@ def plan_tasks(args: argparse.Namespace, files: FileFacts) -> list[PlannedTask]:
         "lyrics": args.lyrics,
         "seed": args.seed,
     }
-    return from_inputs(args.inputs, files, **fields)
+    return from_inputs(args.inputs, files, objects, **fields)
 
 
 @contextlib.asynccontextmanager
@@ -125,8 +127,8 @@ async def check_money(args: argparse.Namespace, client: OutpaintClient, plan: Pl
     if plan.held_back:
         _say(
             args,
-            f"--max-cost ${args.max_cost:.4f} lets {len(plan.run)} tasks through "
-            f"(${plan.new_cost_usd:.4f}) and holds back {len(plan.held_back)} "
+            f"--max-cost ${args.max_cost:.4f} lets {plan.to_run} tasks through "
+            f"(${plan.new_cost_usd:.4f}) and holds back {plan.held_back} "
             f"(${plan.held_back_cost_usd:.4f}); the run exits {EXIT_HELD_BACK}",
         )
     try:
@@ -182,57 +184,65 @@ async def run_batch(args: argparse.Namespace) -> int:
     out_dir: str | Path = args.out if is_object_url(args.out) else expand_path(args.out)
     journal = expand_path(args.journal) if args.journal else default_journal(args.out)
     files = FileFacts()
+    objects = ObjectStores()
 
     def make_plan() -> Plan:
         if isinstance(out_dir, Path) and not args.new_journal:
             # (In a bucket, outputs carry their mark: a run recognises them itself.)
             check_journal_is_not_lost(journal, out_dir)
-        return budget(plan_tasks(args, files), journal, args.max_cost, files)
+        return budget(plan_tasks(args, files, objects), journal, args.max_cost, files)
 
     # Reading a library's headers and hashing it takes a while: off the event loop, so
     # Ctrl-C stops the run at once (the worker thread is left to finish on its own).
     plan = await anyio.to_thread.run_sync(make_plan, abandon_on_cancel=True)
     if not args.dry_run:
         journal.parent.mkdir(parents=True, exist_ok=True)  # (a state folder's)
-    results: list[tuple[str, OutpaintResult]] = []
+    report = Report(every_item=args.json)
     progress = BatchProgress()
+    # What the user gave for each request in flight, for the report.
+    shown: dict[int, str] = {}
+
+    async def requests() -> AsyncIterator[tuple[OutpaintRequest, str]]:
+        async for task in plan.tasks(objects):
+            shown[id(task.request)] = task.input
+            yield task.request, task.name
+
     async with connection(args, files) as client:
         await check_money(args, client, plan)
         if args.dry_run:
             _say(args, "dry run: nothing submitted")
             return EXIT_OK
-        shown = {id(t.request): t.input for t in plan.run}
         stopped: OutpaintError | None = None
         async with anyio.create_task_group() as tg:
-            tg.start_soon(functools.partial(show, progress, len(plan.run), quiet=args.quiet))
+            tg.start_soon(functools.partial(show, progress, plan.to_run, quiet=args.quiet))
             try:
                 async for result in client.outpaint_many(
-                    ((t.request, t.name) for t in plan.run),
+                    requests(),
                     out_dir,
                     journal=journal,
                     resubmit_unknown=args.resubmit_unknown,
                     retry_failed=args.retry_failed,
                     progress=progress,
                 ):
-                    name = shown.get(id(result.request), str(result.request.audio))
-                    results.append((name, result))
+                    name = shown.pop(id(result.request), str(result.request.audio))
+                    report.add(name, result)
                     if not result.ok and not args.quiet and not args.json:
                         print(f"not done: {name}: {result.error}", file=sys.stderr)
             except OutpaintError as exc:
                 stopped = exc  # the account cannot go on; report what was done first
             finally:
                 tg.cancel_scope.cancel()
-    if isinstance(stopped, (JournalError, OutputError)) and not results:
+    if isinstance(stopped, (JournalError, OutputError)) and not report.received:
         # Refused before anything was sent (the journal is another run's, --out cannot
         # be written): a usage error, like bad input.
         raise UsageError(f"{stopped} (nothing was sent)")
-    doc = as_json(results, held_back=len(plan.held_back), cost_usd=progress.charged_usd)
+    doc = report.document(held_back=plan.held_back, cost_usd=progress.charged_usd)
     if args.json:
         print_json(doc, sys.stdout)
     elif not args.quiet:
         print_table(doc, sys.stdout)
     if stopped is not None:
-        if progress.submitted == 0 and not results:
+        if progress.submitted == 0 and not report.received:
             print(f"error: nothing was submitted: {stopped}", file=sys.stderr)
         else:
             print(

@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import os
 import posixpath
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -195,22 +195,39 @@ class ObjectStores:
         return url
 
 
-def audio_keys(stores: ObjectStores, prefix: ObjectRef) -> list[ObjectRef]:
-    """The audio objects under a prefix, recursively, in key order. Blocking (for the
-    command line's plan, which runs in a worker thread); `ValidationError` when the
-    prefix cannot be listed."""
+def _audio_refs(prefix: ObjectRef, page: list[Any]) -> Iterator[ObjectRef]:
+    for meta in page:
+        if meta["path"].lower().endswith(AUDIO_SUFFIXES):
+            yield ObjectRef(prefix.bucket, meta["path"])
+
+
+def audio_keys(stores: ObjectStores, prefix: ObjectRef) -> Iterator[ObjectRef]:
+    """The audio objects under a prefix, recursively, in the store's (key) order, a page
+    at a time. Blocking (for the command line's plan, which runs in a worker thread);
+    `ValidationError` when the prefix cannot be listed."""
     obstore = _obstore()
-    found: list[ObjectRef] = []
     try:
-        for batch in obstore.list(stores.store(prefix.bucket), prefix.key or None, chunk_size=1000):
-            for meta in batch:
-                if meta["path"].lower().endswith(AUDIO_SUFFIXES):
-                    found.append(ObjectRef(prefix.bucket, meta["path"]))
-    except MissingExtraError:
+        for page in obstore.list(stores.store(prefix.bucket), prefix.key or None, chunk_size=1000):
+            yield from _audio_refs(prefix, page)
+    except (MissingExtraError, ValidationError):
         raise
     except Exception as exc:  # noqa: BLE001
         raise ValidationError("input", str(prefix), _why(exc)) from None
-    return sorted(found, key=lambda ref: ref.key)
+
+
+async def audio_objects(stores: ObjectStores, prefix: ObjectRef) -> AsyncIterator[ObjectRef]:
+    """`audio_keys`, listed as it is read (a library of a million objects is never held
+    in memory)."""
+    obstore = _obstore()
+    try:
+        pages = obstore.list(stores.store(prefix.bucket), prefix.key or None, chunk_size=1000)
+        async for page in pages:
+            for ref in _audio_refs(prefix, page):
+                yield ref
+    except (MissingExtraError, ValidationError):
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise ValidationError("input", str(prefix), _why(exc)) from None
 
 
 async def _holds_any(store: S3Store, prefix: str) -> bool:
