@@ -23,9 +23,10 @@ import anyio
 import attrs
 
 from ._api import WaveSpeedAPI
+from ._finish import Finisher, delivered_names
 from ._identity import FileFacts, FileVersion, file_version, fingerprint
 from ._journal import State, TaskRow
-from ._naming import COMMON_OUTPUT_SUFFIXES, checked_stem, default_stem, output_names
+from ._naming import COMMON_OUTPUT_SUFFIXES, checked_stem, default_stem
 from ._pacing import StartPacer
 from ._poller import PollOptions, SharedPoller
 from ._s3 import ObjectStores, is_object_url
@@ -147,11 +148,13 @@ class Engine:
         api: WaveSpeedAPI,
         options: ClientOptions,
         files: FileFacts,
+        finisher: Finisher,
         limiter: StartLimiter | None = None,
         objects: ObjectStores | None = None,
     ) -> None:
         opts = options
         self._api = api
+        self.finisher = finisher
         self.objects = objects if objects is not None else ObjectStores()
         self.options = opts
         self.poller = SharedPoller(
@@ -360,7 +363,7 @@ class Engine:
     ) -> OutpaintResult | None:
         # Finished by an earlier run?
         if row.state == State.DOWNLOADED and (
-            batch.sink is None or await _outputs_exist(row, batch.sink)
+            batch.sink is None or await _outputs_exist(request, row, batch.sink)
         ):
             return self._result(request, row, batch, skipped=True)
         if row.state == State.FAILED and not batch.retry_failed:
@@ -368,7 +371,7 @@ class Engine:
         if row.state == State.PENDING and batch.sink is not None:
             # New to this journal: its outputs may be whole already (the journal they
             # were made with is lost or elsewhere); they say so by their mark.
-            known = await _marked_outputs(row, batch.sink)
+            known = await _marked_outputs(request, row, batch.sink)
             if known is not None:
                 mark, files = known
                 row = batch.journal.update(
@@ -577,16 +580,22 @@ class Engine:
         journal, sink = batch.journal, batch.sink
         assert sink is not None
         assert row.output_stem is not None
+        format_errors: list[str] = []
         try:
-            names = output_names(row.output_stem, row.outputs)
+            names = delivered_names(request, row.output_stem, row.outputs)
             mark = OutputMark(row.fingerprint, row.prediction_id or "", row.outputs)
             async with self._downloads:
                 batch.progress.downloading += 1
                 try:
-                    paths = [
-                        await self._api.download(url, sink, name, mark)
-                        for url, name in zip(row.outputs, names, strict=True)
-                    ]
+                    paths = []
+                    for url, (name, fmt) in zip(row.outputs, names, strict=True):
+                        if fmt is None:
+                            paths.append(await self._api.download(url, sink, name, mark))
+                            continue
+                        made = await self.finisher.deliver(url, sink, name, fmt, mark, request)
+                        paths.append(made.location)
+                        if made.kept_as_made:
+                            format_errors.append(made.kept_as_made)
                 finally:
                     batch.progress.downloading -= 1
         except OutpaintError as exc:
@@ -594,7 +603,8 @@ class Engine:
             row = journal.update(row, error=str(exc))
             return self._result(request, row, batch)
         row = journal.update(row, state=State.DOWNLOADED, files=paths, error=None)
-        return self._result(request, row, batch)
+        result = self._result(request, row, batch)
+        return attrs.evolve(result, format_error="; ".join(format_errors) or None)
 
     @staticmethod
     def _result(
@@ -656,7 +666,9 @@ def _exception_from_row(
     return None
 
 
-async def _marked_outputs(row: TaskRow, sink: OutputSink) -> tuple[OutputMark, list[str]] | None:
+async def _marked_outputs(
+    request: OutpaintRequest, row: TaskRow, sink: OutputSink
+) -> tuple[OutputMark, list[str]] | None:
     """This task's outputs, if they are all at their names, whole and marked as its."""
     if row.output_stem is None:
         return None
@@ -666,7 +678,7 @@ async def _marked_outputs(row: TaskRow, sink: OutputSink) -> tuple[OutputMark, l
             break
     else:
         return None
-    names = output_names(row.output_stem, first.outputs)
+    names = [name for name, _ in delivered_names(request, row.output_stem, first.outputs)]
     if names[0] != row.output_stem + suffix:
         return None
     for name in names[1:]:
@@ -676,10 +688,10 @@ async def _marked_outputs(row: TaskRow, sink: OutputSink) -> tuple[OutputMark, l
     return first, [sink.location(name) for name in names]
 
 
-async def _outputs_exist(row: TaskRow, sink: OutputSink) -> bool:
+async def _outputs_exist(request: OutpaintRequest, row: TaskRow, sink: OutputSink) -> bool:
     if row.output_stem is None:
         return False
-    for name in output_names(row.output_stem, row.outputs):
+    for name, _ in delivered_names(request, row.output_stem, row.outputs):
         if not await sink.exists(name):
             return False
     return True

@@ -31,6 +31,9 @@ MANIFEST_FIELDS = {
     "seed",
     "key",
     "output",
+    "output_format",
+    "keep_tags",
+    "title_suffix",
 }
 # States whose task has been sent already: running it again costs nothing more.
 PAID_STATES = {State.SUBMITTING, State.SUBMITTED, State.COMPLETED, State.DOWNLOADED, State.UNKNOWN}
@@ -150,9 +153,13 @@ def from_inputs(
     return tasks
 
 
-def from_manifest(manifest: Path, files: FileFacts) -> list[PlannedTask]:
-    """One JSON object per line, with the API's field names and an optional `output`.
-    Blocking: reads the manifest and the header of every local file in it."""
+def from_manifest(
+    manifest: Path, files: FileFacts, defaults: Mapping[str, Any] | None = None
+) -> list[PlannedTask]:
+    """One JSON object per line, with the API's field names, an optional `output`, and
+    what to make of the output (`output_format`, `keep_tags`, `title_suffix`; `defaults`
+    for lines that do not say). Blocking: reads the manifest and the header of every
+    local file in it."""
     try:
         lines = manifest.read_text(encoding="utf-8").splitlines()
     except OSError as exc:
@@ -180,7 +187,7 @@ def from_manifest(manifest: Path, files: FileFacts) -> list[PlannedTask]:
             known = ", ".join(sorted(MANIFEST_FIELDS))
             problems.append(f"{where}: unknown field {', '.join(unknown)}; known: {known}")
             continue
-        fields = dict(item)
+        fields = {**(defaults or {}), **item}
         output = fields.pop("output", None)
         audio = fields.get("audio")
         if isinstance(audio, str) and "://" not in audio[:16]:

@@ -26,7 +26,14 @@ class Report:
     def __init__(self, *, every_item: bool) -> None:
         self._every_item = every_item
         self._items: list[dict[str, Any]] = []
-        self._counts = {"done": 0, "completed": 0, "failed": 0, "unknown": 0, "skipped": 0}
+        self._counts = {
+            "done": 0,
+            "completed": 0,
+            "failed": 0,
+            "unknown": 0,
+            "skipped": 0,
+            "format_kept": 0,
+        }
         self._generated_seconds = 0.0
 
     def add(self, shown: str, result: OutpaintResult) -> None:
@@ -36,8 +43,9 @@ class Report:
         counts["failed"] += not result.ok and result.status is not Status.UNKNOWN
         counts["unknown"] += result.status is Status.UNKNOWN
         counts["skipped"] += result.skipped
+        counts["format_kept"] += result.format_error is not None
         self._generated_seconds += result.request.generated_seconds
-        if self._every_item or not result.ok:
+        if self._every_item or not result.ok or result.format_error:
             self._items.append(
                 {
                     "input": shown,
@@ -47,6 +55,7 @@ class Report:
                     "error": result.error,
                     "skipped": result.skipped,
                     "delivered_by": result.delivered_by,
+                    "format_error": result.format_error,
                 }
             )
 
@@ -63,6 +72,7 @@ class Report:
             "unknown": counts["unknown"],
             "skipped": counts["skipped"],
             "held_back": held_back,
+            "format_kept": counts["format_kept"],
             "generated_seconds": self._generated_seconds,
             "cost_usd": round(cost_usd, 6),
             "items": self._items,
@@ -96,6 +106,7 @@ def print_table(doc: dict[str, Any], out: TextIO) -> None:
         ("unknown", str(doc["unknown"])),
         ("skipped (done before)", str(doc["skipped"])),
         ("held back (--max-cost)", str(doc["held_back"])),
+        ("in the service's format (not converted)", str(doc["format_kept"])),
         ("seconds generated", f"{doc['generated_seconds']:g}"),
         ("charged", f"${doc['cost_usd']:.4f}"),
     ):

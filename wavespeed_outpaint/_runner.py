@@ -58,10 +58,16 @@ def _say(args: argparse.Namespace, text: str) -> None:
 def plan_tasks(
     args: argparse.Namespace, files: FileFacts, objects: ObjectStores
 ) -> Sequence[Planned]:
+    # What to make of the outputs: for every INPUT, and each manifest line that does not say.
+    making = {
+        "output_format": args.output_format,
+        "keep_tags": args.keep_tags,
+        "title_suffix": args.title_suffix,
+    }
     if args.manifest is not None:
         if args.inputs:
             raise UsageError("give INPUTs or --manifest, not both")
-        return from_manifest(Path(args.manifest), files)
+        return from_manifest(Path(args.manifest), files, making)
     if not args.inputs:
         raise UsageError(
             "give at least one INPUT (a file, a folder or an https URL), or --manifest"
@@ -74,6 +80,7 @@ def plan_tasks(
         "extend_after_duration": args.after,
         "lyrics": args.lyrics,
         "seed": args.seed,
+        **making,
     }
     return from_inputs(args.inputs, files, objects, **fields)
 
@@ -226,8 +233,11 @@ async def run_batch(args: argparse.Namespace) -> int:
                 ):
                     name = shown.pop(id(result.request), str(result.request.audio))
                     report.add(name, result)
-                    if not result.ok and not args.quiet and not args.json:
-                        print(f"not done: {name}: {result.error}", file=sys.stderr)
+                    if not args.quiet and not args.json:
+                        if not result.ok:
+                            print(f"not done: {name}: {result.error}", file=sys.stderr)
+                        elif result.format_error:
+                            print(f"note: {name}: {result.format_error}", file=sys.stderr)
             except OutpaintError as exc:
                 stopped = exc  # the account cannot go on; report what was done first
             finally:

@@ -172,6 +172,17 @@ class ObjectStores:
             return _why(listed)
         return _why(exc)
 
+    async def head_bytes(self, ref: ObjectRef, size: int = HEAD_BYTES) -> bytes:
+        """The object's first `size` bytes (fewer if it is shorter); `ValidationError`
+        when it cannot be read."""
+        obstore = _obstore()
+        store = self.store(ref.bucket)
+        try:
+            result = await obstore.get_async(store, ref.key, options={"range": (0, size)})
+            return bytes(await result.bytes_async())
+        except Exception as exc:  # noqa: BLE001
+            raise ValidationError("audio", str(ref), _why(exc)) from None
+
     def upload_source(self, ref: ObjectRef) -> UploadSource:
         """The object's bytes for the client's upload, streamed (never whole in memory)."""
 

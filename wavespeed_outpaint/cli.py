@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from ._formats import OUTPUT_FORMATS
 from .errors import OutpaintError
 from .models import expand_path
 
@@ -178,6 +179,27 @@ def _run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     )
     p.add_argument("--lyrics", default="", help="lyrics of the new parts; '[inst]' for none")
     p.add_argument("--seed", type=int, default=-1, help="-1 (random) or 0 to 2147483647")
+    p.add_argument(
+        "--format",
+        dest="output_format",
+        choices=OUTPUT_FORMATS,
+        default="same",
+        help="the outputs' format: 'same' as each input (default: files that go back into "
+        "the library), 'service' (the service's WAV as it is), or wav, flac, mp3, ogg",
+    )
+    p.add_argument(
+        "--keep-tags",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="carry each input's tags (title, artist, album, cover ...) to its output "
+        "(default: yes; not with --format service)",
+    )
+    p.add_argument(
+        "--title-suffix",
+        default="",
+        metavar="TEXT",
+        help="added to each output's title tag, e.g. ' (extended)'",
+    )
     p.add_argument("--journal", metavar="PATH", help="default: DIR/.outpaint-journal.sqlite")
     p.add_argument("--max-in-flight", type=int, default=1000, metavar="N")
     p.add_argument("--rpm", type=float, help="task starts per minute (your account tier's limit)")

@@ -31,6 +31,7 @@ from ._batch import feed
 from ._download import output_name
 from ._engine import BatchState, Engine
 from ._files import FileWriter, LocalFolder
+from ._finish import Finisher
 from ._http import Transport
 from ._identity import FileFacts
 from ._journal import Journal
@@ -117,6 +118,7 @@ class OutpaintClient:
         # one out_dir share its sink.
         self._folders: dict[Path | str, OutputSink] = {}
         self._engine: Engine | None = None
+        self._finisher: Finisher | None = None
         self._journal: Journal | None = None
         self._task_group: TaskGroup | None = None
 
@@ -126,7 +128,15 @@ class OutpaintClient:
     async def __aenter__(self) -> OutpaintClient:
         await self._transport.open()
         self._writer.start()
-        self._engine = Engine(self._api, self.options, self._files, self._limiter, self._objects)
+        self._finisher = Finisher(self._api, self._writer, self._objects)
+        self._engine = Engine(
+            self._api,
+            self.options,
+            self._files,
+            self._finisher,
+            limiter=self._limiter,
+            objects=self._objects,
+        )
         self._journal = Journal(None)  # outpaint() calls without a journal of their own
         self._engine.attach(self._journal)
         # Every background task (the shared poller, batches) lives in this group, and
@@ -156,6 +166,8 @@ class OutpaintClient:
                 self._journal = None
             await self._writer.stop()
             await self._transport.close()
+            if self._finisher is not None:
+                await anyio.to_thread.run_sync(self._finisher.close)
 
     async def _sink(self, out_dir: OutputTarget | None) -> OutputSink | None:
         """The sink for `out_dir`, checked before anything is sent for it."""

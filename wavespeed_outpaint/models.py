@@ -17,6 +17,7 @@ import anyio
 import attrs
 
 from ._audio import DEFAULT_MAX_UPLOAD_BYTES, AudioProblem, probe_audio
+from ._formats import OUTPUT_FORMATS
 from .errors import ValidationError
 
 __all__ = [
@@ -155,6 +156,35 @@ def _check_key(inst: OutpaintRequest, attribute: attrs.Attribute[Any], value: An
         raise ValidationError("key", value, "give non-empty text that names the audio")
 
 
+def _check_output_format(
+    inst: OutpaintRequest, attribute: attrs.Attribute[Any], value: Any
+) -> None:
+    if value not in OUTPUT_FORMATS:
+        raise ValidationError(
+            "output_format",
+            value,
+            "give 'service' (the file as the service made it), 'same' (the input's "
+            "format) or one of wav, flac, mp3, ogg",
+        )
+
+
+def _check_keep_tags(inst: OutpaintRequest, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if not isinstance(value, bool):
+        raise ValidationError("keep_tags", value, "give true or false")
+
+
+MAX_TITLE_SUFFIX = 200
+
+
+def _check_title_suffix(inst: OutpaintRequest, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if not isinstance(value, str):
+        raise ValidationError("title_suffix", value, "give text, such as ' (extended)'")
+    if len(value) > MAX_TITLE_SUFFIX or any(ord(c) < 32 for c in value):
+        raise ValidationError(
+            "title_suffix", value, f"give at most {MAX_TITLE_SUFFIX} characters, on one line"
+        )
+
+
 def _check_seed(inst: OutpaintRequest, attribute: attrs.Attribute[Any], value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValidationError("seed", value, "give an integer: -1 (random) or 0 to 2147483647")
@@ -183,6 +213,15 @@ class OutpaintRequest:
     # a new string, so a stable name of the content (a catalogue id, a content hash)
     # keeps the task the same task. Not sent to the service.
     key: str | None = attrs.field(default=None, validator=_check_key)
+    # What the client makes of the output; not sent, and not part of the task's identity
+    # (another format next time downloads and converts again, it charges nothing).
+    # "service": the file as the service made it; "same": the input's format (MP3 at its
+    # bitrate, FLAC, WAV at its sample width); or "wav", "flac", "mp3", "ogg".
+    output_format: str = attrs.field(default="service", validator=_check_output_format)
+    # With a format other than "service": the input's tags (title, artist, album, cover
+    # art ...) carried over, and `title_suffix` added to the title.
+    keep_tags: bool = attrs.field(default=True, validator=_check_keep_tags)
+    title_suffix: str = attrs.field(default="", validator=_check_title_suffix)
 
     def __attrs_post_init__(self) -> None:
         if self.generated_seconds == 0:
@@ -402,6 +441,8 @@ class OutpaintResult:
     an earlier run had already finished it (by the journal, or by the outputs' marks).
     `delivered_by` says how the result was learned: "poll", "list", "webhook", "submit",
     "journal", or "output" (its outputs were found whole and marked as its own).
+    `format_error` says why an output is the service's file rather than in the request's
+    `output_format` (a conversion that failed keeps what was paid for); None otherwise.
     """
 
     request: OutpaintRequest
@@ -419,6 +460,7 @@ class OutpaintResult:
     # earlier run, whose error is only text in the journal).
     exception: BaseException | None = attrs.field(default=None, eq=False, repr=False)
     locations: tuple[str, ...] = ()
+    format_error: str | None = None
 
     @property
     def ok(self) -> bool:

@@ -1,0 +1,183 @@
+"""Outputs as a library wants them: in the input's format (or a named one), with the
+input's tags, on their way from the service to the sink.
+
+The service's file is downloaded to a spool folder on this machine (whole, checked, as
+every download), converted and tagged in a worker thread, checked again (it decodes to
+the service's length), and only then written to the sink under its final name, marked
+as every output is. A conversion that fails keeps the service's file, which was paid
+for: it lands under the service's name, and the result says why.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import shutil
+import tempfile
+import uuid
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
+from urllib.parse import unquote, urlsplit
+
+import aiofiles
+import anyio
+import attrs
+
+from ._files import FileWriter, LocalFolder
+from ._formats import (
+    SUFFIX_FORMATS,
+    SUFFIXES,
+    ConversionError,
+    SourceAudio,
+    convert,
+    describe,
+    target_format,
+)
+from ._naming import output_names
+from ._s3 import ObjectStores
+from ._tags import TrackTags, read_tags, write_tags
+from .models import ObjectRef, OutpaintRequest
+from .seams import OutputMark, OutputSink
+
+if TYPE_CHECKING:
+    from ._api import WaveSpeedAPI
+
+COPY_CHUNK = 1024 * 1024
+
+
+def input_format(request: OutpaintRequest) -> str | None:
+    """The input's format, by its name ("mp3", "wav", "flac"); None for a URL whose path
+    does not say."""
+    audio = request.audio
+    suffix = audio.suffix if isinstance(audio, Path) else PurePosixPath(_path(audio)).suffix
+    return SUFFIX_FORMATS.get(suffix.lower())
+
+
+def delivered_names(
+    request: OutpaintRequest, stem: str, outputs: tuple[str, ...]
+) -> list[tuple[str, str | None]]:
+    """Each output's name under the sink, and the format it is converted to (None: the
+    service's file as it is)."""
+    named = []
+    for name in output_names(stem, outputs):
+        service_suffix = PurePosixPath(name).suffix
+        fmt = target_format(
+            request.output_format, SourceAudio(input_format(request)), service_suffix
+        )
+        if fmt is not None:
+            name = name[: len(name) - len(service_suffix)] + SUFFIXES[fmt]
+        named.append((name, fmt))
+    return named
+
+
+def _path(url: str) -> str:
+    return unquote(urlsplit(url).path)
+
+
+@attrs.frozen
+class Delivered:
+    location: str
+    # Why the output is the service's file, not in the format asked for; None if it is.
+    kept_as_made: str | None = None
+
+
+class Finisher:
+    """Makes outputs in the format asked for; owns the spool folder (removed at close)."""
+
+    def __init__(self, api: WaveSpeedAPI, writer: FileWriter, objects: ObjectStores) -> None:
+        self._api = api
+        self._writer = writer
+        self._objects = objects
+        self._spool: Path | None = None
+
+    def close(self) -> None:
+        if self._spool is not None:
+            shutil.rmtree(self._spool, ignore_errors=True)
+            self._spool = None
+
+    async def deliver(
+        self,
+        url: str,
+        sink: OutputSink,
+        name: str,
+        fmt: str,
+        mark: OutputMark | None,
+        request: OutpaintRequest,
+    ) -> Delivered:
+        """The output at `url` into `sink` as `name`, in format `fmt`."""
+        if self._spool is None:
+            self._spool = Path(await anyio.to_thread.run_sync(tempfile.mkdtemp, None, "outpaint-"))
+        folder = self._spool / uuid.uuid4().hex
+        try:
+            service_name = PurePosixPath(_path(url)).name or "output"
+            made = Path(
+                await self._api.download(url, LocalFolder(folder, self._writer), service_name)
+            )
+            source, tags = await self._describe_input(request)
+            converted = folder / ("converted" + PurePosixPath(name).suffix)
+            marker: dict[str, object] = {
+                "prediction_id": mark.prediction_id if mark else None,
+                "extend_before_duration": request.extend_before_duration,
+                "extend_after_duration": request.extend_after_duration,
+                "tags": request.tags,
+            }
+            try:
+                await anyio.to_thread.run_sync(
+                    _finish, made, converted, fmt, source, tags, marker, request.title_suffix
+                )
+            except ConversionError as exc:
+                kept = PurePosixPath(name).with_suffix(PurePosixPath(service_name).suffix)
+                location = await _copy_into(made, sink, str(kept), mark)
+                return Delivered(location, f"kept as the service made it: {exc}")
+            return Delivered(await _copy_into(converted, sink, name, mark))
+        finally:
+            await anyio.to_thread.run_sync(lambda: shutil.rmtree(folder, ignore_errors=True))
+
+    async def _describe_input(self, request: OutpaintRequest) -> tuple[SourceAudio, TrackTags]:
+        """What the input is (sample format, bitrate) and its tags, as far as they can be
+        read: a local file, or an object's first bytes; a URL only by its name."""
+        fmt = input_format(request)
+        audio = request.audio
+        if isinstance(audio, Path):
+            return await anyio.to_thread.run_sync(_read_input, audio, fmt, request.keep_tags)
+        if request.is_object:
+            head = await self._objects.head_bytes(ObjectRef.parse(audio))
+            return await anyio.to_thread.run_sync(
+                _read_input, io.BytesIO(head), fmt, request.keep_tags
+            )
+        return SourceAudio(fmt), TrackTags()
+
+
+def _read_input(
+    audio: Path | io.BytesIO, fmt: str | None, keep_tags: bool
+) -> tuple[SourceAudio, TrackTags]:
+    return describe(audio, fmt), read_tags(audio) if keep_tags else TrackTags()
+
+
+def _finish(
+    made: Path,
+    target: Path,
+    fmt: str,
+    source: SourceAudio,
+    tags: TrackTags,
+    marker: dict[str, object],
+    title_suffix: str,
+) -> None:
+    convert(made, target, fmt, source)
+    try:
+        write_tags(target, fmt, tags, marker, title_suffix)
+    except Exception as exc:  # noqa: BLE001 - mutagen's errors are many; all mean the same
+        raise ConversionError(f"the tags could not be written: {exc}") from None
+
+
+async def _copy_into(path: Path, sink: OutputSink, name: str, mark: OutputMark | None) -> str:
+    part = await sink.open_part(name, mark)
+    try:
+        async with aiofiles.open(path, "rb") as source:
+            while chunk := await source.read(COPY_CHUNK):
+                await part.write(chunk)
+        return await part.commit()
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await part.abort()
+        raise

@@ -1,0 +1,157 @@
+"""A track's tags carried from its input to its extended output, with mutagen: title,
+artist, album, album artist, track and disc number, year, genre and cover art, across
+ID3 (MP3, and WAV's `id3 ` chunk) and Vorbis comments (FLAC, OGG); plus a record of
+what was done (`WAVESPEED_OUTPAINT`: the prediction, the seconds added, the style).
+
+Blocking: the client runs these in worker threads.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from typing import IO, Any
+
+import attrs
+import mutagen
+from mutagen.flac import FLAC, Picture
+from mutagen.id3 import APIC, ID3, TXXX, Frames
+from mutagen.mp3 import MP3
+from mutagen.oggvorbis import OggVorbis
+from mutagen.wave import WAVE
+
+# The fields carried over, by their Vorbis comment names, and their ID3 frames.
+ID3_FRAMES = {
+    "title": "TIT2",
+    "artist": "TPE1",
+    "album": "TALB",
+    "albumartist": "TPE2",
+    "tracknumber": "TRCK",
+    "discnumber": "TPOS",
+    "date": "TDRC",
+    "genre": "TCON",
+}
+MARKER = "WAVESPEED_OUTPAINT"
+FRONT_COVER = 3  # the picture type of ID3 and FLAC alike
+
+
+@attrs.frozen
+class Cover:
+    mime: str
+    data: bytes = attrs.field(repr=lambda data: f"<{len(data)} bytes>")
+
+
+@attrs.frozen
+class TrackTags:
+    """The tags of a track, by their Vorbis comment names (values as lists of text)."""
+
+    fields: dict[str, list[str]] = attrs.Factory(dict)
+    cover: Cover | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.fields) or self.cover is not None
+
+
+def read_tags(audio: Path | IO[bytes]) -> TrackTags:
+    """The tags of a file, or of an object's first bytes; none when there are none or
+    they cannot be read (a track without tags is not an error)."""
+    try:
+        if not isinstance(audio, Path):
+            audio.seek(0)
+        found: Any = mutagen.File(audio)
+    except (mutagen.MutagenError, OSError, ValueError, EOFError):
+        return TrackTags()
+    tags = getattr(found, "tags", None)
+    if isinstance(tags, ID3):
+        return _from_id3(tags)
+    if tags is not None and hasattr(tags, "as_dict"):  # Vorbis comments
+        every = {k.lower(): list(v) for k, v in tags.as_dict().items()}
+        comments = {k: v for k, v in every.items() if k in ID3_FRAMES}
+        # FLAC keeps pictures in blocks of their own, OGG in a comment.
+        pictures = list(getattr(found, "pictures", ()))
+        for encoded in every.get("metadata_block_picture", []):
+            pictures.append(Picture(base64.b64decode(encoded)))
+        return TrackTags(comments, _front(pictures))
+    return TrackTags()
+
+
+def _from_id3(tags: ID3) -> TrackTags:
+    fields: dict[str, list[str]] = {}
+    for name, frame_id in ID3_FRAMES.items():
+        frame = tags.get(frame_id)
+        if frame is not None:
+            fields[name] = [str(text) for text in frame.text]
+    pictures = [_picture(frame.mime, frame.type, frame.data) for frame in tags.getall("APIC")]
+    return TrackTags(fields, _front(pictures))
+
+
+def _picture(mime: str, kind: int, data: bytes) -> Picture:
+    picture = Picture()
+    picture.mime, picture.type, picture.data = mime, kind, data
+    return picture
+
+
+def _front(pictures: list[Picture]) -> Cover | None:
+    if not pictures:
+        return None
+    chosen = next((p for p in pictures if p.type == FRONT_COVER), pictures[0])
+    return Cover(chosen.mime or "image/jpeg", bytes(chosen.data))
+
+
+def write_tags(
+    path: Path, fmt: str, tags: TrackTags, marker: dict[str, Any], title_suffix: str = ""
+) -> None:
+    """Write `tags` (the title with `title_suffix`) and the marker into the file at
+    `path`, of format `fmt` ("mp3", "wav", "flac", "ogg")."""
+    fields = dict(tags.fields)
+    if title_suffix and fields.get("title"):
+        fields["title"] = [fields["title"][0] + title_suffix, *fields["title"][1:]]
+    record = json.dumps(marker, sort_keys=True)
+    if fmt in ("mp3", "wav"):
+        audio: Any = MP3(path) if fmt == "mp3" else WAVE(path)
+        if audio.tags is None:
+            audio.add_tags()
+        for name, values in fields.items():
+            audio.tags.add(Frames[ID3_FRAMES[name]](encoding=3, text=values))
+        if tags.cover is not None:
+            audio.tags.add(
+                APIC(
+                    encoding=3,
+                    mime=tags.cover.mime,
+                    type=FRONT_COVER,
+                    desc="cover",
+                    data=tags.cover.data,
+                )
+            )
+        audio.tags.add(TXXX(encoding=3, desc=MARKER, text=[record]))
+        audio.save()
+        return
+    audio = FLAC(path) if fmt == "flac" else OggVorbis(path)
+    if audio.tags is None:
+        audio.add_tags()
+    for name, values in fields.items():
+        audio[name] = values
+    audio[MARKER] = [record]
+    if tags.cover is not None:
+        picture = _picture(tags.cover.mime, FRONT_COVER, tags.cover.data)
+        if fmt == "flac":
+            audio.add_picture(picture)
+        else:
+            encoded = base64.b64encode(picture.write()).decode("ascii")
+            audio["metadata_block_picture"] = [encoded]
+    audio.save()
+
+
+def read_marker(path: Path) -> dict[str, Any] | None:
+    """The record of what was done, as `write_tags` left it; None when there is none."""
+    found: Any = mutagen.File(path)
+    tags = getattr(found, "tags", None)
+    if isinstance(tags, ID3):
+        frame = tags.get(f"TXXX:{MARKER}")
+        text = frame.text[0] if frame is not None else None
+    elif tags is not None:
+        text = (tags.get(MARKER) or [None])[0]
+    else:
+        text = None
+    return json.loads(text) if text else None
