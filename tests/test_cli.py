@@ -15,6 +15,8 @@ import soundfile as sf
 from conftest import CLEAN_ENV, RATE, MakeTrack, against, run_cli
 from test_crash import emulator_process_at, stats
 
+from wavespeed_outpaint._tags import read_tags
+
 
 @pytest.fixture
 def library(make_audio: MakeTrack, tmp_path: Path) -> Path:
@@ -274,10 +276,15 @@ def test_status_lists_failures_with_their_errors(tmp_path: Path) -> None:
 def test_the_demo_writes_whole_extended_tracks(tmp_path: Path) -> None:
     done = run_cli("demo", "--out", "demo-out", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    outputs = sorted((tmp_path / "demo-out").glob("*.wav"))
-    assert [p.name for p in outputs] == ["ballad.wav", "chiptune.wav", "groove.wav"]
-    # Each track gained 2 s before and 4 s after.
+    # Each output in its input's format, with its tags, and 2 s before and 4 s after.
+    outputs = sorted(p.name for p in (tmp_path / "demo-out").iterdir() if p.suffix != ".html")
+    assert outputs == ["ballad.flac", "chiptune.mp3", "groove.wav"]
     assert round(sf.info(tmp_path / "demo-out" / "groove.wav").duration, 3) == 12.0
+    for name, title in (("ballad.flac", "Ballad"), ("chiptune.mp3", "Chiptune")):
+        tags = read_tags(tmp_path / "demo-out" / name)
+        assert tags.fields["title"] == [f"{title} (extended)"]
+        assert tags.fields["album"] == ["Extended"]
+        assert tags.cover is not None
     assert "costs $0.0036" in done.stdout
     assert "embedded emulator" in done.stdout
 
@@ -288,8 +295,8 @@ def test_the_emulator_refuses_an_unknown_fault_kind(tmp_path: Path) -> None:
     assert "unknown fault kind 'gremlins'" in done.stderr
 
 
-def test_the_demo_without_the_emulator_extra_says_what_to_install(tmp_path: Path) -> None:
-    # numpy made unimportable, as on a machine with `pip install .` alone.
+def test_the_demo_with_numpy_missing_says_what_to_install(tmp_path: Path) -> None:
+    # numpy made unimportable, as in an environment a dependency was removed from.
     code = (
         "import sys; sys.modules['numpy'] = None; "
         "from wavespeed_outpaint.cli import main; sys.exit(main(['demo']))"
@@ -303,7 +310,7 @@ def test_the_demo_without_the_emulator_extra_says_what_to_install(tmp_path: Path
         env=CLEAN_ENV,
     )
     assert done.returncode == 2
-    assert "pip install 'wavespeed-outpaint[emulator]'" in done.stderr
+    assert "pip install --force-reinstall wavespeed-outpaint" in done.stderr
     assert "Traceback" not in done.stderr
 
 
@@ -322,7 +329,7 @@ def test_with_a_key_the_demo_runs_on_the_service_it_names(tmp_path: Path) -> Non
     assert done.returncode == 0, done.stderr
     assert f"running on {url}" in done.stdout
     assert counters["tasks_created"] == 3
-    assert len(list((tmp_path / "o").glob("*.wav"))) == 3
+    assert {p.suffix for p in (tmp_path / "o").iterdir()} >= {".wav", ".flac", ".mp3"}
 
 
 @pytest.mark.slow

@@ -100,14 +100,19 @@ def _front(pictures: list[Picture]) -> Cover | None:
 
 
 def write_tags(
-    path: Path, fmt: str, tags: TrackTags, marker: dict[str, Any], title_suffix: str = ""
+    path: Path,
+    fmt: str,
+    tags: TrackTags,
+    marker: dict[str, Any] | None = None,
+    title_suffix: str = "",
 ) -> None:
-    """Write `tags` (the title with `title_suffix`) and the marker into the file at
-    `path`, of format `fmt` ("mp3", "wav", "flac", "ogg")."""
+    """Write `tags` (the title with `title_suffix`) and the record of what was done
+    (`marker`, if given) into the file at `path`, of format `fmt` ("mp3", "wav", "flac",
+    "ogg")."""
     fields = dict(tags.fields)
     if title_suffix and fields.get("title"):
         fields["title"] = [fields["title"][0] + title_suffix, *fields["title"][1:]]
-    record = json.dumps(marker, sort_keys=True)
+    record = json.dumps(marker, sort_keys=True) if marker is not None else None
     if fmt in ("mp3", "wav"):
         audio: Any = MP3(path) if fmt == "mp3" else WAVE(path)
         if audio.tags is None:
@@ -124,7 +129,8 @@ def write_tags(
                     data=tags.cover.data,
                 )
             )
-        audio.tags.add(TXXX(encoding=3, desc=MARKER, text=[record]))
+        if record is not None:
+            audio.tags.add(TXXX(encoding=3, desc=MARKER, text=[record]))
         audio.save()
         return
     audio = FLAC(path) if fmt == "flac" else OggVorbis(path)
@@ -132,7 +138,8 @@ def write_tags(
         audio.add_tags()
     for name, values in fields.items():
         audio[name] = values
-    audio[MARKER] = [record]
+    if record is not None:
+        audio[MARKER] = [record]
     if tags.cover is not None:
         picture = _picture(tags.cover.mime, FRONT_COVER, tags.cover.data)
         if fmt == "flac":

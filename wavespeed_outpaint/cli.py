@@ -281,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # What only the emulator (and so `demo` and `run --emulator`) imports.
-EMULATOR_NEEDS = {"numpy", "soundfile"}
+AUDIO_LIBRARIES = {"numpy", "soundfile"}
 
 COMMANDS = {
     "run": _run_run,
@@ -305,11 +305,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except ModuleNotFoundError as exc:
-        if exc.name not in EMULATOR_NEEDS:
+        if exc.name not in AUDIO_LIBRARIES:
             raise
         print(
-            "error: the emulator needs the 'emulator' extra: "
-            "pip install 'wavespeed-outpaint[emulator]'",
+            f"error: {exc.name} is missing, though wavespeed-outpaint depends on it; "
+            "install the package again: pip install --force-reinstall wavespeed-outpaint",
             file=sys.stderr,
         )
         return 2

@@ -9,14 +9,21 @@ from __future__ import annotations
 
 import contextlib
 import os
+import struct
 import tempfile
+import zlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+from ._tags import Cover, TrackTags, write_tags
 from .client import OutpaintClient
 from .models import OutpaintRequest
 
 DEMO_TRACKS = (("groove.wav", 6.0), ("ballad.flac", 4.0), ("chiptune.mp3", 3.0))
+# CD's rate: MP3 at MPEG-2's rates (below 32 kHz) is where libsndfile's encoder makes
+# frames its own decoder complains of.
+DEMO_RATE = 44_100
+TITLES = {"groove.wav": "Groove", "ballad.flac": "Ballad", "chiptune.mp3": "Chiptune"}
 
 
 @contextlib.asynccontextmanager
@@ -36,16 +43,48 @@ async def demo_client() -> AsyncIterator[OutpaintClient]:
         yield client
 
 
+def cover_png(size: int = 32) -> bytes:
+    """A small gradient picture, as PNG: the demo tracks' cover art."""
+    ramp = bytes(range(0, 256, 256 // size))[:size]
+    rows = b"".join(b"\x00" + b"".join(bytes((r, 96, 255 - r)) for r in ramp) for _ in ramp)
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = struct.pack(">IIBBBBB", size, size, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
+
+
 def make_tracks(folder: Path) -> list[OutpaintRequest]:
+    """Three tagged tracks (title, artist, album, track number, cover art), and their
+    requests: each output in its input's format, its tags carried over."""
     from .emulator._audio import encode, make_track
 
     requests = []
     for i, (name, seconds) in enumerate(DEMO_TRACKS):
         path = folder / name
-        path.write_bytes(encode(make_track(seconds, seed=i), 22_050, path.suffix[1:]))
+        path.write_bytes(encode(make_track(seconds, DEMO_RATE, seed=i), DEMO_RATE, path.suffix[1:]))
+        fields = {
+            "title": [TITLES[name]],
+            "artist": ["wavespeed-outpaint demo"],
+            "album": ["Extended"],
+            "tracknumber": [f"{i + 1}/{len(DEMO_TRACKS)}"],
+        }
+        write_tags(path, path.suffix[1:], TrackTags(fields, Cover("image/png", cover_png())))
         requests.append(
             OutpaintRequest(
-                path, tags="lofi, chill", extend_before_duration=2, extend_after_duration=4
+                path,
+                tags="lofi, chill",
+                extend_before_duration=2,
+                extend_after_duration=4,
+                output_format="same",
+                title_suffix=" (extended)",
             )
         )
     return requests
