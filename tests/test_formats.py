@@ -3,10 +3,12 @@ service's WAV on the client, checked, and never at the cost of the output paid f
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 from typing import Any
 
 import anyio
+import attrs
 import numpy as np
 import pytest
 import soundfile as sf
@@ -15,9 +17,10 @@ from mutagen.flac import FLAC, Picture
 from mutagen.id3 import APIC, TALB, TCON, TDRC, TIT2, TPE1, TPE2, TPOS, TRCK
 from mutagen.mp3 import MP3
 from mutagen.wave import WAVE
+from s3server import S3Server
 
 from wavespeed_outpaint import OutpaintRequest, OutpaintResult
-from wavespeed_outpaint._tags import TrackTags, read_marker, read_tags
+from wavespeed_outpaint._tags import Cover, TrackTags, read_marker, read_tags, write_tags
 from wavespeed_outpaint.emulator import Emulator
 
 pytestmark = pytest.mark.anyio
@@ -203,3 +206,37 @@ async def test_converted_outputs_with_their_journal_lost_are_not_paid_for_again(
     assert all(r.ok for r in first + lost)
     assert {r.delivered_by for r in lost} == {"output"}
     assert sorted(f.name for r in lost for f in r.files) == ["a.mp3", "b.flac"]
+
+
+async def test_an_object_in_a_bucket_keeps_its_tags_and_a_cover_past_the_first_read(
+    s3: S3Server, tmp_path: Path
+) -> None:
+    # A cover of 400 KB: the tags run past the first ranged read of the object.
+    big_cover = bytes(range(256)) * 1600
+    for name in ("a.mp3", "b.flac"):
+        path = tagged(tmp_path / name)
+        tags = read_tags(path)
+        write_tags(path, path.suffix[1:], attrs.evolve(tags, cover=Cover("image/png", big_cover)))
+    bucket = f"lib-{uuid.uuid4().hex[:12]}"
+    s3.make_bucket(bucket)
+    requests = []
+    for name in ("a.mp3", "b.flac"):
+        s3.put(bucket, f"music/{name}", (tmp_path / name).read_bytes())
+        requests.append(
+            OutpaintRequest(
+                f"s3://{bucket}/music/{name}",
+                tags="x",
+                extend_after_duration=1,
+                output_format="same",
+            )
+        )
+    async with Emulator(fast_config()) as emu:
+        results = await run(emu, requests, tmp_path / "out")
+    assert [r.error for r in results if not r.ok] == []
+    for result in results:
+        (output,) = result.files
+        assert output.suffix in (".mp3", ".flac")
+        tags = read_tags(output)
+        assert tags.fields["album"] == ["Loopback"]
+        assert tags.cover is not None
+        assert tags.cover.data == big_cover

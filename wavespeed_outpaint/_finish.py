@@ -35,7 +35,7 @@ from ._formats import (
 )
 from ._naming import output_names
 from ._s3 import ObjectStores
-from ._tags import TrackTags, read_tags, write_tags
+from ._tags import TrackTags, read_tags, tags_span, write_tags
 from .models import ObjectRef, OutpaintRequest
 from .seams import OutputMark, OutputSink
 
@@ -43,6 +43,8 @@ if TYPE_CHECKING:
     from ._api import WaveSpeedAPI
 
 COPY_CHUNK = 1024 * 1024
+# Read past an object's tags, so that its first audio frames say what it is.
+AUDIO_AFTER_TAGS = 64 * 1024
 
 
 def input_format(request: OutpaintRequest) -> str | None:
@@ -141,7 +143,15 @@ class Finisher:
         if isinstance(audio, Path):
             return await anyio.to_thread.run_sync(_read_input, audio, fmt, request.keep_tags)
         if request.is_object:
-            head = await self._objects.head_bytes(ObjectRef.parse(audio))
+            ref = ObjectRef.parse(audio)
+            head = await self._objects.head_bytes(ref)
+            # Tags with a large cover run past the first read: read as far as they say
+            # (FLAC's blocks say it one at a time), and a little audio after them.
+            while len(head) < (span := tags_span(head)) + AUDIO_AFTER_TAGS:
+                more = await self._objects.head_bytes(ref, span + AUDIO_AFTER_TAGS)
+                if len(more) <= len(head):
+                    break  # the object ends here
+                head = more
             return await anyio.to_thread.run_sync(
                 _read_input, io.BytesIO(head), fmt, request.keep_tags
             )

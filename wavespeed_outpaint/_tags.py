@@ -53,6 +53,30 @@ class TrackTags:
         return bool(self.fields) or self.cover is not None
 
 
+# The most of a file's start read for its tags (ID3v2 allows 256 MB; covers are far less).
+MAX_TAG_BYTES = 32 * 1024 * 1024
+
+
+def tags_span(head: bytes) -> int:
+    """How many bytes from a file's start hold its tags (an ID3v2 tag, FLAC's metadata
+    blocks), as far as `head`, the first bytes, tells; 0 when it has none there."""
+    if head[:3] == b"ID3" and len(head) >= 10:
+        size = 0
+        for byte in head[6:10]:  # a "synchsafe" integer: 7 bits a byte
+            size = (size << 7) | (byte & 0x7F)
+        footer = 10 if head[5] & 0x10 else 0
+        return min(10 + size + footer, MAX_TAG_BYTES)
+    if head[:4] == b"fLaC":
+        at = 4
+        while at + 4 <= len(head):
+            last, length = head[at] & 0x80, int.from_bytes(head[at + 1 : at + 4], "big")
+            at += 4 + length
+            if last:
+                return min(at, MAX_TAG_BYTES)
+        return min(at + 4, MAX_TAG_BYTES)  # more blocks beyond `head`: read on
+    return 0
+
+
 def read_tags(audio: Path | IO[bytes]) -> TrackTags:
     """The tags of a file, or of an object's first bytes; none when there are none or
     they cannot be read (a track without tags is not an error)."""
@@ -120,6 +144,7 @@ def write_tags(
         for name, values in fields.items():
             audio.tags.add(Frames[ID3_FRAMES[name]](encoding=3, text=values))
         if tags.cover is not None:
+            audio.tags.delall("APIC")  # one cover: this one
             audio.tags.add(
                 APIC(
                     encoding=3,
@@ -143,6 +168,7 @@ def write_tags(
     if tags.cover is not None:
         picture = _picture(tags.cover.mime, FRONT_COVER, tags.cover.data)
         if fmt == "flac":
+            audio.clear_pictures()
             audio.add_picture(picture)
         else:
             encoded = base64.b64encode(picture.write()).decode("ascii")
