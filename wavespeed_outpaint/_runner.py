@@ -14,6 +14,7 @@ import hashlib
 import os
 import signal
 import sys
+import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -205,6 +206,7 @@ async def run_batch(args: argparse.Namespace) -> int:
     if not args.dry_run:
         journal.parent.mkdir(parents=True, exist_ok=True)  # (a state folder's)
     report = Report(every_item=args.json)
+    started = time.monotonic()
     progress = BatchProgress()
     # What the user gave for each request in flight, for the report.
     shown: dict[int, str] = {}
@@ -247,6 +249,13 @@ async def run_batch(args: argparse.Namespace) -> int:
         # be written): a usage error, like bad input.
         raise UsageError(f"{stopped} (nothing was sent)")
     doc = report.document(held_back=plan.held_back, cost_usd=progress.charged_usd)
+    if args.report:
+        from .review import write_review_page
+
+        page = await write_review_page(
+            expand_path(args.report), journal=journal, wall_seconds=time.monotonic() - started
+        )
+        _say(args, f"review page: {page}")
     if args.json:
         print_json(doc, sys.stdout)
     elif not args.quiet:

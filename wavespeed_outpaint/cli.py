@@ -201,6 +201,12 @@ def _run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         help="added to each output's title tag, e.g. ' (extended)'",
     )
     p.add_argument("--journal", metavar="PATH", help="default: DIR/.outpaint-journal.sqlite")
+    p.add_argument(
+        "--report",
+        metavar="PAGE.html",
+        help="at the end, write the review page (waveforms, players at each seam, rows worst "
+        "seam first) here: best next to the outputs",
+    )
     p.add_argument("--max-in-flight", type=int, default=1000, metavar="N")
     p.add_argument("--rpm", type=float, help="task starts per minute (your account tier's limit)")
     p.add_argument("--max-cost", type=float, metavar="USD", help="never submit more than this")
@@ -267,6 +273,33 @@ def _run_status(args: argparse.Namespace) -> int:
     return print_status(expand_path(args.journal))
 
 
+def _report_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "report",
+        help="write the review page of a batch from its journal",
+        description="A static HTML page of a batch: its figures, failures by reason, and a "
+        "row per track (waveform, players at each seam), the worst seams first.",
+    )
+    p.add_argument("--journal", required=True, metavar="PATH")
+    p.add_argument(
+        "--page",
+        metavar="PAGE.html",
+        help="where to write it (default: review.html beside the journal)",
+    )
+
+
+def _run_report(args: argparse.Namespace) -> int:
+    from .review import write_review_page
+
+    journal = expand_path(args.journal)
+    if not journal.is_file():
+        print(f"error: no journal at {journal}", file=sys.stderr)
+        return 2
+    page = expand_path(args.page) if args.page else journal.parent / "review.html"
+    print(f"review page: {asyncio.run(write_review_page(page, journal=journal))}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="wavespeed-outpaint",
@@ -275,6 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _run_parser(sub)
     _status_parser(sub)
+    _report_parser(sub)
     _emulator_parser(sub)
     _demo_parser(sub)
     return parser
@@ -286,6 +320,7 @@ AUDIO_LIBRARIES = {"numpy", "soundfile"}
 COMMANDS = {
     "run": _run_run,
     "status": _run_status,
+    "report": _run_report,
     "emulator": _run_emulator,
     "demo": _run_demo,
 }

@@ -11,6 +11,7 @@ import contextlib
 import os
 import struct
 import tempfile
+import time
 import zlib
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -18,6 +19,7 @@ from pathlib import Path
 from ._tags import Cover, TrackTags, write_tags
 from .client import OutpaintClient
 from .models import OutpaintRequest
+from .review import write_review_page
 
 DEMO_TRACKS = (("groove.wav", 6.0), ("ballad.flac", 4.0), ("chiptune.mp3", 3.0))
 # CD's rate: MP3 at MPEG-2's rates (below 32 kHz) is where libsndfile's encoder makes
@@ -92,11 +94,14 @@ def make_tracks(folder: Path) -> list[OutpaintRequest]:
 
 async def run_demo(out_dir: Path) -> int:
     failed = 0
+    results = []
+    started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="outpaint-demo-in-") as tmp:
         requests = make_tracks(Path(tmp))
         async with demo_client() as client:
             print(f"{len(requests)} tracks, 6 s added to each")
             async for result in client.outpaint_many(requests, out_dir):
+                results.append(result)
                 assert isinstance(result.request.audio, Path)
                 name = result.request.audio.name
                 if result.ok:
@@ -105,6 +110,9 @@ async def run_demo(out_dir: Path) -> int:
                 else:
                     failed += 1
                     print(f"  {name}: {result.status} {result.error}")
+    page = await write_review_page(
+        out_dir / "review.html", results=results, wall_seconds=time.monotonic() - started
+    )
     cost = sum(r.cost_usd for r in requests)
-    print(f"files in {out_dir}/; on the real service this costs ${cost:.4f}")
+    print(f"files in {out_dir}/, review page {page}; on the real service this costs ${cost:.4f}")
     return 1 if failed else 0
