@@ -3,6 +3,7 @@ service's WAV on the client, checked, and never at the cost of the output paid f
 
 from __future__ import annotations
 
+import io
 import uuid
 from pathlib import Path
 from typing import Any
@@ -230,13 +231,20 @@ async def test_an_object_in_a_bucket_keeps_its_tags_and_a_cover_past_the_first_r
                 output_format="same",
             )
         )
-    async with Emulator(fast_config()) as emu:
-        results = await run(emu, requests, tmp_path / "out")
+    # Into the bucket, converted on the way: each output an object of its input's format.
+    async with Emulator(fast_config()) as emu, fast_client(emu) as client:
+        with anyio.fail_after(60):
+            out = f"s3://{bucket}/extended/"
+            results = [r async for r in client.outpaint_many(requests, out)]
     assert [r.error for r in results if not r.ok] == []
-    for result in results:
-        (output,) = result.files
-        assert output.suffix in (".mp3", ".flac")
-        tags = read_tags(output)
+    assert sorted(loc for r in results for loc in r.locations) == [
+        f"s3://{bucket}/extended/a.mp3",
+        f"s3://{bucket}/extended/b.flac",
+    ]
+    for name in ("a.mp3", "b.flac"):
+        made = io.BytesIO(s3.get(bucket, f"extended/{name}"))
+        assert sf.info(made).frames == 2 * RATE
+        tags = read_tags(made)
         assert tags.fields["album"] == ["Loopback"]
         assert tags.cover is not None
         assert tags.cover.data == big_cover
