@@ -17,6 +17,7 @@ import html
 import os
 import time
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import quote
 
@@ -110,33 +111,45 @@ async def write_review_page(
     *,
     journal: str | os.PathLike[str] | None = None,
     results: Iterable[OutpaintResult] | None = None,
+    items: Iterable[ReviewItem] | None = None,
     wall_seconds: float | None = None,
+    workers: int | None = None,
 ) -> Path:
-    """Write the review page of a batch, from its journal or its results, to `page`
-    (best next to the outputs: the page points at them by relative paths). Reads every
-    local output once, in a worker thread. Returns the page's path."""
-    if (journal is None) == (results is None):
-        raise ValueError("give the batch's journal or its results (one of them)")
-    items = (
-        items_from_journal(journal) if journal is not None else items_from_results(results or ())
-    )
-    target = expand_path(page)
-    return await anyio.to_thread.run_sync(_write, target, items, wall_seconds)
+    """Write the review page of a batch to `page`, from one of: its journal, its
+    results, or `ReviewItem`s made from records of one's own. Best next to the outputs:
+    the page points at them by relative paths. Reads every local output once, in
+    `workers` threads (default: one per core). Returns the page's path."""
+    given = [source for source in (journal, results, items) if source is not None]
+    if len(given) != 1:
+        raise ValueError("give one of journal=, results= or items=")
+    if journal is not None:
+        rows = items_from_journal(journal)
+    elif results is not None:
+        rows = items_from_results(results)
+    else:
+        rows = list(items or ())
+    threads = workers or os.cpu_count() or 1
+    return await anyio.to_thread.run_sync(_write, expand_path(page), rows, wall_seconds, threads)
 
 
-def _write(page: Path, items: list[ReviewItem], wall_seconds: float | None) -> Path:
-    views: dict[int, TrackView | str] = {}
-    for i, item in enumerate(items):
-        if item.status == "completed" and item.files:
-            try:
-                views[i] = analyse(item.files[0], item.before, item.after)
-            except Exception as exc:  # noqa: BLE001 - a file that cannot be read is a row too
-                views[i] = f"cannot be read: {exc}"
+def _write(page: Path, items: list[ReviewItem], wall_seconds: float | None, workers: int) -> Path:
+    to_read = [i for i, item in enumerate(items) if item.status == "completed" and item.files]
+    # Decoding runs in libsndfile and numpy, mostly outside the GIL.
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        views = dict(zip(to_read, pool.map(lambda i: _view(items[i]), to_read), strict=True))
     page.parent.mkdir(parents=True, exist_ok=True)
     part = page.with_name(page.name + ".part")
     part.write_text(_render(page.parent, items, views, wall_seconds), encoding="utf-8")
     part.replace(page)
     return page
+
+
+def _view(item: ReviewItem) -> TrackView | str:
+    """The track's waveform and seams, or why its file cannot be read (a row too)."""
+    try:
+        return analyse(item.files[0], item.before, item.after)
+    except Exception as exc:  # noqa: BLE001 - libsndfile's and the OS's errors alike
+        return f"cannot be read: {exc}"
 
 
 def _render(
