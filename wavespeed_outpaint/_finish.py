@@ -23,6 +23,7 @@ import aiofiles
 import anyio
 import attrs
 
+from ._download import output_name
 from ._files import FileWriter, LocalFolder
 from ._formats import (
     SUFFIX_FORMATS,
@@ -33,7 +34,7 @@ from ._formats import (
     describe,
     target_format,
 )
-from ._naming import output_names
+from ._naming import output_extension, output_names
 from ._s3 import ObjectStores
 from ._tags import TrackTags, read_tags, tags_span, write_tags
 from .models import ObjectRef, OutpaintRequest
@@ -111,7 +112,7 @@ class Finisher:
             self._spool = Path(await anyio.to_thread.run_sync(tempfile.mkdtemp, None, "outpaint-"))
         folder = self._spool / uuid.uuid4().hex
         try:
-            service_name = PurePosixPath(_path(url)).name or "output"
+            service_name = output_name(url)  # (a safe name, whatever the URL holds)
             made = Path(
                 await self._api.download(url, LocalFolder(folder, self._writer), service_name)
             )
@@ -128,7 +129,7 @@ class Finisher:
                     _finish, made, converted, fmt, source, tags, marker, request.title_suffix
                 )
             except ConversionError as exc:
-                kept = PurePosixPath(name).with_suffix(PurePosixPath(service_name).suffix)
+                kept = PurePosixPath(name).with_suffix(output_extension(url))
                 location = await _copy_into(made, sink, str(kept), mark)
                 return Delivered(location, f"kept as the service made it: {exc}")
             return Delivered(await _copy_into(converted, sink, name, mark))
