@@ -172,3 +172,24 @@ def test_the_command_line_writes_the_page_at_the_end_and_from_a_journal(
     missing = run_cli("report", "--journal", "nowhere.sqlite", cwd=tmp_path)
     assert missing.returncode == 2
     assert "no journal at" in missing.stderr
+
+
+@pytest.mark.anyio
+async def test_the_demos_review_page_works_in_chromium(tmp_path: Path) -> None:
+    executable = find_chromium()
+    if executable is None:
+        pytest.skip("no Chromium, and apt-get cannot install it here (not root, or no apt)")
+    done = await anyio.to_thread.run_sync(
+        lambda: run_cli("demo", "--out", "demo-out", cwd=tmp_path)
+    )
+    assert done.returncode == 0, done.stderr
+    with anyio.fail_after(120):
+        async with chromium(executable) as browser:
+            await browser.open((tmp_path / "demo-out" / "review.html").as_uri())
+            seen = await browser.evaluate(SEEN)
+    heard = seen["heard"]
+    assert len(heard) == 3 * 3  # three tracks: the whole, and a seam at each end
+    assert [a for a in heard if a["error"] is not None] == []
+    assert sorted(round(a["duration"]) for a in heard if a["cls"] == "whole") == [9, 10, 12]
+    assert seen["pictures"] == [seen["pictures"][0]] * 3
+    assert seen["pictures"][0] > 0
