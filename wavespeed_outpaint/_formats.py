@@ -33,7 +33,11 @@ DEFAULT_MP3_KBPS = 256
 # the length no longer matches; from 128 up it is exact at every rate tried.
 _MP3_KBPS_RANGE = (32, 320)
 MIN_MP3_KBPS = 128
-BLOCK_FRAMES = 64 * 1024
+# Long reads: libsndfile's MP3 decoder prints notices ("part2_3_length ... too large")
+# on stderr at the boundary of a read at MPEG-2 rates (below 32 kHz), though the samples
+# are the same as a whole read's; 2^20 frames (8 MB of stereo) holds a short track in
+# one read, and 44.1 / 48 kHz audio draws none.
+BLOCK_FRAMES = 1 << 20
 # An MP3's length is known to one MPEG frame (encoder delay and padding); the others' to
 # the sample.
 _TOLERANCE = {"mp3": 1152}
