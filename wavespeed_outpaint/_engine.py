@@ -39,6 +39,7 @@ from .errors import (
     OutpaintError,
     ProtocolError,
     RateLimitedError,
+    TaskClaimed,
     TaskFailedError,
     TransportError,
     UnknownSubmissionError,
@@ -54,13 +55,17 @@ from .models import (
     parse_status,
 )
 from .options import ClientOptions
-from .seams import OutputMark, OutputSink, StartLimiter, TaskStore
+from .seams import OutputMark, OutputSink, SharedTaskStore, StartLimiter, TaskStore
 
 log = logging.getLogger("wavespeed_outpaint.engine")
 
 K = TypeVar("K")
 V = TypeVar("V")
 
+# How long past a claimed submit's read time-out its record may take to be written, and
+# how often another worker's record is read meanwhile.
+CLAIM_RECORD_GRACE = 5.0
+CLAIM_RECORD_POLL = 0.25
 # Submits of one task that may be lost (and proven to have created nothing) in a row.
 MAX_LOST_SUBMITS = 5
 
@@ -440,6 +445,11 @@ class Engine:
                     request=stored_payload,
                 )
                 await journal.durable()
+                if isinstance(journal, SharedTaskStore):
+                    try:
+                        await journal.claim(row)
+                    except TaskClaimed as claimed:
+                        return await self._claimed_elsewhere(row, claimed, batch)
                 self._on_the_wire[fp] = OpenSubmit(
                     fp, payload, sent_at, sent_at + self.options.read_timeout
                 )
@@ -504,6 +514,39 @@ class Engine:
         )
         if prediction.is_final:
             return self._record_final(batch, row, prediction, via)
+        return row
+
+    async def _claimed_elsewhere(
+        self, row: TaskRow, claimed: TaskClaimed, batch: BatchState
+    ) -> TaskRow:
+        """Another worker sharing the task store sent this task, or is sending it:
+        collect it from where that worker's record says it stands; never send it."""
+        journal = batch.journal
+        assert isinstance(journal, SharedTaskStore)
+        fields = claimed.fields
+        # "Submitting": its answer is not recorded yet. Wait for it while that worker's
+        # submit may still be on its way (a read time-out, and the record's writing).
+        sent_at = fields.get("sent_at") or time.time()
+        settled_by = sent_at + self.options.read_timeout + CLAIM_RECORD_GRACE
+        while fields.get("state") == State.SUBMITTING and time.time() < settled_by:
+            await anyio.sleep(CLAIM_RECORD_POLL)
+            fields = await journal.record(row.fingerprint) or fields
+        row = journal.update(row, **fields)
+        if row.state != State.SUBMITTING:
+            return row  # submitted (poll it), completed (download it), or its end
+        # That worker died sending it: the list endpoint may show the task; if it does
+        # not, it is not sent here either.
+        row = await self._settle(row, batch)
+        if row.state == State.PENDING:
+            row = journal.update(
+                row,
+                state=State.UNKNOWN,
+                status=Status.UNKNOWN.value,
+                error=(
+                    "another worker claimed this task and its submit is not settled (it "
+                    "died sending it); not sent here, so never charged twice"
+                ),
+            )
         return row
 
     async def _settle(self, row: TaskRow, batch: BatchState) -> TaskRow:

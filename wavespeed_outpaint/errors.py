@@ -165,6 +165,18 @@ class UnknownSubmissionError(OutpaintError):
         )
 
 
+class TaskClaimed(OutpaintError):
+    """Another process (a worker of the same cluster) holds this task's claim in a shared
+    task store: it sent the task, or is sending it. `fields` is its record (state,
+    prediction id, outputs ...), for this process to collect the task instead of sending
+    it again."""
+
+    def __init__(self, fingerprint: str, fields: dict[str, Any]) -> None:
+        self.fingerprint = fingerprint
+        self.fields = fields
+        super().__init__(f"task {fingerprint[:12]} is claimed by another worker")
+
+
 class TaskFailedError(OutpaintError):
     """The task reached a final status other than completed."""
 

@@ -13,7 +13,7 @@ Give your own with `OutpaintClient(limiter=...)`, `outpaint_many(journal=store)`
 from __future__ import annotations
 
 import json
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import attrs
 
@@ -23,6 +23,7 @@ __all__ = [
     "OutputMark",
     "OutputPart",
     "OutputSink",
+    "SharedTaskStore",
     "StartLimiter",
     "State",
     "TaskRow",
@@ -159,3 +160,17 @@ class TaskStore(Protocol):
 
     def close(self) -> None:
         """Make everything durable and let go of the store."""
+
+
+@runtime_checkable
+class SharedTaskStore(TaskStore, Protocol):
+    """A `TaskStore` that several processes share (the workers of a cluster). Before a
+    task's submit is sent, the engine asks to `claim` it: only one process may send a
+    task."""
+
+    async def claim(self, row: TaskRow) -> None:
+        """Make the task of `row` (just marked submitting) this process's to send, or
+        raise `TaskClaimed` with the record of the process that holds it."""
+
+    async def record(self, fingerprint: str) -> dict[str, Any] | None:
+        """The task's shared record now, as fields of `update`; None if it has none."""

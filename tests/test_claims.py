@@ -1,0 +1,98 @@
+"""A task store shared by several workers (each with a journal of its own, records in a
+bucket): one task is sent by one worker only, however many are given it."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from pathlib import Path
+
+import anyio
+import pytest
+from conftest import MakeTrack, fast_client, fast_config
+from s3server import S3Server
+
+from wavespeed_outpaint import OutpaintRequest, OutpaintResult, Status
+from wavespeed_outpaint._claims import ObjectClaims
+from wavespeed_outpaint._identity import FileFacts, fingerprint
+from wavespeed_outpaint._journal import Journal
+from wavespeed_outpaint._s3 import ObjectStores
+from wavespeed_outpaint.emulator import Emulator
+
+pytestmark = pytest.mark.anyio
+
+
+def new_bucket(s3: S3Server) -> str:
+    bucket = f"lib-{uuid.uuid4().hex[:12]}"
+    s3.make_bucket(bucket)
+    return bucket
+
+
+async def worker(
+    emu: Emulator, requests: list[OutpaintRequest], out: Path, journal: Path, store: str
+) -> list[OutpaintResult]:
+    """One worker of the cluster: its own client and journal, the shared store."""
+    claims = ObjectClaims(Journal(journal), store, ObjectStores())
+    try:
+        async with fast_client(emu) as client:
+            results = [r async for r in client.outpaint_many(requests, out, journal=claims)]
+        await claims.flush()
+        return results
+    finally:
+        claims.close()
+
+
+async def test_workers_given_the_same_tasks_send_each_once(
+    s3: S3Server, make_audio: MakeTrack, tmp_path: Path
+) -> None:
+    bucket = new_bucket(s3)
+    store = f"s3://{bucket}/_tasks/"
+    requests = [
+        OutpaintRequest(make_audio(f"t{i}.wav", seconds=0.3, seed=i), tags="x", seed=i)
+        for i in range(12)
+    ]
+    async with Emulator(fast_config(time_scale=0.02)) as emu:
+        with anyio.fail_after(60):
+            async with anyio.create_task_group() as tg:
+                found: dict[int, list[OutpaintResult]] = {}
+
+                async def run(n: int) -> None:
+                    found[n] = await worker(
+                        emu, requests, tmp_path / "out", tmp_path / f"w{n}.sqlite", store
+                    )
+
+                for n in range(3):
+                    tg.start_soon(run, n)
+        stats = emu.stats()
+    assert stats["submit_requests"] == 12  # each task sent once, by one of three workers
+    assert stats["duplicate_submissions"] == 0
+    for results in found.values():
+        assert [r.error for r in results if not r.ok] == []
+    # Every task has its record, and it says how the task ended.
+    records = [k for k in s3.keys(bucket) if k.startswith("_tasks/")]
+    assert len(records) == 12
+    states = {json.loads(s3.get(bucket, key))["state"] for key in records}
+    assert states == {"downloaded"}
+
+
+async def test_a_task_claimed_by_a_worker_that_died_sending_it_is_not_sent_again(
+    s3: S3Server, make_audio: MakeTrack, tmp_path: Path
+) -> None:
+    bucket = new_bucket(s3)
+    store = f"s3://{bucket}/_tasks/"
+    request = OutpaintRequest(make_audio("a.wav", seconds=0.3), tags="x")
+    async with Emulator(fast_config()) as emu:
+        # A first worker records the claim and dies before its POST leaves: its record
+        # says "submitting", and the service has no task.
+        first = ObjectClaims(Journal(tmp_path / "first.sqlite"), store, ObjectStores())
+        assert isinstance(request.audio, Path)
+        fp = fingerprint(request, "sha256:" + FileFacts().sha256(request.audio))
+        row = first.add(fp, request.payload("https://x/a.wav"), str(request.audio), 0.006)
+        row = first.update(row, state="submitting", sent_at=time.time() - 60)
+        await first.claim(row)
+        first.close()
+        (result,) = await worker(emu, [request], tmp_path / "out", tmp_path / "w.sqlite", store)
+        assert emu.stats()["submit_requests"] == 0
+    assert result.status is Status.UNKNOWN
+    assert "another worker claimed this task" in (result.error or "")

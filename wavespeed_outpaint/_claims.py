@@ -1,0 +1,168 @@
+"""A task store shared by the workers of a cluster: each process keeps its own journal
+(SQLite, beside it), and every task's record is also an object under a prefix of a
+bucket, `<prefix><fingerprint>.json`.
+
+The record is created when the task's submit is about to be sent, with a conditional
+put that only one process can win (`claim`): a process that loses learns the winner's
+record instead, and collects the task (polls its prediction, downloads its outputs)
+rather than sending it. Later states (submitted with its prediction id, completed,
+downloaded, failed) are written over it as they happen, in the background, so a batch
+that Ray retries on another node, or a run of the same job again, finds where each task
+stands. A record left "submitting" by a worker that died is settled through the list
+endpoint, as a lost submit is on one machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+from ._journal import Journal, State, TaskRow
+from ._s3 import ObjectStores, _obstore, _why
+from .errors import JournalError, TaskClaimed
+from .models import ObjectRef
+
+log = logging.getLogger("wavespeed_outpaint.claims")
+
+# The states other workers learn from a record (a pending task has no record).
+SHARED_STATES = (State.SUBMITTED, State.COMPLETED, State.DOWNLOADED, State.FAILED, State.UNKNOWN)
+# The fields of a row a record holds.
+RECORD_FIELDS = (
+    "state",
+    "prediction_id",
+    "created_at",
+    "sent_at",
+    "failed_at",
+    "status",
+    "code",
+    "error",
+    "delivered_by",
+)
+
+
+def record_of(row: TaskRow) -> bytes:
+    doc: dict[str, Any] = {name: getattr(row, name) for name in RECORD_FIELDS}
+    doc["outputs"] = list(row.outputs)
+    doc["files"] = list(row.files)
+    doc["fingerprint"] = row.fingerprint
+    return json.dumps(doc, separators=(",", ":")).encode()
+
+
+def fields_of(data: bytes) -> dict[str, Any]:
+    """A record as fields of `TaskStore.update`."""
+    doc = json.loads(data)
+    fields = {name: doc.get(name) for name in RECORD_FIELDS}
+    fields["outputs"] = tuple(doc.get("outputs") or ())
+    fields["files"] = tuple(doc.get("files") or ())
+    return fields
+
+
+class ObjectClaims:
+    """A `SharedTaskStore`: a local `Journal` plus a record per task in a bucket."""
+
+    def __init__(self, local: Journal, prefix: str, stores: ObjectStores) -> None:
+        self._local = local
+        self.prefix = ObjectRef.parse_prefix(prefix, field="store")
+        self._store = stores.store(self.prefix.bucket)
+        # Records to write, the newest of each task (as bytes: a row changes in place),
+        # and the task writing them.
+        self._pending: dict[str, bytes] = {}
+        self._writer: asyncio.Task[None] | None = None
+        # One writer at a time: two could land a task's records out of order.
+        self._writing = asyncio.Lock()
+
+    def _key(self, fingerprint: str) -> str:
+        return f"{self.prefix.key}{fingerprint}.json"
+
+    # -- TaskStore ---------------------------------------------------------------------
+
+    def add(
+        self,
+        fingerprint: str,
+        request: dict[str, Any],
+        source: str,
+        cost_usd: float,
+        stems: tuple[str, ...] = (),
+    ) -> TaskRow:
+        return self._local.add(fingerprint, request, source, cost_usd, stems)
+
+    def update(self, row: TaskRow, **fields: Any) -> TaskRow:
+        row = self._local.update(row, **fields)
+        if row.state in SHARED_STATES:
+            self._pending[row.fingerprint] = record_of(row)
+            if self._writer is None or self._writer.done():
+                self._writer = asyncio.get_running_loop().create_task(self.flush())
+        return row
+
+    async def durable(self) -> None:
+        await self._local.durable()
+
+    def open_submits(self) -> list[TaskRow]:
+        return self._local.open_submits()
+
+    def known_prediction_ids(self) -> set[str]:
+        return self._local.known_prediction_ids()
+
+    def upload_url(self, content_hash: str) -> str | None:
+        return self._local.upload_url(content_hash)
+
+    def remember_upload(self, content_hash: str, url: str) -> None:
+        self._local.remember_upload(content_hash, url)
+
+    def close(self) -> None:
+        if self._pending:
+            log.warning("%d task records were not written to the store", len(self._pending))
+        self._local.close()
+
+    # -- sharing -----------------------------------------------------------------------
+
+    async def claim(self, row: TaskRow) -> None:
+        obstore = _obstore()
+        try:
+            await obstore.put_async(
+                self._store, self._key(row.fingerprint), record_of(row), mode="create"
+            )
+            return
+        except Exception as exc:  # noqa: BLE001 - obstore's "already exists" and the rest
+            if not _already_exists(exc):
+                raise JournalError(f"cannot claim the task in {self.prefix}: {_why(exc)}") from None
+        held = await self.record(row.fingerprint)
+        raise TaskClaimed(row.fingerprint, held or {"state": State.SUBMITTING})
+
+    async def record(self, fingerprint: str) -> dict[str, Any] | None:
+        obstore = _obstore()
+        try:
+            found = await obstore.get_async(self._store, self._key(fingerprint))
+            return fields_of(bytes(await found.bytes_async()))
+        except FileNotFoundError:
+            return None
+        except Exception as exc:  # noqa: BLE001
+            raise JournalError(
+                f"cannot read the task's record in {self.prefix}: {_why(exc)}"
+            ) from None
+
+    async def flush(self) -> None:
+        """Write every record changed so far (a write that fails is tried again later)."""
+        async with self._writing:
+            await self._write_pending()
+
+    async def _write_pending(self) -> None:
+        obstore = _obstore()
+        while self._pending:
+            fingerprint, record = next(iter(self._pending.items()))
+            try:
+                await obstore.put_async(self._store, self._key(fingerprint), record)
+            except Exception as exc:  # noqa: BLE001
+                log.warning("task record %s not written yet: %s", fingerprint[:12], _why(exc))
+                await asyncio.sleep(1.0)
+                continue
+            if self._pending.get(fingerprint) is record:  # (not changed meanwhile)
+                del self._pending[fingerprint]
+
+
+def _already_exists(exc: BaseException) -> bool:
+    from obstore.exceptions import AlreadyExistsError, PreconditionError
+
+    return isinstance(exc, (AlreadyExistsError, PreconditionError))
