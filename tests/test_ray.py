@@ -1,0 +1,135 @@
+"""The batch on Ray Data: a local Ray instance (2 CPUs, loopback only, no dashboard)
+started by these tests, the emulator and an S3-compatible server as their own
+processes, every worker a real Ray actor."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import soundfile as sf
+from conftest import RATE
+from s3server import S3Server
+from test_crash import emulator_process_at, stats
+
+from wavespeed_outpaint.emulator._audio import encode, make_track
+
+ray = pytest.importorskip("ray", reason="the ray extra is not installed")
+
+pytestmark = pytest.mark.slow
+
+# Retries that wait milliseconds, polls that start soon: the workers' client options.
+FAST = {
+    "retry_wait_initial": 0.01,
+    "retry_wait_max": 0.1,
+    "min_check_interval": 0.05,
+    "initial_work_per_second": 0.5,
+}
+
+
+@pytest.fixture(scope="module")
+def local_ray(s3_process: S3Server) -> Iterator[Any]:
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        _node_ip_address="127.0.0.1",
+        runtime_env={"env_vars": {**s3_process.env, "RAY_DATA_DISABLE_PROGRESS_BARS": "1"}},
+        logging_level="ERROR",
+        log_to_driver=False,
+    )
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+
+
+def library(s3: S3Server, count: int) -> tuple[str, list[dict[str, str]]]:
+    bucket = f"lib-{uuid.uuid4().hex[:12]}"
+    s3.make_bucket(bucket)
+    rows = []
+    for i in range(count):
+        s3.put(bucket, f"music/t{i}.wav", encode(make_track(0.2, RATE, seed=i), RATE, "wav"))
+        rows.append({"audio": f"s3://{bucket}/music/t{i}.wav"})
+    return bucket, rows
+
+
+def extend(rows: list[dict[str, str]], bucket: str, url: str) -> list[dict[str, Any]]:
+    from wavespeed_outpaint.ray import outpaint_dataset
+
+    ds = ray.data.from_items(rows)
+    done = outpaint_dataset(
+        ds,
+        out=f"s3://{bucket}/extended/",
+        tags="lofi",
+        extend_after_duration=1,
+        concurrency=2,
+        batch_size=20,
+        base_url=url,
+        api_key="emulator-key",
+        options=FAST,
+    )
+    return list(done.take_all())
+
+
+def test_a_library_is_extended_on_ray_once_and_a_second_run_sends_nothing(
+    local_ray: Any, s3_process: S3Server
+) -> None:
+    bucket, rows = library(s3_process, 200)
+    with emulator_process_at(time_scale=0.05) as url:
+        first = extend(rows, bucket, url)
+        assert len(first) == 200
+        assert [r["error"] for r in first if r["status"] != "completed"] == []
+        after_first = stats(url)
+        assert after_first["tasks_created"] == 200
+        assert after_first["duplicate_submissions"] == 0
+        again = extend(rows, bucket, url)
+        assert stats(url)["tasks_created"] == 200  # the second run sent nothing
+    assert all(r["status"] == "completed" for r in again)
+    outputs = [k for k in s3_process.keys(bucket) if k.startswith("extended/music/")]
+    assert len(outputs) == 200
+    data = s3_process.get(bucket, "extended/music/t7.wav")
+    import io
+
+    assert sf.info(io.BytesIO(data)).frames == round(1.2 * RATE)
+
+
+def test_an_actor_killed_mid_batch_charges_nothing_twice(
+    local_ray: Any, s3_process: S3Server
+) -> None:
+    from wavespeed_outpaint.ray import COORDINATOR_NAMESPACE
+
+    bucket, rows = library(s3_process, 120)
+    killed: list[int] = []
+    with emulator_process_at(time_scale=0.5) as url:
+
+        def kill_one_worker() -> None:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and stats(url)["submit_requests"] < 20:
+                time.sleep(0.1)
+            # The workers' pids, from the leases the account's coordinator holds.
+            account = ray.get_actor("account-default", namespace=COORDINATOR_NAMESPACE)
+            leases = ray.get(account.stats.remote())["leases"]
+            pid = int(next(iter(leases)).split("-")[0])
+            os.kill(pid, signal.SIGKILL)  # as a lost node would
+            killed.append(pid)
+
+        killer = threading.Thread(target=kill_one_worker)
+        killer.start()
+        done = extend(rows, bucket, url)
+        killer.join(timeout=60)
+        final = stats(url)
+    assert killed, "no worker was killed"
+    assert final["duplicate_submissions"] == 0
+    assert final["tasks_created"] <= 120
+    by_audio = {r["audio"]: r for r in done}
+    assert len(by_audio) == 120
+    outputs = [k for k in s3_process.keys(bucket) if k.startswith("extended/music/")]
+    completed = [r for r in by_audio.values() if r["status"] == "completed"]
+    assert len(outputs) == len(completed)
+    assert {r["status"] for r in by_audio.values()} <= {"completed", "unknown"}

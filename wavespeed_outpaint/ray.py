@@ -1,0 +1,330 @@
+"""The batch on a Ray cluster, with Ray Data (the `[ray]` extra).
+
+    import ray
+    from wavespeed_outpaint.ray import outpaint_dataset
+
+    ds = ray.data.read_parquet("s3://lib/manifest.parquet")   # a column `audio`
+    results = outpaint_dataset(ds, out="s3://lib/extended/", tags="lofi",
+                               extend_after_duration=30, starts_per_minute=3000,
+                               max_running=3000, concurrency=8)
+    results.write_parquet("s3://lib/extended/_report/")      # one row per task
+
+Each of `concurrency` actors keeps one client (one event loop, one shared poller) for
+its whole life, fed batch after batch. The guarantees of one machine hold across the
+cluster through two shared parts:
+- one `AccountCoordinator` actor per account (named, created if absent): the start
+  schedule for the whole cluster (starts per minute, a pause for every worker on a 429),
+  and the running budget, handed out as leases that a dead worker's heartbeat no longer
+  renews, so its share goes to the others;
+- a task store in the bucket (`ObjectClaims`): a task is claimed before its submit
+  leaves, so a batch that Ray retries on another node, or the same job run again,
+  collects what was sent instead of sending it again.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from ._claims import ObjectClaims
+from ._journal import Journal
+from ._pacing import StartPacer
+from ._report import status_text
+from ._s3 import ObjectStores
+from .client import OutpaintClient
+from .errors import ConfigurationError
+from .models import ObjectRef, OutpaintRequest, OutpaintResult
+
+# Columns of a result row, one per task.
+RESULT_COLUMNS = (
+    "audio",
+    "output",
+    "status",
+    "prediction_id",
+    "files",
+    "error",
+    "code",
+    "cost_usd",
+    "delivered_by",
+)
+# Request fields a dataset's rows may carry (the rest come from `outpaint_dataset`).
+ROW_FIELDS = (
+    "tags",
+    "extend_before_duration",
+    "extend_after_duration",
+    "lyrics",
+    "seed",
+    "key",
+    "output_format",
+    "keep_tags",
+    "title_suffix",
+)
+# A worker's running lease lasts this long without a heartbeat.
+LEASE_SECONDS = 30.0
+COORDINATOR_NAMESPACE = "wavespeed-outpaint"
+
+
+def _ray() -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise ConfigurationError(
+            "running on Ray needs the ray extra: pip install 'wavespeed-outpaint[ray]'"
+        ) from None
+    return ray
+
+
+class AccountCoordinator:
+    """The account's limits for the whole cluster (run as one named async Ray actor):
+    start slots on one schedule, a pause for everyone on a 429, and running leases."""
+
+    def __init__(self, starts_per_minute: float | None, max_running: int) -> None:
+        self._pacer = StartPacer(starts_per_minute)
+        self._max_running = max_running
+        self._leases: dict[str, tuple[int, float]] = {}  # worker -> (slots, expires at)
+        self.calls = 0
+
+    async def slot(self) -> None:
+        self.calls += 1
+        await self._pacer.slot()
+
+    def accepted(self) -> None:
+        self.calls += 1
+        self._pacer.accepted()
+
+    def rate_limited(self, retry_after: float | None) -> None:
+        self.calls += 1
+        self._pacer.rate_limited(retry_after)
+
+    def lease(self, worker: str, wanted: int) -> int:
+        """How many tasks `worker` may have running, renewed for `LEASE_SECONDS`: its
+        share, out of what the live workers do not hold (a dead worker's lease lapses)."""
+        self.calls += 1
+        now = time.monotonic()
+        self._leases = {w: lease for w, lease in self._leases.items() if lease[1] > now}
+        held = sum(slots for w, (slots, _) in self._leases.items() if w != worker)
+        granted = max(1, min(wanted, self._max_running - held))
+        self._leases[worker] = (granted, now + LEASE_SECONDS)
+        return granted
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "calls": self.calls,
+            "leases": {w: slots for w, (slots, _) in self._leases.items()},
+            "starts_per_minute": self._pacer.starts_per_minute,
+        }
+
+
+def coordinator(
+    account: str, starts_per_minute: float | None, max_running: int, *, detached: bool = False
+) -> Any:
+    """The account's coordinator actor: the running one, or a new one. Made by the
+    driver (`outpaint_dataset`), it lives as long as the job; `detached`, beyond it (for
+    pipelines that make their `OutpaintBatches` themselves): never owned by a worker,
+    whose death would take it along."""
+    ray = _ray()
+    actor = ray.remote(num_cpus=0, max_restarts=-1, max_concurrency=10_000)(AccountCoordinator)
+    return actor.options(
+        name=f"account-{account}",
+        namespace=COORDINATOR_NAMESPACE,
+        get_if_exists=True,
+        lifetime="detached" if detached else None,
+    ).remote(starts_per_minute, max_running)
+
+
+@attrs.define
+class ClusterLimiter:
+    """The `StartLimiter` of a worker: every start asks the account's coordinator."""
+
+    coordinator: Any
+
+    async def slot(self) -> None:
+        await self.coordinator.slot.remote()
+
+    def accepted(self) -> None:
+        self.coordinator.accepted.remote()
+
+    def rate_limited(self, retry_after: float | None) -> None:
+        self.coordinator.rate_limited.remote(retry_after)
+
+
+class OutpaintBatches:
+    """A callable class for `Dataset.map_batches`: each batch of rows (a column `audio`,
+    optionally `output` and request fields) in, a batch of result rows out. One client
+    per actor, kept across batches."""
+
+    def __init__(
+        self,
+        *,
+        out: str,
+        store: str | None = None,
+        account: str = "default",
+        starts_per_minute: float | None = None,
+        max_running: int = 1000,
+        workers: int = 1,
+        coordinator_actor: Any = None,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        options: dict[str, Any] | None = None,
+        **fields: Any,
+    ) -> None:
+        self.out = out
+        self.store = store or _default_store(out)
+        self.fields = fields
+        self._api_key, self._base_url = api_key, base_url
+        self._options = options or {}
+        self._coordinator = coordinator_actor or coordinator(
+            account, starts_per_minute, max_running, detached=True
+        )
+        self._share = max(1, max_running // max(1, workers))
+        self._worker = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self._client: OutpaintClient | None = None
+        self._claims: ObjectClaims | None = None
+        self._lease_renewed = 0.0
+
+    async def _open(self) -> tuple[OutpaintClient, ObjectClaims]:
+        if self._client is None or self._claims is None:
+            in_flight = await self._coordinator.lease.remote(self._worker, self._share)
+            self._lease_renewed = time.monotonic()
+            client = OutpaintClient(
+                self._api_key,
+                self._base_url,
+                limiter=ClusterLimiter(self._coordinator),
+                **{"max_in_flight": in_flight, **self._options},
+            )
+            await client.__aenter__()
+            journal = Path(tempfile.mkdtemp(prefix="outpaint-worker-")) / "journal.sqlite"
+            self._claims = ObjectClaims(Journal(journal), self.store, ObjectStores())
+            self._client = client
+        elif time.monotonic() - self._lease_renewed > LEASE_SECONDS / 3:
+            await self._coordinator.lease.remote(self._worker, self._share)
+            self._lease_renewed = time.monotonic()
+        return self._client, self._claims
+
+    async def __call__(self, batch: dict[str, Any]) -> AsyncIterator[dict[str, list[Any]]]:
+        client, claims = await self._open()
+        rows = _rows(batch)
+        requests = [self._request(row) for row in rows]
+        ready: list[OutpaintRequest | tuple[OutpaintRequest, str]] = [
+            request if name is None else (request, name)
+            for request, name in requests
+            if isinstance(request, OutpaintRequest)
+        ]
+        results: dict[int, OutpaintResult] = {}
+        async for result in client.outpaint_many(ready, self.out, journal=claims):
+            results[id(result.request)] = result
+        await claims.flush()
+        out: dict[str, list[Any]] = {column: [] for column in RESULT_COLUMNS}
+        for row, (request, name) in zip(rows, requests, strict=True):
+            ended = results.get(id(request)) if isinstance(request, OutpaintRequest) else request
+            for column, value in _result_row(row, name, ended).items():
+                out[column].append(value)
+        yield out
+
+    def _request(self, row: dict[str, Any]) -> tuple[OutpaintRequest | str, str | None]:
+        """The row's request and output name, or why it cannot be one (a failed row)."""
+        fields = {**self.fields, **{k: row[k] for k in ROW_FIELDS if row.get(k) is not None}}
+        name = row.get("output")
+        try:
+            request = OutpaintRequest(str(row.get("audio")), **fields)
+        except Exception as exc:  # noqa: BLE001 - a bad row is a row, not a failed job
+            return str(exc), name
+        if name is None and request.is_object:
+            name = ObjectRef.parse(str(request.audio)).key.rsplit(".", 1)[0]
+        return request, name
+
+
+def _default_store(out: str) -> str:
+    if not out.startswith("s3://"):
+        raise ConfigurationError(
+            "give store='s3://bucket/prefix/' (the task store every worker shares), or an "
+            "s3:// out, whose _tasks/ prefix is then the store"
+        )
+    return out.rstrip("/") + "/_tasks/"
+
+
+def _rows(batch: dict[str, Any]) -> list[dict[str, Any]]:
+    columns = list(batch)
+    count = len(batch[columns[0]]) if columns else 0
+    return [{c: _plain(batch[c][i]) for c in columns} for i in range(count)]
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if hasattr(value, "item") else value
+
+
+def _result_row(
+    row: dict[str, Any], name: str | None, ended: OutpaintResult | str | None
+) -> dict[str, Any]:
+    """One task's row: its result, or why it was not sent (a bad row: text; the batch
+    stopped before it: None)."""
+    base: dict[str, Any] = {
+        "audio": str(row.get("audio")),
+        "output": name,
+        "files": [],
+        "cost_usd": 0.0,
+    }
+    nothing: dict[str, Any] = {"prediction_id": None, "code": None, "delivered_by": None}
+    if ended is None:
+        return {**base, **nothing, "status": "not sent", "error": "the batch stopped first"}
+    if isinstance(ended, str):
+        return {**base, **nothing, "status": "invalid", "error": ended}
+    return {
+        **base,
+        "status": status_text(ended),
+        "prediction_id": ended.prediction_id,
+        "files": list(ended.locations),
+        "error": ended.error,
+        "code": ended.code,
+        "cost_usd": ended.request.cost_usd if ended.prediction_id else 0.0,
+        "delivered_by": ended.delivered_by,
+    }
+
+
+def outpaint_dataset(
+    ds: Any,
+    *,
+    out: str,
+    store: str | None = None,
+    account: str = "default",
+    starts_per_minute: float | None = None,
+    max_running: int = 1000,
+    concurrency: int = 2,
+    batch_size: int = 64,
+    api_key: str | None = None,
+    base_url: str | None = None,
+    options: dict[str, Any] | None = None,
+    **fields: Any,
+) -> Any:
+    """`ds` (rows with `audio`, optionally `output` and request fields) extended: a
+    dataset of one result row per task (`RESULT_COLUMNS`). Lazy, as Ray Data is: it
+    runs when consumed (`write_parquet`, `take_all`, ...)."""
+    account_actor = coordinator(account, starts_per_minute, max_running)
+    return ds.map_batches(
+        OutpaintBatches,
+        fn_constructor_kwargs={
+            "out": out,
+            "store": store,
+            "account": account,
+            "starts_per_minute": starts_per_minute,
+            "max_running": max_running,
+            "workers": concurrency,
+            "coordinator_actor": account_actor,
+            "api_key": api_key,
+            "base_url": base_url,
+            "options": options,
+            **fields,
+        },
+        concurrency=concurrency,
+        batch_size=batch_size,
+        batch_format="numpy",
+        # Waiting on the service is not work for a CPU: the actors take a fraction.
+        num_cpus=0.25,
+    )
