@@ -72,6 +72,9 @@ class ObjectClaims:
         self._writer: asyncio.Task[None] | None = None
         # One writer at a time: two could land a task's records out of order.
         self._writing = asyncio.Lock()
+        # Tasks this process claimed (or took over), and the versions of records read.
+        self._owned: set[str] = set()
+        self._read_versions: dict[str, str] = {}
 
     def _key(self, fingerprint: str) -> str:
         return f"{self.prefix.key}{fingerprint}.json"
@@ -119,11 +122,14 @@ class ObjectClaims:
     # -- sharing -----------------------------------------------------------------------
 
     async def claim(self, row: TaskRow) -> None:
+        if row.fingerprint in self._owned:
+            return  # (sent again after a 429, or taken over from a dead worker)
         obstore = _obstore()
         try:
             await obstore.put_async(
                 self._store, self._key(row.fingerprint), record_of(row), mode="create"
             )
+            self._owned.add(row.fingerprint)
             return
         except Exception as exc:  # noqa: BLE001 - obstore's "already exists" and the rest
             if not _already_exists(exc):
@@ -135,13 +141,31 @@ class ObjectClaims:
         obstore = _obstore()
         try:
             found = await obstore.get_async(self._store, self._key(fingerprint))
-            return fields_of(bytes(await found.bytes_async()))
+            data = bytes(await found.bytes_async())
+            self._read_versions[fingerprint] = found.meta.get("e_tag") or ""
+            return fields_of(data)
         except FileNotFoundError:
             return None
         except Exception as exc:  # noqa: BLE001
             raise JournalError(
                 f"cannot read the task's record in {self.prefix}: {_why(exc)}"
             ) from None
+
+    async def take_over(self, row: TaskRow) -> None:
+        obstore = _obstore()
+        fingerprint = row.fingerprint
+        version = {"e_tag": self._read_versions.get(fingerprint, "")}
+        try:
+            # Only over the record as it was read: of two workers, one wins.
+            await obstore.put_async(
+                self._store, self._key(fingerprint), record_of(row), mode=version
+            )
+        except Exception as exc:  # noqa: BLE001
+            if not _already_exists(exc):
+                raise JournalError(f"cannot claim the task in {self.prefix}: {_why(exc)}") from None
+            held = await self.record(fingerprint)
+            raise TaskClaimed(fingerprint, held or {"state": State.SUBMITTING}) from None
+        self._owned.add(fingerprint)
 
     async def flush(self) -> None:
         """Write every record changed so far (a write that fails is tried again later)."""

@@ -449,7 +449,10 @@ class Engine:
                     try:
                         await journal.claim(row)
                     except TaskClaimed as claimed:
-                        return await self._claimed_elsewhere(row, claimed, batch)
+                        row = await self._claimed_elsewhere(row, claimed, batch)
+                        if row.state != State.PENDING:
+                            return row
+                        continue  # taken over from a worker that died: sent from here
                 self._on_the_wire[fp] = OpenSubmit(
                     fp, payload, sent_at, sent_at + self.options.read_timeout
                 )
@@ -520,34 +523,33 @@ class Engine:
         self, row: TaskRow, claimed: TaskClaimed, batch: BatchState
     ) -> TaskRow:
         """Another worker sharing the task store sent this task, or is sending it:
-        collect it from where that worker's record says it stands; never send it."""
+        collect it from where that worker's record says it stands. Pending (to be sent
+        from here) only when that worker died sending it and the list endpoint shows its
+        submit created nothing, and this process took the task over."""
         journal = batch.journal
         assert isinstance(journal, SharedTaskStore)
-        fields = claimed.fields
-        # "Submitting": its answer is not recorded yet. Wait for it while that worker's
-        # submit may still be on its way (a read time-out, and the record's writing).
-        sent_at = fields.get("sent_at") or time.time()
-        settled_by = sent_at + self.options.read_timeout + CLAIM_RECORD_GRACE
-        while fields.get("state") == State.SUBMITTING and time.time() < settled_by:
-            await anyio.sleep(CLAIM_RECORD_POLL)
-            fields = await journal.record(row.fingerprint) or fields
-        row = journal.update(row, **fields)
-        if row.state != State.SUBMITTING:
-            return row  # submitted (poll it), completed (download it), or its end
-        # That worker died sending it: the list endpoint may show the task; if it does
-        # not, it is not sent here either.
-        row = await self._settle(row, batch)
-        if row.state == State.PENDING:
-            row = journal.update(
-                row,
-                state=State.UNKNOWN,
-                status=Status.UNKNOWN.value,
-                error=(
-                    "another worker claimed this task and its submit is not settled (it "
-                    "died sending it); not sent here, so never charged twice"
-                ),
-            )
-        return row
+        while True:
+            fields = claimed.fields
+            # "Submitting": its answer is not recorded yet. Wait for it while that
+            # worker's submit may still be on its way (a read time-out, and the writing).
+            sent_at = fields.get("sent_at") or time.time()
+            settled_by = sent_at + self.options.read_timeout + CLAIM_RECORD_GRACE
+            while fields.get("state") == State.SUBMITTING and time.time() < settled_by:
+                await anyio.sleep(CLAIM_RECORD_POLL)
+                fields = await journal.record(row.fingerprint) or fields
+            row = journal.update(row, **fields)
+            if row.state != State.SUBMITTING:
+                return row  # submitted (poll it), completed (download it), or its end
+            # That worker died sending it: the list endpoint may show its task (adopt
+            # it), prove there is none (take the task over), or not tell (unknown).
+            row = await self._settle(row, batch)
+            if row.state != State.PENDING:
+                return row
+            try:
+                await journal.take_over(row)
+                return row
+            except TaskClaimed as first:
+                claimed = first  # another worker took it over first: collect from it
 
     async def _settle(self, row: TaskRow, batch: BatchState) -> TaskRow:
         """A submit whose answer was lost: adopt its task, or prove there is none."""

@@ -181,7 +181,13 @@ class Settler:
         with_input = [p for p in unseen if isinstance(p.raw.get("input"), dict)]
         if with_input:
             matches = [p for p in with_input if _same_input(p.raw["input"], submit.payload)]
-            return self._adopt(matches[0]) if len(matches) == 1 else Settlement(Outcome.AMBIGUOUS)
+            if len(matches) == 1:
+                return self._adopt(matches[0])
+            if matches or len(with_input) < len(unseen):
+                return Settlement(Outcome.AMBIGUOUS)
+            # Every task in the window says what it was asked, none this: as if the window
+            # were empty (another worker's tasks, in a cluster sharing the account).
+            unseen = []
         if not unseen:
             if not self.clock.known:
                 # A window on a guessed offset may miss the task: absent is not proven.

@@ -174,3 +174,8 @@ class SharedTaskStore(TaskStore, Protocol):
 
     async def record(self, fingerprint: str) -> dict[str, Any] | None:
         """The task's shared record now, as fields of `update`; None if it has none."""
+
+    async def take_over(self, row: TaskRow) -> None:
+        """The holder of this task's claim died sending it, and the list endpoint shows
+        its submit created nothing: make the task this process's to send (as its record
+        was last read), or raise `TaskClaimed` if another process took it over first."""
