@@ -11,7 +11,7 @@ import wavespeed_outpaint
 
 PACKAGE = Path(wavespeed_outpaint.__file__).parent
 # The façade and what is built on it; everything else sits below `client`.
-ABOVE_CLIENT = {"__init__", "client", "cli", "_runner", "demo", "webhooks", "__main__"}
+ABOVE_CLIENT = {"__init__", "client", "cli", "_runner", "demo", "ray", "webhooks", "__main__"}
 
 
 def _module_name(path: Path) -> str:
