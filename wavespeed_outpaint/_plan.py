@@ -19,22 +19,10 @@ from ._journal import Journal, State
 from ._naming import checked_stem, default_stem
 from ._s3 import MissingExtraError, ObjectStores, audio_keys, audio_objects
 from .errors import ValidationError
-from .models import OBJECT_SCHEME, ObjectRef, OutpaintRequest, expand_path
+from .models import OBJECT_SCHEME, REQUEST_FIELDS, ObjectRef, OutpaintRequest, expand_path
 
 AUDIO_SUFFIXES = {".mp3", ".wav", ".flac"}
-MANIFEST_FIELDS = {
-    "audio",
-    "tags",
-    "extend_before_duration",
-    "extend_after_duration",
-    "lyrics",
-    "seed",
-    "key",
-    "output",
-    "output_format",
-    "keep_tags",
-    "title_suffix",
-}
+MANIFEST_FIELDS = {"audio", "output", *REQUEST_FIELDS}
 # States whose task has been sent already: running it again costs nothing more.
 PAID_STATES = {State.SUBMITTING, State.SUBMITTED, State.COMPLETED, State.DOWNLOADED, State.UNKNOWN}
 

@@ -430,6 +430,11 @@ class PredictionPage:
     items: tuple[Prediction, ...]
 
 
+# The fields of a request besides its audio: what a manifest line or a dataset's row
+# may set.
+REQUEST_FIELDS = tuple(f.name for f in attrs.fields(OutpaintRequest) if f.name != "audio")
+
+
 @attrs.frozen
 class OutpaintResult:
     """How one task of a batch ended. A failure is a value here, not an exception.

@@ -40,7 +40,7 @@ from ._report import status_text
 from ._s3 import ObjectStores
 from .client import OutpaintClient
 from .errors import ConfigurationError
-from .models import ObjectRef, OutpaintRequest, OutpaintResult
+from .models import REQUEST_FIELDS, ObjectRef, OutpaintRequest, OutpaintResult
 
 # Columns of a result row, one per task.
 RESULT_COLUMNS = (
@@ -53,18 +53,6 @@ RESULT_COLUMNS = (
     "code",
     "cost_usd",
     "delivered_by",
-)
-# Request fields a dataset's rows may carry (the rest come from `outpaint_dataset`).
-ROW_FIELDS = (
-    "tags",
-    "extend_before_duration",
-    "extend_after_duration",
-    "lyrics",
-    "seed",
-    "key",
-    "output_format",
-    "keep_tags",
-    "title_suffix",
 )
 # A worker's running lease lasts this long without a heartbeat.
 LEASE_SECONDS = 30.0
@@ -230,7 +218,9 @@ class OutpaintBatches:
 
     def _request(self, row: dict[str, Any]) -> tuple[OutpaintRequest | str, str | None]:
         """The row's request and output name, or why it cannot be one (a failed row)."""
-        fields = {**self.fields, **{k: row[k] for k in ROW_FIELDS if row.get(k) is not None}}
+        # A row's own request fields win over those given for the whole dataset.
+        own = {k: row[k] for k in REQUEST_FIELDS if row.get(k) is not None}
+        fields = {**self.fields, **own}
         name = row.get("output")
         try:
             request = OutpaintRequest(str(row.get("audio")), **fields)
