@@ -145,3 +145,29 @@ def test_an_actor_killed_mid_batch_charges_nothing_twice(
     assert {r["status"] for r in unknown} <= {"unknown"}
     assert len(unknown) <= 40  # at most the dead worker's two batches of 20
     assert all("not sent again" in (r["error"] or "") for r in unknown)
+
+
+def test_workers_in_other_processes_share_one_start_schedule(local_ray: Any) -> None:
+    from wavespeed_outpaint.ray import coordinator
+
+    account = coordinator(f"schedule-{uuid.uuid4().hex[:8]}", 600, 100)  # one per 0.1 s
+
+    @ray.remote(num_cpus=0.25)  # type: ignore[untyped-decorator]
+    def starts(account: Any, count: int) -> list[float]:
+        import asyncio
+
+        async def ask() -> list[float]:
+            granted = []
+            for _ in range(count):
+                await account.slot.remote()
+                granted.append(time.time())
+            return granted
+
+        return asyncio.run(ask())
+
+    granted = sorted(
+        t for times in ray.get([starts.remote(account, 10) for _ in range(2)]) for t in times
+    )
+    # Two processes, twenty starts, one schedule: 19 gaps of 0.1 s at least, in all.
+    assert len(granted) == 20
+    assert granted[-1] - granted[0] >= 1.8

@@ -73,9 +73,15 @@ class AccountCoordinator:
     """The account's limits for the whole cluster (run as one named async Ray actor):
     start slots on one schedule, a pause for everyone on a 429, and running leases."""
 
-    def __init__(self, starts_per_minute: float | None, max_running: int) -> None:
+    def __init__(
+        self,
+        starts_per_minute: float | None,
+        max_running: int,
+        lease_seconds: float = LEASE_SECONDS,
+    ) -> None:
         self._pacer = StartPacer(starts_per_minute)
         self._max_running = max_running
+        self._lease_seconds = lease_seconds
         self._leases: dict[str, tuple[int, float]] = {}  # worker -> (slots, expires at)
         self.calls = 0
 
@@ -92,14 +98,14 @@ class AccountCoordinator:
         self._pacer.rate_limited(retry_after)
 
     def lease(self, worker: str, wanted: int) -> int:
-        """How many tasks `worker` may have running, renewed for `LEASE_SECONDS`: its
+        """How many tasks `worker` may have running, renewed for `lease_seconds`: its
         share, out of what the live workers do not hold (a dead worker's lease lapses)."""
         self.calls += 1
         now = time.monotonic()
         self._leases = {w: lease for w, lease in self._leases.items() if lease[1] > now}
         held = sum(slots for w, (slots, _) in self._leases.items() if w != worker)
         granted = max(1, min(wanted, self._max_running - held))
-        self._leases[worker] = (granted, now + LEASE_SECONDS)
+        self._leases[worker] = (granted, now + self._lease_seconds)
         return granted
 
     def stats(self) -> dict[str, Any]:
