@@ -24,9 +24,11 @@ cluster through two shared parts:
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import time
 import uuid
+import weakref
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -194,7 +196,11 @@ class OutpaintBatches:
                 **{"max_in_flight": in_flight, **self._options},
             )
             await client.__aenter__()
-            journal = Path(tempfile.mkdtemp(prefix="outpaint-worker-")) / "journal.sqlite"
+            # This worker's own journal: scratch (the bucket's records are what last),
+            # removed when the actor ends (a killed one leaves it to the temp cleaner).
+            folder = tempfile.mkdtemp(prefix="outpaint-worker-")
+            weakref.finalize(self, shutil.rmtree, folder, True)
+            journal = Path(folder) / "journal.sqlite"
             self._claims = ObjectClaims(Journal(journal), self.store, ObjectStores())
             self._client = client
         elif time.monotonic() - self._lease_renewed > LEASE_SECONDS / 3:
