@@ -17,7 +17,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from typing import Any
+
+import attrs
 
 from ._journal import Journal, State, TaskRow
 from ._s3 import ObjectStores, _obstore, _why
@@ -132,10 +135,7 @@ class ObjectClaims:
             self._owned.add(row.fingerprint)
             return
         except Exception as exc:  # noqa: BLE001 - obstore's "already exists" and the rest
-            if not _already_exists(exc):
-                raise JournalError(f"cannot claim the task in {self.prefix}: {_why(exc)}") from None
-        held = await self.record(row.fingerprint)
-        raise TaskClaimed(row.fingerprint, held or {"state": State.SUBMITTING})
+            raise await self._lost(row.fingerprint, exc) from None
 
     async def record(self, fingerprint: str) -> dict[str, Any] | None:
         obstore = _obstore()
@@ -155,17 +155,24 @@ class ObjectClaims:
         obstore = _obstore()
         fingerprint = row.fingerprint
         version = {"e_tag": self._read_versions.get(fingerprint, "")}
+        # This process's claim now, as if it had made it: submitting, from now. (The row
+        # itself is pending here; a pending record would read to others as a task
+        # nobody holds.)
+        claim = record_of(attrs.evolve(row, state=State.SUBMITTING, sent_at=time.time()))
         try:
             # Only over the record as it was read: of two workers, one wins.
-            await obstore.put_async(
-                self._store, self._key(fingerprint), record_of(row), mode=version
-            )
+            await obstore.put_async(self._store, self._key(fingerprint), claim, mode=version)
         except Exception as exc:  # noqa: BLE001
-            if not _already_exists(exc):
-                raise JournalError(f"cannot claim the task in {self.prefix}: {_why(exc)}") from None
-            held = await self.record(fingerprint)
-            raise TaskClaimed(fingerprint, held or {"state": State.SUBMITTING}) from None
+            raise await self._lost(fingerprint, exc) from None
         self._owned.add(fingerprint)
+
+    async def _lost(self, fingerprint: str, exc: BaseException) -> Exception:
+        """What a failed conditional write means: another process holds the task (its
+        record, as `TaskClaimed`), or the store cannot be written (`JournalError`)."""
+        if not _already_exists(exc):
+            return JournalError(f"cannot claim the task in {self.prefix}: {_why(exc)}")
+        held = await self.record(fingerprint)
+        return TaskClaimed(fingerprint, held or {"state": State.SUBMITTING})
 
     async def flush(self) -> None:
         """Write every record changed so far (a write that fails is tried again later)."""
