@@ -89,6 +89,12 @@ class BatchState:
     forget: Callable[[str], None] | None = None
     # Why a task of this batch did not succeed, by fingerprint, until its result is out.
     exceptions: dict[str, BaseException] = attrs.field(factory=dict)
+    # The journal again, when other processes share it (a claim before every submit).
+    # Asked once: a runtime protocol check costs some 17 us, too much for every submit.
+    shared: SharedTaskStore | None = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self.shared = self.journal if isinstance(self.journal, SharedTaskStore) else None
 
     def failed(self, row: TaskRow, exc: BaseException, **fields: Any) -> TaskRow:
         """Record the task's failure: its text in the journal, the exception itself
@@ -445,9 +451,9 @@ class Engine:
                     request=stored_payload,
                 )
                 await journal.durable()
-                if isinstance(journal, SharedTaskStore):
+                if batch.shared is not None:
                     try:
-                        await journal.claim(row)
+                        await batch.shared.claim(row)
                     except TaskClaimed as claimed:
                         row = await self._claimed_elsewhere(row, claimed, batch)
                         if row.state != State.PENDING:
@@ -526,8 +532,8 @@ class Engine:
         collect it from where that worker's record says it stands. Pending (to be sent
         from here) only when that worker died sending it and the list endpoint shows its
         submit created nothing, and this process took the task over."""
-        journal = batch.journal
-        assert isinstance(journal, SharedTaskStore)
+        journal = batch.shared
+        assert journal is not None
         while True:
             fields = claimed.fields
             # "Submitting": its answer is not recorded yet. Wait for it while that
