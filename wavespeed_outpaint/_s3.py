@@ -27,7 +27,7 @@ import anyio
 import attrs
 
 from ._api import UploadSource
-from ._audio import AudioInfo, AudioProblem, probe_window
+from ._audio import CONTENT_TYPES, AudioInfo, AudioProblem, probe_window
 from .errors import ConfigurationError, OutputError, ValidationError
 from .models import OBJECT_SCHEME as SCHEME
 from .models import ObjectRef, is_loopback_host
@@ -175,11 +175,8 @@ class ObjectStores:
     async def head_bytes(self, ref: ObjectRef, size: int = HEAD_BYTES) -> bytes:
         """The object's first `size` bytes (fewer if it is shorter); `ValidationError`
         when it cannot be read."""
-        obstore = _obstore()
-        store = self.store(ref.bucket)
         try:
-            result = await obstore.get_async(store, ref.key, options={"range": (0, size)})
-            return bytes(await result.bytes_async())
+            return await _read_range(_obstore(), self.store(ref.bucket), ref.key, 0, size)
         except Exception as exc:  # noqa: BLE001
             raise ValidationError("audio", str(ref), _why(exc)) from None
 
@@ -470,7 +467,5 @@ class ObjectPart:
 
 
 def _content_type(key: str) -> str:
-    suffix = posixpath.splitext(key)[1].lower()
-    return {".wav": "audio/wav", ".mp3": "audio/mpeg", ".flac": "audio/flac"}.get(
-        suffix, "application/octet-stream"
-    )
+    fmt = posixpath.splitext(key)[1].lower().lstrip(".")
+    return CONTENT_TYPES.get(fmt, "application/octet-stream")
