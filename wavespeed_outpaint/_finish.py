@@ -17,7 +17,6 @@ import tempfile
 import uuid
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
-from urllib.parse import unquote, urlsplit
 
 import aiofiles
 import anyio
@@ -34,7 +33,7 @@ from ._formats import (
     describe,
     target_format,
 )
-from ._naming import output_extension, output_names
+from ._naming import output_extension, output_names, url_path
 from ._s3 import ObjectStores
 from ._tags import TrackTags, read_tags, tags_span, write_tags
 from .models import ObjectRef, OutpaintRequest
@@ -52,7 +51,7 @@ def input_format(request: OutpaintRequest) -> str | None:
     """The input's format, by its name ("mp3", "wav", "flac"); None for a URL whose path
     does not say."""
     audio = request.audio
-    suffix = audio.suffix if isinstance(audio, Path) else PurePosixPath(_path(audio)).suffix
+    suffix = audio.suffix if isinstance(audio, Path) else PurePosixPath(url_path(audio)).suffix
     return SUFFIX_FORMATS.get(suffix.lower())
 
 
@@ -62,19 +61,14 @@ def delivered_names(
     """Each output's name under the sink, and the format it is converted to (None: the
     service's file as it is)."""
     named = []
+    source = SourceAudio(input_format(request))
     for name in output_names(stem, outputs):
         service_suffix = PurePosixPath(name).suffix
-        fmt = target_format(
-            request.output_format, SourceAudio(input_format(request)), service_suffix
-        )
+        fmt = target_format(request.output_format, source, service_suffix)
         if fmt is not None:
             name = name[: len(name) - len(service_suffix)] + SUFFIXES[fmt]
         named.append((name, fmt))
     return named
-
-
-def _path(url: str) -> str:
-    return unquote(urlsplit(url).path)
 
 
 @attrs.frozen

@@ -18,11 +18,16 @@ MAX_NAME_BYTES = 1024
 _RESERVED = {"CON", "PRN", "AUX", "NUL"} | {f"{p}{i}" for p in ("COM", "LPT") for i in range(1, 10)}
 
 
+def url_path(url: str) -> str:
+    """A URL's path, its escapes undone."""
+    return unquote(urlsplit(url).path)
+
+
 def default_stem(request: OutpaintRequest) -> str:
     """A local file keeps its name; a URL gives its last path segment."""
     if isinstance(request.audio, Path):
         return request.audio.stem or "output"
-    name = PurePosixPath(unquote(urlsplit(request.audio).path)).stem
+    name = PurePosixPath(url_path(request.audio)).stem
     return _UNSAFE.sub("_", name).strip(" .") or "output"
 
 
@@ -60,7 +65,7 @@ COMMON_OUTPUT_SUFFIXES = (".wav", ".mp3", ".flac", ".ogg")
 
 
 def output_extension(url: str) -> str:
-    suffix = PurePosixPath(unquote(urlsplit(url).path)).suffix.lower()
+    suffix = PurePosixPath(url_path(url)).suffix.lower()
     return suffix if _EXTENSION.fullmatch(suffix) else ".wav"
 
 
