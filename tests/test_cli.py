@@ -450,3 +450,39 @@ def test_the_summary_reads_whole_at_80_columns() -> None:
     for words in ("completed", "held back (--max-cost)", "service's format", "$0.0120"):
         assert words in text
     assert "…" not in text
+
+
+@pytest.mark.parametrize(
+    ("flags", "says"),
+    [
+        (["--out", "OUT"], "give --out s3://bucket/prefix/"),
+        (["--out", "s3://b/x/", "--emulator"], "cannot use the embedded emulator"),
+        (["--out", "s3://b/x/", "--report", "r.html"], "write the result rows with --json"),
+    ],
+)
+def test_the_command_line_refuses_a_ray_run_it_cannot_do_before_sending(
+    flags: list[str],
+    says: str,
+    make_audio: MakeTrack,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from wavespeed_outpaint.cli import main
+
+    track = make_audio("t.wav", seconds=0.5)
+    flags = [str(tmp_path / "out") if f == "OUT" else f for f in flags]
+    code = main(["run", str(track), "--tags", "lofi", "--ray", "auto", *flags])
+    assert code == 2
+    assert says in capsys.readouterr().err
+
+
+def test_the_command_line_will_not_send_local_files_to_a_cluster(
+    make_audio: MakeTrack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from wavespeed_outpaint.cli import main
+
+    track = make_audio("t.wav", seconds=0.5)
+    args = ["run", str(track), "--tags", "lofi", "--out", "s3://b/x/", "--ray", "auto"]
+    code = main([*args, "--api-key", "k", "--base-url", "http://127.0.0.1:9"])
+    assert code == 2
+    assert "workers on other nodes cannot read" in capsys.readouterr().err

@@ -4,12 +4,16 @@ processes, every worker a real Ray actor."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,6 +23,7 @@ from s3server import S3Server
 from test_crash import emulator_process_at, stats
 
 from wavespeed_outpaint.emulator._audio import encode, make_track
+from wavespeed_outpaint.emulator._process import emulator_process as spawn_emulator
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed")
 
@@ -62,7 +67,11 @@ def library(s3: S3Server, count: int) -> tuple[str, list[dict[str, str]]]:
 
 
 def extend(
-    rows: list[dict[str, str]], bucket: str, url: str, account: str = "default"
+    rows: list[dict[str, str]],
+    bucket: str,
+    url: str,
+    account: str = "default",
+    starts_per_minute: float | None = None,
 ) -> list[dict[str, Any]]:
     from wavespeed_outpaint.ray import outpaint_dataset
 
@@ -71,6 +80,7 @@ def extend(
         ds,
         out=f"s3://{bucket}/extended/",
         account=account,
+        starts_per_minute=starts_per_minute,
         tags="lofi",
         extend_after_duration=1,
         concurrency=2,
@@ -171,3 +181,49 @@ def test_workers_in_other_processes_share_one_start_schedule(local_ray: Any) -> 
     # Two processes, twenty starts, one schedule: 19 gaps of 0.1 s at least, in all.
     assert len(granted) == 20
     assert granted[-1] - granted[0] >= 1.8
+
+
+def test_two_workers_keep_to_the_accounts_start_limit(local_ray: Any, s3_process: S3Server) -> None:
+    # 150 tasks against a limit of 120 starts a minute: the emulator refuses a start
+    # beyond it with a 429. Two workers that each kept the limit on their own would send
+    # twice as fast and meet a refusal for every start of the run's second half minute.
+    bucket, rows = library(s3_process, 150)
+    with spawn_emulator("--time-scale", "0.05", "--base-seconds", "0.05", "--rpm", "120") as url:
+        started = time.monotonic()
+        done = extend(rows, bucket, url, account=bucket, starts_per_minute=120)
+        wall = time.monotonic() - started
+        final = stats(url)
+    assert [r["error"] for r in done if r["status"] != "completed"] == []
+    assert final["tasks_created"] == 150
+    assert final["duplicate_submissions"] == 0
+    assert final["start_limit_refusals"] <= 3
+    assert wall >= 149 * 60 / 120 * 0.95  # one schedule: a start every half second
+
+
+def test_the_command_line_runs_a_library_on_a_ray_it_starts(
+    s3_process: S3Server, tmp_path: Path
+) -> None:
+    # `run --ray` alone starts a Ray on this machine for the run (its own, beside the
+    # one of these tests) and stops it; run twice, the second run sends nothing.
+    bucket, _ = library(s3_process, 12)
+    with spawn_emulator("--time-scale", "0.05", "--base-seconds", "0.05") as url:
+        command = [
+            sys.executable, "-m", "wavespeed_outpaint", "run", f"s3://{bucket}/music/",
+            "--out", f"s3://{bucket}/extended/", "--tags", "lofi", "--after", "1",
+            "--ray", "--actors", "2", "--json", "--base-url", url, "--api-key", "emulator-key",
+        ]  # fmt: skip
+        env = {**os.environ, **s3_process.env, "XDG_STATE_HOME": str(tmp_path)}
+        runs = [
+            subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+            for _ in range(2)
+        ]
+        final = stats(url)
+    first, second = (json.loads(run.stdout) for run in runs)
+    assert {i["error"] for doc in (first, second) for i in doc["items"]} == {None}
+    assert [run.returncode for run in runs] == [0, 0]
+    assert (first["completed"], first["skipped"]) == (12, 0)
+    assert (second["completed"], second["skipped"]) == (12, 12)
+    assert final["tasks_created"] == 12  # the second run sent nothing
+    outputs = [k for k in s3_process.keys(bucket) if k.startswith("extended/")]
+    assert len([k for k in outputs if k.endswith(".wav")]) == 12
+    assert "emulator-key" not in runs[0].stderr + runs[0].stdout

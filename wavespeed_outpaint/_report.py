@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any, TextIO
 
 from rich.console import Console
@@ -56,6 +57,31 @@ class Report:
                     "skipped": result.skipped,
                     "delivered_by": result.delivered_by,
                     "format_error": result.format_error,
+                }
+            )
+
+    def add_row(self, row: Mapping[str, Any]) -> None:
+        """A task's result row from a Ray run (`wavespeed_outpaint.ray.RESULT_COLUMNS`)."""
+        status = row["status"]
+        counts = self._counts
+        counts["done"] += 1
+        counts["completed"] += status == "completed"
+        counts["failed"] += status not in ("completed", "unknown")
+        counts["unknown"] += status == "unknown"
+        counts["skipped"] += bool(row["skipped"])
+        counts["format_kept"] += row["format_error"] is not None
+        self._generated_seconds += row["generated_seconds"]
+        if self._every_item or status != "completed" or row["format_error"]:
+            self._items.append(
+                {
+                    "input": row["audio"],
+                    "status": status,
+                    "prediction_id": row["prediction_id"],
+                    "files": list(row["files"]),
+                    "error": row["error"],
+                    "skipped": bool(row["skipped"]),
+                    "delivered_by": row["delivered_by"],
+                    "format_error": row["format_error"],
                 }
             )
 

@@ -15,7 +15,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -110,14 +110,18 @@ async def connection(
         ):
             yield client
         return
+    async with OutpaintClient(*service(args), **options) as client:
+        yield client
+
+
+def service(args: argparse.Namespace) -> tuple[str, str | None]:
+    """The API key and base URL the flags and the environment name."""
     api_key = args.api_key or os.environ.get("WAVESPEED_API_KEY")
     if not api_key:
         raise UsageError(
             "no API key: set WAVESPEED_API_KEY (or --api-key), or run offline with --emulator"
         )
-    base_url = args.base_url or os.environ.get("WAVESPEED_BASE_URL") or None
-    async with OutpaintClient(api_key, base_url, **options) as client:
-        yield client
+    return api_key, args.base_url or os.environ.get("WAVESPEED_BASE_URL") or None
 
 
 async def check_money(args: argparse.Namespace, client: OutpaintClient, plan: Plan) -> None:
@@ -188,21 +192,26 @@ def default_journal(out: str) -> Path:
     return state / "wavespeed-outpaint" / "journals" / f"{ref.bucket}-{named}.sqlite"
 
 
+async def make_plan(
+    args: argparse.Namespace, journal: Path, files: FileFacts, objects: ObjectStores
+) -> Plan:
+    def blocking() -> Plan:
+        if not is_object_url(args.out) and not args.new_journal:
+            # (In a bucket, outputs carry their mark: a run recognises them itself.)
+            check_journal_is_not_lost(journal, expand_path(args.out))
+        return budget(plan_tasks(args, files, objects), journal, args.max_cost, files)
+
+    # Reading a library's headers and hashing it takes a while: off the event loop, so
+    # Ctrl-C stops the run at once (the worker thread is left to finish on its own).
+    return await anyio.to_thread.run_sync(blocking, abandon_on_cancel=True)
+
+
 async def run_batch(args: argparse.Namespace) -> int:
     out_dir: str | Path = args.out if is_object_url(args.out) else expand_path(args.out)
     journal = expand_path(args.journal) if args.journal else default_journal(args.out)
     files = FileFacts()
     objects = ObjectStores()
-
-    def make_plan() -> Plan:
-        if isinstance(out_dir, Path) and not args.new_journal:
-            # (In a bucket, outputs carry their mark: a run recognises them itself.)
-            check_journal_is_not_lost(journal, out_dir)
-        return budget(plan_tasks(args, files, objects), journal, args.max_cost, files)
-
-    # Reading a library's headers and hashing it takes a while: off the event loop, so
-    # Ctrl-C stops the run at once (the worker thread is left to finish on its own).
-    plan = await anyio.to_thread.run_sync(make_plan, abandon_on_cancel=True)
+    plan = await make_plan(args, journal, files, objects)
     if not args.dry_run:
         journal.parent.mkdir(parents=True, exist_ok=True)  # (a state folder's)
     report = Report(every_item=args.json)
@@ -302,8 +311,13 @@ async def run_with_interrupts(args: argparse.Namespace) -> int:
 
 
 def command(args: argparse.Namespace) -> int:
+    return exit_code(lambda: asyncio.run(run_with_interrupts(args)))
+
+
+def exit_code(run: Callable[[], int]) -> int:
+    """`run`'s exit code, or that of the error that stopped it (printed in one line)."""
     try:
-        return asyncio.run(run_with_interrupts(args))
+        return run()
     except (UsageError, ConfigurationError, ValidationError, JournalError, OutputError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE

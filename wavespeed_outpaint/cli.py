@@ -249,6 +249,21 @@ def _run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         help="how long to wait for a task's final status before it is reported unknown; it "
         "goes on at the service and the next run collects it (default 21600)",
     )
+    p.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        metavar="ADDRESS",
+        help="run the batch on Ray (the ray extra): a cluster's ADDRESS, 'auto' for the one "
+        "this machine belongs to, or none for a Ray started here for the run; --out must "
+        "be s3://, where the workers share a task store",
+    )
+    p.add_argument(
+        "--actors",
+        type=int,
+        metavar="N",
+        help="with --ray: workers, each with one client (default: the cluster's CPUs)",
+    )
     p.add_argument("--emulator", action="store_true", help="run against an embedded emulator")
     p.add_argument("--base-url", help="default: WAVESPEED_BASE_URL, then the service")
     p.add_argument("--api-key", help="default: WAVESPEED_API_KEY")
@@ -257,7 +272,10 @@ def _run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
 
 def _run_run(args: argparse.Namespace) -> int:
-    from ._runner import command
+    if args.ray is not None:
+        from ._ray_run import command
+    else:
+        from ._runner import command
 
     return command(args)
 

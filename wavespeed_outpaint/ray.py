@@ -23,6 +23,8 @@ cluster through two shared parts:
 
 from __future__ import annotations
 
+import asyncio
+import math
 import os
 import shutil
 import tempfile
@@ -55,6 +57,9 @@ RESULT_COLUMNS = (
     "code",
     "cost_usd",
     "delivered_by",
+    "skipped",  # finished by an earlier run: collected, not sent
+    "generated_seconds",
+    "format_error",  # why the output is the service's file, not the format asked for
 )
 # A worker's running lease lasts this long without a heartbeat.
 LEASE_SECONDS = 30.0
@@ -174,7 +179,10 @@ class OutpaintBatches:
         self.out = out
         self.store = store or _default_store(out)
         self.fields = fields
-        self._api_key, self._base_url = api_key, base_url
+        # Held so that a repr of the actor's arguments (Ray prints them on some errors)
+        # shows no key; a worker without one reads WAVESPEED_API_KEY from its own env.
+        self._api_key = Hidden(api_key) if api_key else None
+        self._base_url = base_url
         self._options = options or {}
         self._coordinator = coordinator_actor or coordinator(
             account, starts_per_minute, max_running, detached=True
@@ -183,14 +191,16 @@ class OutpaintBatches:
         self._worker = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._client: OutpaintClient | None = None
         self._claims: ObjectClaims | None = None
-        self._lease_renewed = 0.0
+        self._heartbeat: asyncio.Task[None] | None = None
 
     async def _open(self) -> tuple[OutpaintClient, ObjectClaims]:
         if self._client is None or self._claims is None:
             in_flight = await self._coordinator.lease.remote(self._worker, self._share)
-            self._lease_renewed = time.monotonic()
+            # Renewed while the actor lives, between batches and during a long one: a
+            # lease lapses only when its worker is gone.
+            self._heartbeat = asyncio.create_task(self._renew_lease())
             client = OutpaintClient(
-                self._api_key,
+                self._api_key.value if self._api_key else None,
                 self._base_url,
                 limiter=ClusterLimiter(self._coordinator),
                 **{"max_in_flight": in_flight, **self._options},
@@ -203,10 +213,15 @@ class OutpaintBatches:
             journal = Path(folder) / "journal.sqlite"
             self._claims = ObjectClaims(Journal(journal), self.store, ObjectStores())
             self._client = client
-        elif time.monotonic() - self._lease_renewed > LEASE_SECONDS / 3:
-            await self._coordinator.lease.remote(self._worker, self._share)
-            self._lease_renewed = time.monotonic()
         return self._client, self._claims
+
+    async def _renew_lease(self) -> None:
+        while True:
+            await asyncio.sleep(LEASE_SECONDS / 3)
+            try:
+                await self._coordinator.lease.remote(self._worker, self._share)
+            except Exception:  # noqa: BLE001 - the coordinator restarting: try again
+                continue
 
     async def __call__(self, batch: dict[str, Any]) -> AsyncIterator[dict[str, list[Any]]]:
         client, claims = await self._open()
@@ -243,6 +258,16 @@ class OutpaintBatches:
         return request, name
 
 
+@attrs.frozen(repr=False)
+class Hidden:
+    """A secret that prints as nothing."""
+
+    value: str
+
+    def __repr__(self) -> str:
+        return "Hidden(***)"
+
+
 def _default_store(out: str) -> str:
     if not out.startswith("s3://"):
         raise ConfigurationError(
@@ -259,7 +284,10 @@ def _rows(batch: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _plain(value: Any) -> Any:
-    return value.item() if hasattr(value, "item") else value
+    """A cell as Python: numpy's scalars unwrapped, and the NaN that a column of nulls
+    becomes in a numpy batch read as the missing value it was."""
+    value = value.item() if hasattr(value, "item") else value
+    return None if isinstance(value, float) and math.isnan(value) else value
 
 
 def _result_row(
@@ -272,6 +300,9 @@ def _result_row(
         "output": name,
         "files": [],
         "cost_usd": 0.0,
+        "skipped": False,
+        "generated_seconds": 0.0,
+        "format_error": None,
     }
     nothing: dict[str, Any] = {"prediction_id": None, "code": None, "delivered_by": None}
     if ended is None:
@@ -287,6 +318,9 @@ def _result_row(
         "code": ended.code,
         "cost_usd": ended.request.cost_usd if ended.prediction_id else 0.0,
         "delivered_by": ended.delivered_by,
+        "skipped": ended.skipped,
+        "generated_seconds": ended.request.generated_seconds,
+        "format_error": ended.format_error,
     }
 
 
@@ -308,6 +342,7 @@ def outpaint_dataset(
     """`ds` (rows with `audio`, optionally `output` and request fields) extended: a
     dataset of one result row per task (`RESULT_COLUMNS`). Lazy, as Ray Data is: it
     runs when consumed (`write_parquet`, `take_all`, ...)."""
+    ray = _ray()
     account_actor = coordinator(account, starts_per_minute, max_running)
     return ds.map_batches(
         OutpaintBatches,
@@ -324,7 +359,7 @@ def outpaint_dataset(
             "options": options,
             **fields,
         },
-        concurrency=concurrency,
+        compute=ray.data.ActorPoolStrategy(size=concurrency),
         batch_size=batch_size,
         batch_format="numpy",
         # Waiting on the service is not work for a CPU: the actors take a fraction.

@@ -90,6 +90,7 @@ class Counters:
     per_fingerprint: collections.Counter[str] = attrs.field(factory=collections.Counter)
     result_gets: collections.Counter[str] = attrs.field(factory=collections.Counter)
     list_requests: int = 0
+    start_limit_refusals: int = 0  # submits refused with a 429 by the start limit
     upload_requests: int = 0
     upload_bytes: int = 0  # input bytes clients sent through uploads
     fetched_bytes: int = 0  # input bytes the service fetched from URLs itself
@@ -174,6 +175,7 @@ class Service:
             self._starts.popleft()
         if limit is None or len(self._starts) < limit:
             return 0.0
+        self.counters.start_limit_refusals += 1
         return max(0.001, self._starts[0] + 60 - now)
 
     # -- tasks -------------------------------------------------------------------------
@@ -354,6 +356,7 @@ class Service:
             "fingerprints": len(c.per_fingerprint),
             "result_gets": sum(c.result_gets.values()),
             "list_requests": c.list_requests,
+            "start_limit_refusals": c.start_limit_refusals,
             "status_requests": sum(c.result_gets.values()) + c.list_requests,
             "upload_requests": c.upload_requests,
             "upload_bytes": c.upload_bytes,
