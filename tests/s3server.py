@@ -3,6 +3,7 @@ started and stopped (by its pid) by the fixture that needs it."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import json
@@ -208,6 +209,9 @@ class StoreProxy:
         self.failing_writes = 0  # the next writes of outputs (PUTs, parts) answered 500
         self.dropped_writes = 0  # then the next ones cut off without an answer
         self.refused_writes = 0  # how many writes were failed in all
+        # The first PUT of each key waits this long: a later write of it overtakes it.
+        self.slow_first_writes = 0.0
+        self._written: set[str] = set()
 
     @contextlib.asynccontextmanager
     async def serving(self) -> AsyncIterator[str]:
@@ -252,6 +256,9 @@ class StoreProxy:
             assert request.transport is not None
             request.transport.close()
             return web.Response(status=500)  # never arrives: the connection is gone
+        if request.method == "PUT" and request.path not in self._written:
+            self._written.add(request.path)
+            await asyncio.sleep(self.slow_first_writes)
         headers = {k: v for k, v in request.headers.items() if k.lower() != "host"}
         async with session.request(
             request.method, self.target + request.path_qs, headers=headers, data=body

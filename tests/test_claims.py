@@ -11,12 +11,12 @@ from pathlib import Path
 import anyio
 import pytest
 from conftest import MakeTrack, fast_client, fast_config
-from s3server import S3Server
+from s3server import S3Server, StoreProxy
 
 from wavespeed_outpaint import OutpaintRequest, OutpaintResult
 from wavespeed_outpaint._claims import ObjectClaims
 from wavespeed_outpaint._identity import FileFacts, fingerprint
-from wavespeed_outpaint._journal import Journal
+from wavespeed_outpaint._journal import Journal, State
 from wavespeed_outpaint._s3 import ObjectStores
 from wavespeed_outpaint.emulator import Emulator
 
@@ -98,3 +98,31 @@ async def test_a_task_claimed_by_a_worker_that_died_before_sending_it_is_taken_o
     assert result.ok, result.error
     record = json.loads(s3.get(bucket, f"_tasks/{fp}.json"))
     assert (record["state"], record["prediction_id"]) == ("downloaded", result.prediction_id)
+
+
+async def test_a_tasks_records_land_in_order_though_written_in_parallel(
+    s3: S3Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Forty tasks whose state changes while their first records are still being
+    # written, to a store where a later write would overtake the first: what the
+    # bucket holds at the end is each task's last state.
+    bucket = new_bucket(s3)
+    proxy = StoreProxy(s3.endpoint)
+    proxy.slow_first_writes = 0.3
+    async with proxy.serving() as endpoint:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+        store = f"s3://{bucket}/_tasks/"
+        claims = ObjectClaims(Journal(tmp_path / "j.sqlite"), store, ObjectStores())
+        try:
+            with anyio.fail_after(60):
+                rows = [claims.add(f"{i:064x}", {}, f"t{i}.wav", 0.01) for i in range(40)]
+                for state in (State.SUBMITTED, State.COMPLETED, State.DOWNLOADED):
+                    for i, row in enumerate(rows):
+                        rows[i] = claims.update(row, state=state, prediction_id=f"p{i}")
+                    await anyio.sleep(0.05)  # the first writes under way
+                await claims.flush()
+        finally:
+            claims.close()
+    records = [json.loads(s3.get(bucket, f"_tasks/{i:064x}.json")) for i in range(40)]
+    assert [r["state"] for r in records] == ["downloaded"] * 40
+    assert [r["prediction_id"] for r in records] == [f"p{i}" for i in range(40)]

@@ -11,16 +11,15 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import math
 import sys
 from collections.abc import Iterator
 from typing import Any
 
 from ._identity import FileFacts
 from ._plan import Plan
-from ._report import Report, print_json, print_table
+from ._report import Report
 from ._runner import (
-    EXIT_FAILED,
-    EXIT_HELD_BACK,
     EXIT_INTERRUPTED,
     EXIT_OK,
     UsageError,
@@ -30,6 +29,8 @@ from ._runner import (
     default_journal,
     exit_code,
     make_plan,
+    outcome,
+    print_report,
     service,
 )
 from ._s3 import ObjectStores, is_object_url
@@ -38,6 +39,8 @@ from .models import REQUEST_FIELDS, expand_path
 # Rows go to Ray in tables of this many, so that the driver never holds a whole
 # library's rows as Python objects (a table's rows take some 100 bytes each).
 ROWS_PER_TABLE = 10_000
+# Rows a worker takes at a time (and so in a block).
+BATCH_SIZE = 64
 # `--ray` alone: a Ray started on this machine for the run, and stopped after it.
 LOCAL = "local"
 
@@ -63,13 +66,8 @@ def run_on_ray(args: argparse.Namespace) -> int:
         )
         return EXIT_INTERRUPTED
     doc = report.document(held_back=plan.held_back, cost_usd=cost)
-    if args.json:
-        print_json(doc, sys.stdout)
-    elif not args.quiet:
-        print_table(doc, sys.stdout)
-    if doc["completed"] != doc["total"] - doc["held_back"]:
-        return EXIT_FAILED
-    return EXIT_HELD_BACK if doc["held_back"] else EXIT_OK
+    print_report(args, doc)
+    return outcome(doc)
 
 
 def run_rows(args: argparse.Namespace, tables: list[Any], report: Report) -> float:
@@ -80,14 +78,16 @@ def run_rows(args: argparse.Namespace, tables: list[Any], report: Report) -> flo
         from .ray import outpaint_dataset
 
         actors = args.actors or max(1, int(ray.cluster_resources().get("CPU", 1)))
-        # A block goes to one actor: a few blocks for each, or some would sit idle.
-        rows = ray.data.from_arrow(tables).repartition(max(len(tables), 4 * actors))
+        # A block goes to one actor: blocks of a batch each spread the tasks evenly.
+        count = sum(table.num_rows for table in tables)
+        rows = ray.data.from_arrow(tables).repartition(math.ceil(count / BATCH_SIZE))
         results = outpaint_dataset(
             rows,
             out=args.out,
             starts_per_minute=args.rpm,
             max_running=args.max_in_flight,
             concurrency=actors,
+            batch_size=BATCH_SIZE,
             api_key=api_key,
             base_url=base_url,
             options={

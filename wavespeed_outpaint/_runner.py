@@ -265,10 +265,7 @@ async def run_batch(args: argparse.Namespace) -> int:
             expand_path(args.report), journal=journal, wall_seconds=time.monotonic() - started
         )
         _say(args, f"review page: {page}")
-    if args.json:
-        print_json(doc, sys.stdout)
-    elif not args.quiet:
-        print_table(doc, sys.stdout)
+    print_report(args, doc)
     if stopped is not None:
         if progress.submitted == 0 and not report.received:
             print(f"error: nothing was submitted: {stopped}", file=sys.stderr)
@@ -278,6 +275,18 @@ async def run_batch(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
         return EXIT_FAILED
+    return outcome(doc)
+
+
+def print_report(args: argparse.Namespace, doc: dict[str, Any]) -> None:
+    if args.json:
+        print_json(doc, sys.stdout)
+    elif not args.quiet:
+        print_table(doc, sys.stdout)
+
+
+def outcome(doc: dict[str, Any]) -> int:
+    """The exit code of a batch that ran to its end, from its report."""
     if doc["completed"] != doc["total"] - doc["held_back"]:
         return EXIT_FAILED
     return EXIT_HELD_BACK if doc["held_back"] else EXIT_OK

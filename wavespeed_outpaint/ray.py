@@ -24,6 +24,7 @@ cluster through two shared parts:
 from __future__ import annotations
 
 import asyncio
+import inspect
 import math
 import os
 import shutil
@@ -38,6 +39,7 @@ from typing import Any
 import attrs
 
 from ._claims import ObjectClaims
+from ._continuous import ContinuousBatch
 from ._journal import Journal
 from ._pacing import StartPacer
 from ._report import status_text
@@ -159,7 +161,8 @@ class ClusterLimiter:
 class OutpaintBatches:
     """A callable class for `Dataset.map_batches`: each batch of rows (a column `audio`,
     optionally `output` and request fields) in, a batch of result rows out. One client
-    per actor, kept across batches."""
+    per actor, and one batch of it fed by every batch Ray hands the actor, oldest
+    first (`ContinuousBatch`)."""
 
     def __init__(
         self,
@@ -189,12 +192,18 @@ class OutpaintBatches:
         )
         self._share = max(1, max_running // max(1, workers))
         self._worker = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        self._client: OutpaintClient | None = None
+        self._batch: ContinuousBatch | None = None
         self._claims: ObjectClaims | None = None
         self._heartbeat: asyncio.Task[None] | None = None
+        self._opening = asyncio.Lock()
 
-    async def _open(self) -> tuple[OutpaintClient, ObjectClaims]:
-        if self._client is None or self._claims is None:
+    async def _open(self) -> tuple[ContinuousBatch, ObjectClaims]:
+        # Blocks run at once on the actor's one event loop: the first opens, the others wait.
+        async with self._opening:
+            return await self._open_once()
+
+    async def _open_once(self) -> tuple[ContinuousBatch, ObjectClaims]:
+        if self._batch is None or self._claims is None:
             in_flight = await self._coordinator.lease.remote(self._worker, self._share)
             # Renewed while the actor lives, between batches and during a long one: a
             # lease lapses only when its worker is gone.
@@ -212,8 +221,8 @@ class OutpaintBatches:
             weakref.finalize(self, shutil.rmtree, folder, True)
             journal = Path(folder) / "journal.sqlite"
             self._claims = ObjectClaims(Journal(journal), self.store, ObjectStores())
-            self._client = client
-        return self._client, self._claims
+            self._batch = ContinuousBatch(client, self.out, self._claims)
+        return self._batch, self._claims
 
     async def _renew_lease(self) -> None:
         while True:
@@ -224,7 +233,7 @@ class OutpaintBatches:
                 continue
 
     async def __call__(self, batch: dict[str, Any]) -> AsyncIterator[dict[str, list[Any]]]:
-        client, claims = await self._open()
+        continuous, claims = await self._open()
         rows = _rows(batch)
         requests = [self._request(row) for row in rows]
         ready: list[OutpaintRequest | tuple[OutpaintRequest, str]] = [
@@ -232,9 +241,7 @@ class OutpaintBatches:
             for request, name in requests
             if isinstance(request, OutpaintRequest)
         ]
-        results: dict[int, OutpaintResult] = {}
-        async for result in client.outpaint_many(ready, self.out, journal=claims):
-            results[id(result.request)] = result
+        results = await continuous.run(ready)
         await claims.flush()
         out: dict[str, list[Any]] = {column: [] for column in RESULT_COLUMNS}
         for row, (request, name) in zip(rows, requests, strict=True):
@@ -344,6 +351,7 @@ def outpaint_dataset(
     runs when consumed (`write_parquet`, `take_all`, ...)."""
     ray = _ray()
     account_actor = coordinator(account, starts_per_minute, max_running)
+    blocks = blocks_at_once(max(1, max_running // concurrency), batch_size)
     return ds.map_batches(
         OutpaintBatches,
         fn_constructor_kwargs={
@@ -359,9 +367,36 @@ def outpaint_dataset(
             "options": options,
             **fields,
         },
-        compute=ray.data.ActorPoolStrategy(size=concurrency),
         batch_size=batch_size,
         batch_format="numpy",
         # Waiting on the service is not work for a CPU: the actors take a fraction.
         num_cpus=0.25,
+        **_actor_pool(ray, concurrency, blocks),
     )
+
+
+def _actor_pool(ray: Any, actors: int, blocks: int) -> dict[str, Any]:
+    """`map_batches` arguments for `actors` actors taking `blocks` blocks each at once.
+    An actor takes no more blocks than it runs: Ray Data would otherwise queue most of
+    a small dataset at the first actor ready, and the others would sit idle."""
+    strategy = ray.data.ActorPoolStrategy
+    if "max_concurrent_calls_per_actor" in inspect.signature(strategy).parameters:
+        return {
+            "compute": strategy(
+                size=actors,
+                max_tasks_in_flight_per_actor=2 * blocks,
+                max_concurrent_calls_per_actor=blocks,
+            )
+        }
+    # A Ray without that parameter: the actor's own concurrency, as a remote argument.
+    pool = strategy(size=actors, max_tasks_in_flight_per_actor=blocks)
+    return {"compute": pool, "max_concurrency": blocks}
+
+
+def blocks_at_once(share: int, batch_size: int) -> int:
+    """How many blocks (of about a batch each) an actor takes at once. Ray Data hands an
+    actor one block at a time by default and starts the next when the last task of
+    this one ends: the tail of every block would leave the actor's share of the running
+    budget idle. Twice the blocks that fill the share, so that fresh blocks fill it
+    while others drain, and one more (they share the actor's one event loop)."""
+    return 2 * math.ceil(share / batch_size) + 1
