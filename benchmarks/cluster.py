@@ -103,12 +103,13 @@ async def one_process(base_url: str, count: int, max_running: int) -> int:
 
 def on_ray(ray: Any, base_url: str, count: int, max_running: int, actors: int) -> tuple[int, int]:
     """Completed tasks, and the coordinator's calls."""
-    from wavespeed_outpaint.ray import COORDINATOR_NAMESPACE, outpaint_dataset
+    from wavespeed_outpaint.ray import COORDINATOR_NAMESPACE, batch_rows, outpaint_dataset
 
     rows = [{"audio": f"s3://{BUCKET}/music/t{i}.wav", "output": f"t{i}"} for i in range(count)]
+    batch = batch_rows(max_running, actors)
     account = uuid.uuid4().hex[:8]
     done = outpaint_dataset(
-        ray.data.from_items(rows, override_num_blocks=math.ceil(count / 64)),  # a batch each
+        ray.data.from_items(rows, override_num_blocks=math.ceil(count / batch)),  # a batch each
         out=f"s3://{BUCKET}/extended/",
         account=account,
         max_running=max_running,

@@ -39,8 +39,6 @@ from .models import REQUEST_FIELDS, expand_path
 # Rows go to Ray in tables of this many, so that the driver never holds a whole
 # library's rows as Python objects (a table's rows take some 100 bytes each).
 ROWS_PER_TABLE = 10_000
-# Rows a worker takes at a time (and so in a block).
-BATCH_SIZE = 64
 # `--ray` alone: a Ray started on this machine for the run, and stopped after it.
 LOCAL = "local"
 
@@ -75,19 +73,20 @@ def run_rows(args: argparse.Namespace, tables: list[Any], report: Report) -> flo
     api_key, base_url = service(args)
     cost = 0.0
     with cluster(args.ray) as ray:
-        from .ray import outpaint_dataset
+        from .ray import batch_rows, outpaint_dataset
 
         actors = args.actors or max(1, int(ray.cluster_resources().get("CPU", 1)))
         # A block goes to one actor: blocks of a batch each spread the tasks evenly.
         count = sum(table.num_rows for table in tables)
-        rows = ray.data.from_arrow(tables).repartition(math.ceil(count / BATCH_SIZE))
+        batch = batch_rows(args.max_in_flight, actors)
+        rows = ray.data.from_arrow(tables).repartition(math.ceil(count / batch))
         results = outpaint_dataset(
             rows,
             out=args.out,
             starts_per_minute=args.rpm,
             max_running=args.max_in_flight,
             concurrency=actors,
-            batch_size=BATCH_SIZE,
+            batch_size=batch,
             api_key=api_key,
             base_url=base_url,
             options={

@@ -340,7 +340,7 @@ def outpaint_dataset(
     starts_per_minute: float | None = None,
     max_running: int = 1000,
     concurrency: int = 2,
-    batch_size: int = 64,
+    batch_size: int | None = None,
     api_key: str | None = None,
     base_url: str | None = None,
     options: dict[str, Any] | None = None,
@@ -351,7 +351,9 @@ def outpaint_dataset(
     runs when consumed (`write_parquet`, `take_all`, ...)."""
     ray = _ray()
     account_actor = coordinator(account, starts_per_minute, max_running)
-    blocks = blocks_at_once(max(1, max_running // concurrency), batch_size)
+    share = max(1, max_running // concurrency)
+    batch_size = batch_size or batch_rows(max_running, concurrency)
+    blocks = blocks_at_once(share, batch_size)
     return ds.map_batches(
         OutpaintBatches,
         fn_constructor_kwargs={
@@ -384,13 +386,21 @@ def _actor_pool(ray: Any, actors: int, blocks: int) -> dict[str, Any]:
         return {
             "compute": strategy(
                 size=actors,
-                max_tasks_in_flight_per_actor=2 * blocks,
+                max_tasks_in_flight_per_actor=blocks,
                 max_concurrent_calls_per_actor=blocks,
             )
         }
     # A Ray without that parameter: the actor's own concurrency, as a remote argument.
     pool = strategy(size=actors, max_tasks_in_flight_per_actor=blocks)
     return {"compute": pool, "max_concurrency": blocks}
+
+
+def batch_rows(max_running: int, actors: int) -> int:
+    """Rows in a batch (and, best, in a block of the dataset): at most half an actor's
+    share of `max_running`, so that an actor holds no more than some three times its
+    share (see `blocks_at_once`): Ray Data hands blocks to the actors ready first, and
+    rows queued at a busy actor wait while another one's share sits idle."""
+    return max(1, min(64, max_running // actors // 2))
 
 
 def blocks_at_once(share: int, batch_size: int) -> int:
