@@ -11,7 +11,10 @@ import wavespeed_outpaint
 
 PACKAGE = Path(wavespeed_outpaint.__file__).parent
 # The façade and what is built on it; everything else sits below `client`.
-ABOVE_CLIENT = {"__init__", "client", "cli", "_runner", "demo", "ray", "webhooks", "__main__"}
+ABOVE_CLIENT = {
+    "__init__", "client", "cli", "_runner", "_ray_run", "_continuous", "demo", "ray", "webhooks",
+    "__main__",
+}  # fmt: skip
 
 
 def _module_name(path: Path) -> str:
