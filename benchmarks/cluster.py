@@ -288,15 +288,14 @@ def main() -> None:
     )
     parser.add_argument("--no-save", action="store_true", help="print only")
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
-    parser.add_argument("--load", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child and args.child[0] == "load":
+        _, rate, seconds, result_file = args.child
+        coordinator_load(float(rate) if rate != "max" else None, float(seconds), Path(result_file))
+        return
     if args.child:
         mode, count, max_running, result_file = args.child
         child(mode, int(count), int(max_running), Path(result_file))
-        return
-    if args.load:
-        rate, seconds, result_file = args.load
-        coordinator_load(float(rate) if rate != "max" else None, float(seconds), Path(result_file))
         return
     runs = []
     for mode in ["one process", *map(str, args.actors)] if args.tasks > 0 else []:
@@ -306,21 +305,13 @@ def main() -> None:
         print(f"{row['mode']}: {time.time() - started:.0f} s: {row}", flush=True)
     loads = []
     for rate in ("167", "1000", "max") if args.calls_seconds > 0 else ():
-        row = load_from_child(rate, args.calls_seconds)
+        row = row_from_child(__file__, "load", rate, str(args.calls_seconds))
         loads.append(row)
         print(f"coordinator at {row['offered']}: {row}", flush=True)
     print(f"{platform.machine()}, Python {platform.python_version()}, {time.strftime('%Y-%m-%d')}")
     if not args.no_save:
         print(write_results("cluster", runs, RUN_COLUMNS))
         print(write_results("cluster-coordinator", loads, LOAD_COLUMNS))
-
-
-def load_from_child(rate: str, seconds: float) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory() as tmp:
-        result_file = Path(tmp) / "row.json"
-        command = [sys.executable, __file__, "--load", rate, str(seconds), str(result_file)]
-        subprocess.run(command, check=True, timeout=600)
-        return json.loads(result_file.read_text())  # type: ignore[no-any-return]
 
 
 if __name__ == "__main__":
