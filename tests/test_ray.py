@@ -227,3 +227,41 @@ def test_the_command_line_runs_a_library_on_a_ray_it_starts(
     outputs = [k for k in s3_process.keys(bucket) if k.startswith("extended/")]
     assert len([k for k in outputs if k.endswith(".wav")]) == 12
     assert "emulator-key" not in runs[0].stderr + runs[0].stdout
+
+
+def test_a_ray_run_stopped_with_ctrl_c_resumes_without_sending_twice(
+    s3_process: S3Server, tmp_path: Path
+) -> None:
+    # Ctrl-C stops the driver, and with it the Ray it started (its actors killed with
+    # tasks in flight, as a lost node's); the same command again finishes the batch.
+    bucket, _ = library(s3_process, 40)
+    with spawn_emulator("--time-scale", "0.5", "--base-seconds", "0.05") as url:
+        command = [
+            sys.executable, "-m", "wavespeed_outpaint", "run", f"s3://{bucket}/music/",
+            "--out", f"s3://{bucket}/extended/", "--tags", "lofi", "--after", "1",
+            "--ray", "--actors", "2", "--json", "--base-url", url, "--api-key", "emulator-key",
+        ]  # fmt: skip
+        env = {**os.environ, **s3_process.env, "XDG_STATE_HOME": str(tmp_path)}
+        first = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and stats(url)["submit_requests"] < 10:
+                time.sleep(0.1)
+            first.send_signal(signal.SIGINT)
+            _, err = first.communicate(timeout=120)
+        finally:
+            if first.poll() is None:
+                first.kill()
+                first.wait()
+        sent_first = stats(url)["tasks_created"]
+        again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+        final = stats(url)
+    assert first.returncode == 130, err.decode()[-2000:]
+    assert "run the same command again" in err.decode()
+    doc = json.loads(again.stdout)
+    assert final["duplicate_submissions"] == 0
+    assert final["tasks_created"] <= 40
+    assert doc["completed"] + doc["unknown"] == 40
+    assert sent_first >= 10  # the second run found those and collected them
+    outputs = [k for k in s3_process.keys(bucket) if k.endswith(".wav") and "extended/" in k]
+    assert len(outputs) == doc["completed"]
