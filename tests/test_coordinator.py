@@ -37,3 +37,17 @@ async def test_starts_follow_one_schedule_however_many_ask() -> None:
     gaps = [b - a for a, b in itertools.pairwise(granted)]
     assert len(granted) == 30
     assert min(gaps) >= 0.095  # one schedule: never two starts closer than the rate
+
+
+@pytest.mark.anyio
+async def test_a_stopping_job_starts_nothing_until_its_stop_lapses() -> None:
+    account = AccountCoordinator(None, max_running=100)
+    account.accepted()
+    account.stop(0.3)
+    assert account.quiet_seconds() < 0.1  # counted from the stop
+    started = time.monotonic()
+    await account.slot()  # waits out the stop (a detached coordinator serves the next job)
+    assert time.monotonic() - started >= 0.29
+    assert account.quiet_seconds() >= 0.29  # nothing accepted meanwhile
+    account.accepted()
+    assert account.quiet_seconds() < 0.1

@@ -73,7 +73,7 @@ def run_rows(args: argparse.Namespace, tables: list[Any], report: Report) -> flo
     api_key, base_url = service(args)
     cost = 0.0
     with cluster(args.ray) as ray:
-        from .ray import batch_rows, outpaint_dataset
+        from .ray import batch_rows, outpaint_dataset, stop_starting
 
         actors = args.actors or max(1, int(ray.cluster_resources().get("CPU", 1)))
         # A block goes to one actor: blocks of a batch each spread the tasks evenly.
@@ -95,11 +95,16 @@ def run_rows(args: argparse.Namespace, tables: list[Any], report: Report) -> flo
                 "upload_inputs": args.upload_inputs,
             },
         )
-        for row in results.iter_rows():
-            report.add_row(row)
-            cost += 0.0 if row["skipped"] else row["cost_usd"]  # (paid by an earlier run)
-            if not args.quiet and not args.json and row["status"] != "completed":
-                print(f"not done: {row['audio']}: {row['error']}", file=sys.stderr)
+        try:
+            for row in results.iter_rows():
+                report.add_row(row)
+                cost += 0.0 if row["skipped"] else row["cost_usd"]  # (paid by an earlier run)
+                if not args.quiet and not args.json and row["status"] != "completed":
+                    print(f"not done: {row['audio']}: {row['error']}", file=sys.stderr)
+        except KeyboardInterrupt:
+            print("stopping: the submits under way are answered first", file=sys.stderr)
+            stop_starting()
+            raise
     return cost
 
 

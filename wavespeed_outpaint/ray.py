@@ -93,14 +93,35 @@ class AccountCoordinator:
         self._lease_seconds = lease_seconds
         self._leases: dict[str, tuple[int, float]] = {}  # worker -> (slots, expires at)
         self.calls = 0
+        # A job being stopped: no start until then (monotonic), and when one last went out.
+        self._stopped_until = 0.0
+        self._last_accepted = 0.0
 
     async def slot(self) -> None:
         self.calls += 1
+        await self._wait_while_stopped()
         await self._pacer.slot()
+        await self._wait_while_stopped()  # (stopped while this waited for its turn)
+
+    async def _wait_while_stopped(self) -> None:
+        # A deadline that a later stop may move, so sleeps to it and looks again.
+        while (left := self._stopped_until - time.monotonic()) > 0:  # noqa: ASYNC110
+            await asyncio.sleep(left)
 
     def accepted(self) -> None:
         self.calls += 1
+        self._last_accepted = time.monotonic()
         self._pacer.accepted()
+
+    def stop(self, seconds: float) -> None:
+        """Start nothing for `seconds`: the job is stopping. (A stop lapses so that a
+        detached coordinator serves the next job.)"""
+        self._stopped_until = time.monotonic() + seconds
+        self._last_accepted = time.monotonic()
+
+    def quiet_seconds(self) -> float:
+        """Seconds since a start was last accepted (or since the stop)."""
+        return time.monotonic() - self._last_accepted
 
     def rate_limited(self, retry_after: float | None) -> None:
         self.calls += 1
@@ -123,6 +144,21 @@ class AccountCoordinator:
             "leases": {w: slots for w, (slots, _) in self._leases.items()},
             "starts_per_minute": self._pacer.starts_per_minute,
         }
+
+
+def stop_starting(account: str = "default", *, quiet: float = 1.5, timeout: float = 15.0) -> None:
+    """Before a job's Ray is shut down (Ctrl-C, a stop): no worker of `account` starts
+    another task, and this returns once none has been accepted for `quiet` seconds
+    (at most `timeout`), so that the submits on the wire are answered and recorded in
+    the task store. Killed mid-submit, a task's claim stays "submitting", and the next
+    run can only settle it from the list, where other workers' submits of the same
+    moment make it unknown."""
+    ray = _ray()
+    actor = ray.get_actor(f"account-{account}", namespace=COORDINATOR_NAMESPACE)
+    ray.get(actor.stop.remote(timeout))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and ray.get(actor.quiet_seconds.remote()) < quiet:
+        time.sleep(0.1)
 
 
 def coordinator(
