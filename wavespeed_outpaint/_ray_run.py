@@ -23,7 +23,6 @@ from ._runner import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     UsageError,
-    _say,
     check_money,
     connection,
     default_journal,
@@ -31,6 +30,7 @@ from ._runner import (
     make_plan,
     outcome,
     print_report,
+    say,
     service,
 )
 from ._s3 import ObjectStores, is_object_url
@@ -142,7 +142,7 @@ async def prepare(args: argparse.Namespace) -> tuple[Plan, list[Any]] | None:
     async with connection(args, files) as client:
         await check_money(args, client, plan)
     if args.dry_run:
-        _say(args, "dry run: nothing submitted")
+        say(args, "dry run: nothing submitted")
         return None
     return plan, await tables(plan, objects)
 
@@ -167,9 +167,9 @@ async def tables(plan: Plan, objects: ObjectStores) -> list[Any]:
 def cluster(address: str) -> Iterator[Any]:
     """Ray, connected: to the cluster at `address` (or `auto`), or one started on this
     machine for the run (loopback only, no dashboard) and stopped after it."""
-    from .ray import _ray
+    from .ray import require_ray
 
-    ray = _ray()
+    ray = require_ray()
     if address == LOCAL:
         ray.init(
             include_dashboard=False,

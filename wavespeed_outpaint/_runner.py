@@ -50,7 +50,7 @@ class UsageError(Exception):
     """Bad usage or input: printed as one line, exit 2."""
 
 
-def _say(args: argparse.Namespace, text: str) -> None:
+def say(args: argparse.Namespace, text: str) -> None:
     """Information for the user: stderr with --json (stdout is the document), else stdout."""
     if not args.quiet:
         print(text, file=sys.stderr if args.json else sys.stdout, flush=True)
@@ -126,7 +126,7 @@ def service(args: argparse.Namespace) -> tuple[str, str | None]:
 
 async def check_money(args: argparse.Namespace, client: OutpaintClient, plan: Plan) -> None:
     # What the whole batch would cost first, then what the cap lets through.
-    _say(
+    say(
         args,
         f"{plan.total} tasks, {plan.generated_seconds + plan.held_back_seconds:g} s to generate; "
         f"estimated cost ${plan.new_cost_usd + plan.held_back_cost_usd:.4f}"
@@ -137,7 +137,7 @@ async def check_money(args: argparse.Namespace, client: OutpaintClient, plan: Pl
         ),
     )
     if plan.held_back:
-        _say(
+        say(
             args,
             f"--max-cost ${args.max_cost:.4f} lets {plan.to_run} tasks through "
             f"(${plan.new_cost_usd:.4f}) and holds back {plan.held_back} "
@@ -148,9 +148,9 @@ async def check_money(args: argparse.Namespace, client: OutpaintClient, plan: Pl
     except AuthenticationError as exc:
         raise UsageError(f"the service refused the API key: {exc.message or exc}") from None
     except OutpaintError as exc:
-        _say(args, f"balance unknown ({exc}); going on")
+        say(args, f"balance unknown ({exc}); going on")
         return
-    _say(args, f"account balance ${balance:.4f}")
+    say(args, f"account balance ${balance:.4f}")
     if plan.new_cost_usd > balance:
         raise UsageError(
             f"the balance (${balance:.4f}) cannot pay for this batch (${plan.new_cost_usd:.4f}); "
@@ -228,7 +228,7 @@ async def run_batch(args: argparse.Namespace) -> int:
     async with connection(args, files) as client:
         await check_money(args, client, plan)
         if args.dry_run:
-            _say(args, "dry run: nothing submitted")
+            say(args, "dry run: nothing submitted")
             return EXIT_OK
         stopped: OutpaintError | None = None
         async with anyio.create_task_group() as tg:
@@ -264,7 +264,7 @@ async def run_batch(args: argparse.Namespace) -> int:
         page = await write_review_page(
             expand_path(args.report), journal=journal, wall_seconds=time.monotonic() - started
         )
-        _say(args, f"review page: {page}")
+        say(args, f"review page: {page}")
     print_report(args, doc)
     if stopped is not None:
         if progress.submitted == 0 and not report.received:

@@ -68,7 +68,7 @@ LEASE_SECONDS = 30.0
 COORDINATOR_NAMESPACE = "wavespeed-outpaint"
 
 
-def _ray() -> Any:
+def require_ray() -> Any:
     try:
         import ray
     except ImportError:
@@ -153,7 +153,7 @@ def stop_starting(account: str = "default", *, quiet: float = 1.5, timeout: floa
     the task store. Killed mid-submit, a task's claim stays "submitting", and the next
     run can only settle it from the list, where other workers' submits of the same
     moment make it unknown."""
-    ray = _ray()
+    ray = require_ray()
     actor = ray.get_actor(f"account-{account}", namespace=COORDINATOR_NAMESPACE)
     ray.get(actor.stop.remote(timeout))
     deadline = time.monotonic() + timeout
@@ -168,7 +168,7 @@ def coordinator(
     driver (`outpaint_dataset`), it lives as long as the job; `detached`, beyond it (for
     pipelines that make their `OutpaintBatches` themselves): never owned by a worker,
     whose death would take it along."""
-    ray = _ray()
+    ray = require_ray()
     actor = ray.remote(num_cpus=0, max_restarts=-1, max_concurrency=10_000)(AccountCoordinator)
     return actor.options(
         name=f"account-{account}",
@@ -226,7 +226,7 @@ class OutpaintBatches:
         self._coordinator = coordinator_actor or coordinator(
             account, starts_per_minute, max_running, detached=True
         )
-        self._share = max(1, max_running // max(1, workers))
+        self._share = share_of(max_running, workers)
         self._worker = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._batch: ContinuousBatch | None = None
         self._claims: ObjectClaims | None = None
@@ -385,11 +385,10 @@ def outpaint_dataset(
     """`ds` (rows with `audio`, optionally `output` and request fields) extended: a
     dataset of one result row per task (`RESULT_COLUMNS`). Lazy, as Ray Data is: it
     runs when consumed (`write_parquet`, `take_all`, ...)."""
-    ray = _ray()
+    ray = require_ray()
     account_actor = coordinator(account, starts_per_minute, max_running)
-    share = max(1, max_running // concurrency)
     batch_size = batch_size or batch_rows(max_running, concurrency)
-    blocks = blocks_at_once(share, batch_size)
+    blocks = blocks_at_once(share_of(max_running, concurrency), batch_size)
     return ds.map_batches(
         OutpaintBatches,
         fn_constructor_kwargs={
@@ -436,7 +435,12 @@ def batch_rows(max_running: int, actors: int) -> int:
     share of `max_running`, so that an actor holds no more than some three times its
     share (see `blocks_at_once`): Ray Data hands blocks to the actors ready first, and
     rows queued at a busy actor wait while another one's share sits idle."""
-    return max(1, min(64, max_running // actors // 2))
+    return max(1, min(64, share_of(max_running, actors) // 2))
+
+
+def share_of(max_running: int, actors: int) -> int:
+    """An actor's share of the account's running budget: its lease."""
+    return max(1, max_running // max(1, actors))
 
 
 def blocks_at_once(share: int, batch_size: int) -> int:
@@ -444,5 +448,5 @@ def blocks_at_once(share: int, batch_size: int) -> int:
     actor one block at a time by default and starts the next when the last task of
     this one ends: the tail of every block would leave the actor's share of the running
     budget idle. Twice the blocks that fill the share, so that fresh blocks fill it
-    while others drain, and one more (they share the actor's one event loop)."""
+    while others drain, and one more."""
     return 2 * math.ceil(share / batch_size) + 1
