@@ -258,9 +258,11 @@ class OutpaintClient:
     ) -> AsyncGenerator[OutpaintResult, None]:
         """Run many tasks at once; yields each result as it finishes.
 
-        `requests` is any iterable or async iterable, read lazily, of `OutpaintRequest`
-        or `(OutpaintRequest, output_name)` pairs; an output name such as `album/song`
-        places the files under `out_dir` (default: the input's own name). A failed task
+        `requests` is any iterable or async iterable, read lazily (no more ahead of the
+        results taken than twice `max_in_flight` plus `parallel_downloads`), of
+        `OutpaintRequest` or `(OutpaintRequest, output_name)` pairs; an output name
+        such as `album/song` places the files under `out_dir` (default: the input's own
+        name). A failed task
         is a result with `.error`; the batch goes on. When the account cannot pay or the
         key is refused, submitting stops, the tasks already in flight are collected,
         and then that error is raised.
