@@ -137,8 +137,11 @@ async def test_per_minute_start_limit_answers_429_with_retry_after() -> None:
 
 
 async def test_tasks_beyond_the_running_limit_wait_in_a_queue() -> None:
+    # Tasks of 0.5 s: the three submits reach the emulator well within the first one's
+    # run, even on a loaded machine (with 0.1 s tasks, a slow third submit found the
+    # worker idle and the queue empty).
     async with Emulator(
-        fast_config(running_at_once=1, time_scale=0.05, base_seconds=0.0)
+        fast_config(running_at_once=1, time_scale=0.25, base_seconds=0.0)
     ) as emulator:
         ids = []
         for _ in range(3):
@@ -148,13 +151,13 @@ async def test_tasks_beyond_the_running_limit_wait_in_a_queue() -> None:
             ids.append(body["data"]["id"])
         _, _, last = await api(emulator, "GET", f"/api/v3/predictions/{ids[2]}/result")
         assert last["data"]["status"] == "created"  # queued behind two others
-        await anyio.sleep(3 * 0.05 * 2 + 0.05)
+        await anyio.sleep(3 * 0.25 * 2 + 0.05)
         _, _, last = await api(emulator, "GET", f"/api/v3/predictions/{ids[2]}/result")
         assert last["data"]["status"] not in ("created", "processing")
         tasks = [emulator.service.tasks[i] for i in ids]
         for earlier, later in itertools.pairwise(tasks):
-            assert later.start_at == pytest.approx(earlier.finish_at)
-        assert tasks[2].finish_at - tasks[0].start_at == pytest.approx(3 * 0.05 * 2, rel=0.01)
+            assert later.start_at == earlier.finish_at  # the worker's next task, at once
+        assert tasks[2].finish_at - tasks[0].start_at == pytest.approx(3 * 0.25 * 2, rel=0.01)
 
 
 def test_a_queue_in_random_order_starts_each_task_when_a_worker_frees() -> None:
