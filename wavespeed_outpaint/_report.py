@@ -38,52 +38,46 @@ class Report:
         self._generated_seconds = 0.0
 
     def add(self, shown: str, result: OutpaintResult) -> None:
-        counts = self._counts
-        counts["done"] += 1
-        counts["completed"] += result.ok
-        counts["failed"] += not result.ok and result.status is not Status.UNKNOWN
-        counts["unknown"] += result.status is Status.UNKNOWN
-        counts["skipped"] += result.skipped
-        counts["format_kept"] += result.format_error is not None
-        self._generated_seconds += result.request.generated_seconds
-        if self._every_item or not result.ok or result.format_error:
-            self._items.append(
-                {
-                    "input": shown,
-                    "status": status_text(result),
-                    "prediction_id": result.prediction_id,
-                    "files": list(result.locations),
-                    "error": result.error,
-                    "skipped": result.skipped,
-                    "delivered_by": result.delivered_by,
-                    "format_error": result.format_error,
-                }
-            )
+        """A result of a batch on this machine; `shown`, its input as the user gave it."""
+        item = {
+            "input": shown,
+            "status": status_text(result),
+            "prediction_id": result.prediction_id,
+            "files": list(result.locations),
+            "error": result.error,
+            "skipped": result.skipped,
+            "delivered_by": result.delivered_by,
+            "format_error": result.format_error,
+        }
+        self._take(item, result.request.generated_seconds)
 
     def add_row(self, row: Mapping[str, Any]) -> None:
         """A task's result row from a Ray run (`wavespeed_outpaint.ray.RESULT_COLUMNS`)."""
-        status = row["status"]
+        item = {
+            "input": row["audio"],
+            "status": row["status"],
+            "prediction_id": row["prediction_id"],
+            "files": list(row["files"]),
+            "error": row["error"],
+            "skipped": bool(row["skipped"]),
+            "delivered_by": row["delivered_by"],
+            "format_error": row["format_error"],
+        }
+        self._take(item, row["generated_seconds"])
+
+    def _take(self, item: dict[str, Any], generated_seconds: float) -> None:
+        """Count a task's item, and keep it if it is to be printed."""
+        status = item["status"]
         counts = self._counts
         counts["done"] += 1
         counts["completed"] += status == "completed"
-        counts["failed"] += status not in ("completed", "unknown")
-        counts["unknown"] += status == "unknown"
-        counts["skipped"] += bool(row["skipped"])
-        counts["format_kept"] += row["format_error"] is not None
-        self._generated_seconds += row["generated_seconds"]
-        if self._every_item or status != "completed" or row["format_error"]:
-            self._items.append(
-                {
-                    "input": row["audio"],
-                    "status": status,
-                    "prediction_id": row["prediction_id"],
-                    "files": list(row["files"]),
-                    "error": row["error"],
-                    "skipped": bool(row["skipped"]),
-                    "delivered_by": row["delivered_by"],
-                    "format_error": row["format_error"],
-                }
-            )
+        counts["failed"] += status not in ("completed", Status.UNKNOWN.value)
+        counts["unknown"] += status == Status.UNKNOWN.value
+        counts["skipped"] += item["skipped"]
+        counts["format_kept"] += item["format_error"] is not None
+        self._generated_seconds += generated_seconds
+        if self._every_item or status != "completed" or item["format_error"]:
+            self._items.append(item)
 
     @property
     def received(self) -> int:
