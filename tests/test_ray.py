@@ -200,6 +200,16 @@ def test_two_workers_keep_to_the_accounts_start_limit(local_ray: Any, s3_process
     assert wall >= 149 * 60 / 120 * 0.95  # one schedule: a start every half second
 
 
+def ray_run(bucket: str, url: str, *flags: str) -> list[str]:
+    """`run --ray` over the library's tracks, against the emulator at `url`."""
+    return [
+        sys.executable, "-m", "wavespeed_outpaint", "run", f"s3://{bucket}/music/",
+        "--out", f"s3://{bucket}/extended/", "--tags", "lofi", "--after", "1",
+        "--ray", "--actors", "2", "--json", "--base-url", url, "--api-key", "emulator-key",
+        *flags,
+    ]  # fmt: skip
+
+
 def test_the_command_line_runs_a_library_on_a_ray_it_starts(
     s3_process: S3Server, tmp_path: Path
 ) -> None:
@@ -207,11 +217,7 @@ def test_the_command_line_runs_a_library_on_a_ray_it_starts(
     # one of these tests) and stops it; run twice, the second run sends nothing.
     bucket, _ = library(s3_process, 12)
     with spawn_emulator("--time-scale", "0.05", "--base-seconds", "0.05") as url:
-        command = [
-            sys.executable, "-m", "wavespeed_outpaint", "run", f"s3://{bucket}/music/",
-            "--out", f"s3://{bucket}/extended/", "--tags", "lofi", "--after", "1",
-            "--ray", "--actors", "2", "--json", "--base-url", url, "--api-key", "emulator-key",
-        ]  # fmt: skip
+        command = ray_run(bucket, url)
         env = {**os.environ, **s3_process.env, "XDG_STATE_HOME": str(tmp_path)}
         runs = [
             subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
@@ -236,12 +242,7 @@ def test_a_ray_run_stopped_with_ctrl_c_resumes_without_sending_twice(
     # tasks in flight, as a lost node's); the same command again finishes the batch.
     bucket, _ = library(s3_process, 40)
     with spawn_emulator("--time-scale", "0.5", "--base-seconds", "0.05") as url:
-        command = [
-            sys.executable, "-m", "wavespeed_outpaint", "run", f"s3://{bucket}/music/",
-            "--out", f"s3://{bucket}/extended/", "--tags", "lofi", "--after", "1",
-            "--ray", "--actors", "2", "--json", "--base-url", url, "--api-key", "emulator-key",
-            "--max-in-flight", "8",  # most tasks still unsent when it stops
-        ]  # fmt: skip
+        command = ray_run(bucket, url, "--max-in-flight", "8")  # most still unsent at the stop
         env = {**os.environ, **s3_process.env, "XDG_STATE_HOME": str(tmp_path)}
         first = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
