@@ -31,6 +31,7 @@ from ._pacing import StartPacer
 from ._poller import PollOptions, SharedPoller
 from ._s3 import ObjectStores, is_object_url
 from ._settle import OpenSubmit, Outcome, Settler, unsigned
+from ._signal import Signal
 from .errors import (
     APIError,
     AuthenticationError,
@@ -109,7 +110,7 @@ class BatchState:
 
 @attrs.define
 class _Shared:
-    done: asyncio.Event = attrs.field(factory=asyncio.Event)
+    done: Signal = attrs.field(factory=Signal)
     result: OutpaintResult | None = None
 
 

@@ -35,6 +35,7 @@ import anyio
 import anyio.abc
 import attrs
 
+from ._signal import Signal
 from .errors import (
     APIError,
     AuthenticationError,
@@ -238,7 +239,7 @@ class _Watch:
     margin: float  # how far the true creation time may be from `created`
     generated: float
     due: float  # the next result GET, if any
-    event: asyncio.Event = attrs.field(factory=asyncio.Event)  # asyncio's: one per task
+    event: Signal = attrs.field(factory=Signal)  # set once its outcome is known
     # The last list look that covered it (client clock; at first, when it was submitted),
     # and the last one there was (the time its window was last asked about).
     looked: float = 0.0

@@ -1,0 +1,54 @@
+"""Signal: set once, it wakes every waiter; a waiter that gives up leaves the others waiting."""
+
+from __future__ import annotations
+
+import asyncio
+
+import anyio
+import pytest
+
+from wavespeed_outpaint._signal import Signal
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_set_wakes_every_waiter_and_later_waits_return_at_once() -> None:
+    signal = Signal()
+    woken: list[int] = []
+
+    async def waiter(i: int) -> None:
+        await signal.wait()
+        woken.append(i)
+
+    with anyio.fail_after(5):
+        tasks = [asyncio.create_task(waiter(i)) for i in range(3)]
+        await asyncio.sleep(0.01)
+        assert woken == [] and not signal.is_set()
+        signal.set()
+        await asyncio.gather(*tasks)
+        assert sorted(woken) == [0, 1, 2] and signal.is_set()
+        await signal.wait()  # already set: no wait
+
+
+async def test_a_cancelled_waiter_leaves_the_others_waiting() -> None:
+    signal = Signal()
+    with anyio.fail_after(5):
+        gives_up = asyncio.create_task(signal.wait())
+        stays = asyncio.create_task(signal.wait())
+        await asyncio.sleep(0.01)
+        gives_up.cancel()
+        await asyncio.sleep(0.01)
+        assert gives_up.cancelled() and not stays.done()
+        assert len(signal._waiters or ()) == 1  # nothing is held for the waiter that left
+        signal.set()
+        await stays
+
+
+async def test_a_timed_out_wait_under_a_cancel_scope_does_not_set_it() -> None:
+    signal = Signal()
+    with anyio.move_on_after(0.02) as scope:
+        await signal.wait()
+    assert scope.cancelled_caught and not signal.is_set()
+    signal.set()
+    with anyio.fail_after(1):
+        await signal.wait()
