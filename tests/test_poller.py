@@ -44,6 +44,7 @@ class FakeService:
         self.list_requests = 0
         self.items_per_request: list[int] = []
         self.pages_per_look: list[int] = []
+        self.looks: list[tuple[float, str]] = []  # when the list was asked, for which status
         self._ids = itertools.count()
 
     def add(
@@ -77,6 +78,7 @@ class FakeService:
     ) -> AsyncGenerator[tuple[int, int, list[dict[str, Any]]], None]:
         if not self.list_works:
             raise NotFoundError("no list here", status=404)
+        self.looks.append((time.time(), status))
         await anyio.sleep(0.002)
         now = time.time()
         after, before = created_after.timestamp(), created_before.timestamp()
@@ -149,6 +151,25 @@ async def test_a_window_reads_one_page_however_much_else_has_finished() -> None:
     assert service.pages_per_look[0] == 7  # the first look reads the whole span
     assert len(service.pages_per_look) > 3
     assert set(service.pages_per_look[1:]) == {1}
+
+
+async def test_a_first_wave_that_ends_at_once_is_found_soon_at_a_request_a_task() -> None:
+    """Nothing has ended yet, so nothing says when anything will: with 64 tasks in flight
+    the blind looks grow apart by 3 / 64 a look, so a wave that ends together after 4 s
+    is found within about 0.3 s (by 1 / sqrt(64), the growth before, the looks were
+    0.6 s apart by then), for about one list request a task."""
+    service = FakeService()
+    tasks = [service.add(4.0) for _ in range(64)]
+    await watch_all(service, tasks)
+    ends = tasks[0].ends
+    blind = [at for at, status in service.looks if status == "completed" and at < ends]
+    assert len(blind) > 10
+    assert max(b - a for a, b in itertools.pairwise(blind)) < 0.4
+    lags = [t.seen_final_at - t.ends for t in tasks if t.seen_final_at is not None]
+    assert len(lags) == 64
+    assert max(lags) < 0.4
+    assert service.list_requests <= 64
+    assert service.gets == 0
 
 
 async def test_a_cancelled_task_is_asked_about_on_its_own() -> None:

@@ -23,10 +23,12 @@ async def test_set_wakes_every_waiter_and_later_waits_return_at_once() -> None:
     with anyio.fail_after(5):
         tasks = [asyncio.create_task(waiter(i)) for i in range(3)]
         await asyncio.sleep(0.01)
-        assert woken == [] and not signal.is_set()
+        assert woken == []
+        assert not signal.is_set()
         signal.set()
         await asyncio.gather(*tasks)
-        assert sorted(woken) == [0, 1, 2] and signal.is_set()
+        assert sorted(woken) == [0, 1, 2]
+        assert signal.is_set()
         await signal.wait()  # already set: no wait
 
 
@@ -38,7 +40,8 @@ async def test_a_cancelled_waiter_leaves_the_others_waiting() -> None:
         await asyncio.sleep(0.01)
         gives_up.cancel()
         await asyncio.sleep(0.01)
-        assert gives_up.cancelled() and not stays.done()
+        assert gives_up.cancelled()
+        assert not stays.done()
         assert len(signal._waiters or ()) == 1  # nothing is held for the waiter that left
         signal.set()
         await stays
@@ -48,7 +51,8 @@ async def test_a_timed_out_wait_under_a_cancel_scope_does_not_set_it() -> None:
     signal = Signal()
     with anyio.move_on_after(0.02) as scope:
         await signal.wait()
-    assert scope.cancelled_caught and not signal.is_set()
+    assert scope.cancelled_caught
+    assert not signal.is_set()
     signal.set()
     with anyio.fail_after(1):
         await signal.wait()
