@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import bisect
 import collections
 import contextlib
 import heapq
 import json
+import math
 import random
 import resource
 import subprocess
@@ -133,6 +135,50 @@ def ideal_makespan(
             submit()
         start()
     return now
+
+
+def least_lag_times_requests(tasks: list[dict[str, Any]], page: int = 100) -> float | None:
+    """The least (mean detection lag) x (list requests per task) a client that reads the
+    list could have reached on this run's tasks (the emulator's record of each), or None
+    when too few tasks finished.
+
+    Once a second, the tasks in flight (created, not yet reported) are cut, in creation
+    order, into as few windows as hold at most `page` finished items each (what one list
+    request shows). A window where r_i tasks finish a second, looked at every g_i seconds,
+    costs 1 / g_i requests and leaves them g_i / 2 late on average; at any rate of
+    requests the least mean lag comes from g_i proportional to 1 / sqrt(r_i), where
+    lag x requests per task = (sum of sqrt(r_i))^2 / (2 r^2), r the sum of the r_i. The
+    seconds are weighted by their finishes. Finishes are taken as unforeseeable within a
+    second: a client that could foresee them would do better.
+    """
+    ended = [t for t in tasks if t.get("finish_at") and t.get("first_reported_at")]
+    if not ended:
+        return None
+    start = min(t["created"] for t in ended)
+    stop = max(t["finish_at"] for t in ended)
+    weighted = finishes = 0.0
+    now = start + 1.0
+    while now < stop - 1.0:
+        known = sorted(t["created"] for t in ended if t["first_reported_at"] <= now)
+        flight = sorted(
+            (t["created"], t["finish_at"])
+            for t in ended
+            if t["created"] <= now < t["first_reported_at"]
+        )
+        rates: list[int] = []
+        first_held = 0
+        for created, finish in flight:
+            held = bisect.bisect_right(known, created) - first_held
+            if not rates or held > page:
+                rates.append(0)
+                first_held = bisect.bisect_left(known, created)
+            rates[-1] += now <= finish < now + 1.0
+        r = sum(rates)
+        if r:
+            weighted += sum(math.sqrt(x) for x in rates) ** 2 / (2 * r)
+            finishes += r
+        now += 1.0
+    return weighted / finishes if finishes else None
 
 
 def make_source(path: Path, seconds: float = 0.5, rate: int = 8000) -> Path:

@@ -10,7 +10,11 @@ seed. The figures: detection lag (from the service's finish to the client's firs
 that shows it), status requests per task (result GETs and list pages), and wall time over
 the limit: the wall time of a client that sees every finish at once and fills the freed
 slot at once, over the same task durations (computed from the emulator's own record of
-each task, in `_harness.ideal_makespan`). Writes benchmarks/results/poller.{md,json}.
+each task, in `_harness.ideal_makespan`). Lag and requests trade against each other, so
+their product is shown too, beside the least product any client that reads the list could
+have reached on the same tasks (`_harness.least_lag_times_requests`): where that is over
+0.01, a lag mean of 0.1 s and 0.1 requests a task cannot both be had. Writes
+benchmarks/results/poller.{md,json}.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _harness import (
     TimeModel,
     ideal_makespan,
+    least_lag_times_requests,
     row_from_child,
     write_results,
 )
@@ -81,7 +86,9 @@ def child(client: str, model_name: str, count: int, in_flight: int, result_file:
         **run.figures(count),
         "limit_s": limit,
         "wall_over_limit": run.meter.wall / limit,
+        "least_lag_x_requests": least_lag_times_requests(run.tasks),
     }
+    row["lag_x_requests"] = row["lag_mean_s"] * row["status_requests_per_task"]
     result_file.write_text(json.dumps(row))
 
 
@@ -96,6 +103,8 @@ COLUMNS = [
     ("lag_mean_s", "lag mean s"),
     ("lag_p95_s", "lag p95 s"),
     ("status_requests_per_task", "status req / task"),
+    ("lag_x_requests", "lag mean × req / task"),
+    ("least_lag_x_requests", "least for a list reader"),
     ("cpu_ms_per_task", "CPU ms / task"),
     ("duplicates", "duplicates"),
 ]
@@ -142,7 +151,9 @@ def main() -> None:
                     f"{time.time() - started:.0f} s; {row['completed']}/{count} completed, "
                     f"wall/limit {row['wall_over_limit']:.2f}, lag mean "
                     f"{row['lag_mean_s']:.3f} p95 {row['lag_p95_s']:.3f} s, "
-                    f"{row['status_requests_per_task']:.3f} status req/task",
+                    f"{row['status_requests_per_task']:.3f} status req/task; lag x req/task "
+                    f"{row['lag_x_requests']:.4f}, least for a list reader "
+                    f"{row['least_lag_x_requests'] or 0:.4f}",
                     flush=True,
                 )
     print(
