@@ -44,15 +44,22 @@ async def feed(
     # Tasks not yet sent: reading `max_in_flight` requests at once would hold
     # thousands of tasks in memory that only wait for a submitter.
     unsent = asyncio.Semaphore(UNSENT_PER_SUBMITTER * options.parallel_submits)
+    # Once every request is read and every task sent, the batch drains: the poller
+    # weighs its last tasks' lag by the batch they hold up.
+    not_sent = 0
+    all_read = False
 
     async def one(request: OutpaintRequest, stem: str | None) -> None:
         waiting = True
 
         def sent() -> None:
-            nonlocal waiting
+            nonlocal waiting, not_sent
             if waiting:
                 waiting = False
                 unsent.release()
+                not_sent -= 1
+                if all_read and not not_sent:
+                    engine.poller.draining()
 
         try:
             result = await engine.run(request, stem, batch, sent)
@@ -83,7 +90,12 @@ async def feed(
                         break
                     await admission.acquire()
                     await unsent.acquire()
+                    not_sent += 1
                     tasks.start(one(request, stem))
+                else:  # every request read (not stopped)
+                    all_read = True
+                    if not not_sent:
+                        engine.poller.draining()
     except Exception as exc:  # noqa: BLE001 - handed to the consumer, who raises it
         batch.fatal = batch.fatal or _sole_cause(exc)
     finally:

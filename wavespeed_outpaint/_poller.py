@@ -307,12 +307,20 @@ class SharedPoller:
         self._ended = collections.Counter[str]()  # tasks seen to end, by list status
         self._planned = time.time()  # when the lag of every task was last brought up to date
         self._plan_cost = 0.0
+        # The tasks in flight when a batch sent its last one (0: no batch is draining).
+        self._drain_from = 0
         self._limiter = asyncio.Semaphore(options.parallel_status_requests)
         self.counts = collections.Counter[str]()
 
     @property
     def in_flight(self) -> int:
         return len(self._watches)
+
+    def draining(self) -> None:
+        """A batch has sent its last task: until nothing is in flight, its end waits for
+        the tasks left, so their lag weighs more than their own (see `_plan`)."""
+        self._drain_from = max(self._drain_from, len(self._watches))
+        self._wakeup.set()
 
     async def wait(
         self,
@@ -532,6 +540,7 @@ class SharedPoller:
         """The windows to look at now, and when to plan again."""
         self._order = order = [w for w in self._order if w.id in self._watches]
         if not order:
+            self._drain_from = 0
             return [], math.inf
         oldest = order[0].created - order[0].margin
         self._finished.forget_before(oldest)
@@ -553,6 +562,13 @@ class SharedPoller:
         next_plan = math.inf
         running = self.survival.running
         failed_rate = 0.0
+        # While a batch drains, a second of its last tasks' lag holds up all its results:
+        # a look costs less, by the square root of the tasks left over those in flight
+        # when it began. (By the full ratio, the wall cost, a heavy tail's last seconds
+        # took 0.1 more requests a task at 1,000 in flight for the same end: 0.305
+        # against 0.227; with neither, the last task was found 0.43 s late.)
+        left = len(order) / (self._drain_from or len(order))
+        price = opts.request_price * math.sqrt(min(1.0, left))
         for window in self._windows(order, self._finished.created):
             if any(w.asking for w in window):
                 continue  # its look is under way; its answer wakes the loop
@@ -574,7 +590,7 @@ class SharedPoller:
             lag, rate = lag * (1 - failing), rate * (1 - failing)
             if now - last_look < opts.min_sweep_gap:
                 next_plan = min(next_plan, last_look + opts.min_sweep_gap)
-            elif lag >= opts.request_price:
+            elif lag >= price:
                 sweeps.append((window, "completed"))
                 self.counts["looks_for_lag"] += 1
             elif rate >= STALE_CHANCE and now - oldest_look >= opts.max_sweep_gap:
@@ -584,7 +600,7 @@ class SharedPoller:
                 # Lag grows at least as fast as now: plan again when it may reach the price.
                 next_plan = min(
                     next_plan,
-                    now + (opts.request_price - lag) / rate,
+                    now + (price - lag) / rate,
                     oldest_look + opts.max_sweep_gap,
                 )
         # Failed tasks, by the same rule, in one look at everything in flight (few items
