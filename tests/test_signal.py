@@ -56,3 +56,15 @@ async def test_a_timed_out_wait_under_a_cancel_scope_does_not_set_it() -> None:
     signal.set()
     with anyio.fail_after(1):
         await signal.wait()
+
+
+async def test_a_wait_with_a_time_limit_says_whether_it_was_set() -> None:
+    signal = Signal()
+    with anyio.fail_after(5):
+        assert await signal.wait(timeout=0.02) is False
+        assert not signal._waiters  # the waiter that timed out is gone
+        waiting = asyncio.create_task(signal.wait(timeout=5))
+        await asyncio.sleep(0.01)
+        signal.set()
+        assert await waiting is True
+        assert await signal.wait(timeout=0) is True

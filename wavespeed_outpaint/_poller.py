@@ -343,12 +343,11 @@ class SharedPoller:
         if watch is None:
             watch = self._watch(prediction, generated_seconds, sent_at)
         try:
-            with anyio.move_on_after(math.inf if deadline is None else deadline):
-                await watch.event.wait()
+            ended = await watch.event.wait(timeout=deadline)
         finally:
             if not watch.event.is_set():
                 self._watches.pop(watch.id, None)  # the waiter gave up (deadline, cancel)
-        if not watch.event.is_set():
+        if not ended:
             raise DeadlineError(
                 f"no final status within task_deadline={deadline:g} s (the last status seen: "
                 f"{watch.last_status[:40]!r}); the task goes on at the service, and the next "

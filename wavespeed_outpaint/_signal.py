@@ -26,18 +26,32 @@ class Signal:
         self._set = True
         waiters, self._waiters = self._waiters, None
         for waiter in waiters or ():
-            if not waiter.done():
-                waiter.set_result(None)
+            _wake(waiter)
 
-    async def wait(self) -> None:
+    async def wait(self, timeout: float | None = None) -> bool:
+        """Whether it was set, waiting at most `timeout` seconds for it (None: no limit).
+
+        The limit is a timer of this waiter's own, not a cancel scope around the wait:
+        the poller waits with a limit for every task in flight, and a cancel scope per
+        task costs more CPU and memory than a timer."""
         if self._set:
-            return
-        waiter = asyncio.get_running_loop().create_future()
+            return True
+        loop = asyncio.get_running_loop()
+        waiter = loop.create_future()
         if self._waiters is None:
             self._waiters = []
         self._waiters.append(waiter)
+        expiry = None if timeout is None else loop.call_later(timeout, _wake, waiter)
         try:
             await waiter  # a cancelled waiter cancels only its own future
         finally:
+            if expiry is not None:
+                expiry.cancel()
             if self._waiters is not None:
                 self._waiters.remove(waiter)
+        return self._set
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
