@@ -79,8 +79,10 @@ def blind_growth(in_flight: int) -> float:
     tasks that all end together is found up to this share of its age late: 3 / n is
     4.7% at 64 in flight (1 / sqrt(n), the growth before, was 12.5%: a wave of 5 s tasks
     found 0.63 s late). Each look costs one request for every task in flight, so the
-    first wave costs each of its tasks about ln(age / first gap) / 3 requests, about one.
-    A handful of tasks keep the gentler 1 / sqrt(n), and a handful of requests each."""
+    first wave costs each of its tasks ln(1 + age x growth / first gap) / 3 requests:
+    0.35 for 5 s tasks at 64 in flight, 0.07 for 2.5 s tasks at 1,000, one for minute
+    long tasks at 64. A handful of tasks keep the gentler 1 / sqrt(n), and a handful of
+    requests each."""
     return min(1.0, 1 / math.sqrt(in_flight), 3 / in_flight)
 
 
