@@ -1,4 +1,5 @@
-"""`feed`: a batch tells the poller it drains once its last task is sent, not before.
+"""`feed`: a batch tells the poller it drains once its last task is sent, not before,
+and that it ended.
 
 The engine behind `feed` is a small stand-in here (a real object handed in, as the client
 hands in its engine): each task is sent after a short wait and ends a little later.
@@ -28,9 +29,13 @@ class StandInEngine:
         self.poller = self
         self.sent = 0
         self.drained_at: list[int] = []
+        self.ended_draining = 0
 
     def draining(self) -> None:
         self.drained_at.append(self.sent)
+
+    def drained(self) -> None:
+        self.ended_draining += 1
 
     async def run(
         self, request: OutpaintRequest, stem: Any, batch: Any, sent: Any
@@ -59,3 +64,4 @@ async def test_the_batch_drains_once_every_task_is_sent(count: int) -> None:
         results = [r async for r in receive]
     assert len(results) == count
     assert engine.drained_at == [count]
+    assert engine.ended_draining == 1  # once the batch ended

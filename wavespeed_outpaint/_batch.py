@@ -44,10 +44,16 @@ async def feed(
     # Tasks not yet sent: reading `max_in_flight` requests at once would hold
     # thousands of tasks in memory that only wait for a submitter.
     unsent = asyncio.Semaphore(UNSENT_PER_SUBMITTER * options.parallel_submits)
-    # Once every request is read and every task sent, the batch drains: the poller
-    # weighs its last tasks' lag by the batch they hold up.
+    # Once every request is read and every task sent, the batch drains until it ends:
+    # the poller weighs its last tasks' lag by the batch they hold up.
     not_sent = 0
-    all_read = False
+    all_read = draining = False
+
+    def drain_once_all_sent() -> None:
+        nonlocal draining
+        if all_read and not not_sent and not draining:
+            draining = True
+            engine.poller.draining()
 
     async def one(request: OutpaintRequest, stem: str | None) -> None:
         waiting = True
@@ -58,8 +64,7 @@ async def feed(
                 waiting = False
                 unsent.release()
                 not_sent -= 1
-                if all_read and not not_sent:
-                    engine.poller.draining()
+                drain_once_all_sent()
 
         try:
             result = await engine.run(request, stem, batch, sent)
@@ -94,11 +99,12 @@ async def feed(
                     tasks.start(one(request, stem))
                 else:  # every request read (not stopped)
                     all_read = True
-                    if not not_sent:
-                        engine.poller.draining()
+                    drain_once_all_sent()
     except Exception as exc:  # noqa: BLE001 - handed to the consumer, who raises it
         batch.fatal = batch.fatal or _sole_cause(exc)
     finally:
+        if draining:
+            engine.poller.drained()
         finished.set()
 
 

@@ -80,9 +80,9 @@ def blind_growth(in_flight: int) -> float:
     4.7% at 64 in flight (1 / sqrt(n), the growth before, was 12.5%: a wave of 5 s tasks
     found 0.63 s late). Each look costs one request for every task in flight, so the
     first wave costs each of its tasks ln(1 + age x growth / first gap) / 3 requests:
-    0.35 for 5 s tasks at 64 in flight, 0.07 for 2.5 s tasks at 1,000, one for minute
-    long tasks at 64. A handful of tasks keep the gentler 1 / sqrt(n), and a handful of
-    requests each."""
+    0.35 for 5 s tasks at 64 in flight, 0.07 for 2.5 s tasks at 1,000, one for
+    minute-long tasks at 64. A handful of tasks keep the gentler 1 / sqrt(n), and a
+    handful of requests each."""
     return min(1.0, 1 / math.sqrt(in_flight), 3 / in_flight)
 
 
@@ -309,7 +309,9 @@ class SharedPoller:
         self._ended = collections.Counter[str]()  # tasks seen to end, by list status
         self._planned = time.time()  # when the lag of every task was last brought up to date
         self._plan_cost = 0.0
-        # The tasks in flight when a batch sent its last one (0: no batch is draining).
+        # Batches that have sent their last task and not ended, and the tasks in flight
+        # when the first of them did (0: none).
+        self._draining_batches = 0
         self._drain_from = 0
         self._limiter = asyncio.Semaphore(options.parallel_status_requests)
         self.counts = collections.Counter[str]()
@@ -319,10 +321,17 @@ class SharedPoller:
         return len(self._watches)
 
     def draining(self) -> None:
-        """A batch has sent its last task: until nothing is in flight, its end waits for
+        """A batch has sent its last task: until it ends (`drained`), its end waits for
         the tasks left, so their lag weighs more than their own (see `_plan`)."""
+        self._draining_batches += 1
         self._drain_from = max(self._drain_from, len(self._watches))
         self._wakeup.set()
+
+    def drained(self) -> None:
+        """A batch that was draining has ended."""
+        self._draining_batches -= 1
+        if not self._draining_batches:
+            self._drain_from = 0
 
     async def wait(
         self,
@@ -541,7 +550,6 @@ class SharedPoller:
         """The windows to look at now, and when to plan again."""
         self._order = order = [w for w in self._order if w.id in self._watches]
         if not order:
-            self._drain_from = 0
             return [], math.inf
         oldest = order[0].created - order[0].margin
         self._finished.forget_before(oldest)
