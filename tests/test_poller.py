@@ -155,9 +155,9 @@ async def test_a_window_reads_one_page_however_much_else_has_finished() -> None:
 
 async def test_a_first_wave_that_ends_at_once_is_found_soon_at_a_request_a_task() -> None:
     """Nothing has ended yet, so nothing says when anything will: with 64 tasks in flight
-    the blind looks grow apart by 3 / 64 a look, so a wave that ends together after 4 s
-    is found within about 0.3 s (by 1 / sqrt(64), the growth before, the looks were
-    0.6 s apart by then), for about one list request a task."""
+    the blind looks grow apart by 2 / 64 a look, so a wave that ends together after 4 s
+    is found within about 0.25 s (by 1 / sqrt(64), the growth before, the looks were
+    0.6 s apart by then), for under one list request a task."""
     service = FakeService()
     tasks = [service.add(4.0) for _ in range(64)]
     await watch_all(service, tasks)

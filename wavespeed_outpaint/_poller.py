@@ -76,14 +76,14 @@ def blind_growth(in_flight: int) -> float:
     """How much longer each blind look's gap is than the last, with `in_flight` tasks.
 
     The gap is then about this share of the time since the first look, so a wave of
-    tasks that all end together is found up to this share of its age late: 3 / n is
-    4.7% at 64 in flight (1 / sqrt(n), the growth before, was 12.5%: a wave of 5 s tasks
-    found 0.63 s late). Each look costs one request for every task in flight, so the
-    first wave costs each of its tasks ln(1 + age x growth / first gap) / 3 requests:
-    0.35 for 5 s tasks at 64 in flight, 0.07 for 2.5 s tasks at 1,000, one for
-    minute-long tasks at 64. A handful of tasks keep the gentler 1 / sqrt(n), and a
-    handful of requests each."""
-    return min(1.0, 1 / math.sqrt(in_flight), 3 / in_flight)
+    tasks that all end together is found up to this share of its age late: at most 3%
+    (1 / sqrt(n), the growth before, was 12.5% at 64 in flight: a wave of 5 s tasks found
+    0.63 s late), or 1 / sqrt(n) where that is less (from 1,100 in flight). Each look
+    costs one request for every task in flight, so the first wave costs each of its tasks
+    ln(1 + age x growth / first gap) / (n x growth) requests: 0.4 for 5 s tasks at 64 in
+    flight. Fewer tasks pay more a task for each look: below 67 in flight the growth is
+    2 / n, and below 4, 1 / sqrt(n), a handful of requests each."""
+    return min(1.0, 1 / math.sqrt(in_flight), max(0.03, 2 / in_flight))
 
 
 class StatusAPI(Protocol):
