@@ -9,6 +9,9 @@ the lag its unseen finished tasks have probably run up outweighs the price of a 
 the chance that a task of a given age is still running (`Survival`), with no model of
 the service's times built in, so a heavy tail, a queue at the service or a long fixed
 start cost change how often a window is looked at, not whether a late task is found.
+Before anything has ended, every task is looked at, each gap a little longer than the
+last (`blind_growth`); while a batch drains (its last task sent), a look costs less,
+since the batch's end waits for the tasks left (`draining`).
 
 Per task result GETs remain for what the list cannot show (`cancelled`, `timeout`: asked
 about once a task is far older than nearly all seen to finish), for a task alone (not
