@@ -40,7 +40,7 @@ class StandInEngine:
     async def run(
         self, request: OutpaintRequest, stem: Any, batch: Any, sent: Any
     ) -> OutpaintResult:
-        await asyncio.sleep(0.001 * (request.seed or 0) % 0.01)
+        await asyncio.sleep(0.001 * ((request.seed or 0) % 10))  # sent in a mixed order
         self.sent += 1
         sent()
         await asyncio.sleep(0.01)

@@ -124,7 +124,7 @@ class _OncePerKey(Generic[K, V]):
         self.done: OrderedDict[K, V] = OrderedDict()
         self._keep = keep if known is None else 0
         self._known = self._recall if known is None else known
-        self._running: dict[K, asyncio.Event] = {}
+        self._running: dict[K, Signal] = {}
 
     def _recall(self, key: K) -> V | None:
         value = self.done.get(key)
@@ -138,7 +138,7 @@ class _OncePerKey(Generic[K, V]):
             if running is not None:
                 await running.wait()
                 continue
-            finished = self._running[key] = asyncio.Event()
+            finished = self._running[key] = Signal()
             try:
                 value = await work()
             finally:

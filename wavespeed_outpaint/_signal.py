@@ -1,9 +1,10 @@
 """`Signal`: set once, awaited by any number of tasks; one per task in flight, cheaply.
 
 `asyncio.Event` allocates a deque for its waiters when it is made: about 860 bytes an
-event against 150 for a future. The engine and the poller keep one per task in flight,
-so at 10,000 tasks in flight that was about 12 MB of the client's peak memory, for
-signals that are set once and mostly awaited by one task.
+event against 150 for a future. The engine and the poller keep one per task in flight
+(and the engine one per upload under way), so at 10,000 tasks in flight that was about
+12 MB of the client's peak memory, for signals that are set once and mostly awaited by
+one task.
 """
 
 from __future__ import annotations
