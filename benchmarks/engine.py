@@ -9,7 +9,10 @@ status requests per task, mean and p95 detection lag, client CPU ms per task, pe
 completed tasks and duplicate submissions. Each size runs in a fresh child process, so
 its peak RSS is its own. Next to the client's CPU, the floor's (`_floor.py`: the same
 HTTP requests and file writes with nothing else) in its own child, and their ratio:
-absolute CPU figures swing with the machine, the ratio much less. The kernel's share of
+absolute CPU figures swing with the machine, the ratio much less. And the safe floor's
+(the floor plus a journal committed before each submit, `.part` files, marks and read
+time limits: what charging nothing twice and whole outputs cost by themselves), so
+the client's own cost can be told from the cost of being safe. The kernel's share of
 each CPU figure is printed too: most of it is the file system's cost of creating the
 output files, which `--workdir` on a RAM disk takes out of the picture; and what writing
 one output file costs there by itself (a loop of plain writes and renames).
@@ -77,16 +80,24 @@ async def run_floor(base_url: str, count: int, workdir: Path) -> dict[str, Any]:
     }
 
 
-def child(count: int, floor: bool, workdir: str | None) -> None:
-    run = run_floor if floor else run_size
+async def run_safe_floor(base_url: str, count: int, workdir: Path) -> dict[str, Any]:
+    source = make_source(workdir / "source.wav")
+    with Meter() as meter:
+        await bare_batch(base_url, count, source, workdir / "out", GENERATED, safe=True)
+    return {"safe_floor_cpu_ms_per_task": 1000 * meter.cpu / count}
+
+
+RUNS = {"client": run_size, "floor": run_floor, "safe": run_safe_floor}
+
+
+def child(count: int, run: str, workdir: str | None) -> None:
     with emulator_process(MODEL) as base_url, tempfile.TemporaryDirectory(dir=workdir) as tmp:
-        row = asyncio.run(run(base_url, count, Path(tmp)))
+        row = asyncio.run(RUNS[run](base_url, count, Path(tmp)))
     print(json.dumps(row))
 
 
-def in_child(size: int, workdir: str | None, *flags: str) -> dict[str, Any]:
-    if workdir is not None:
-        flags += ("--workdir", workdir)
+def in_child(size: int, workdir: str | None, run: str) -> dict[str, Any]:
+    flags = ("--run", run) if workdir is None else ("--run", run, "--workdir", workdir)
     out = subprocess.run(
         [sys.executable, __file__, "--child", str(size), *flags],
         capture_output=True,
@@ -111,6 +122,8 @@ COLUMNS = [
     ("floor_kernel_ms_per_task", "of it kernel"),
     ("file_write_ms", "CPU ms to write one output file"),
     ("cpu_over_floor", "CPU / floor"),
+    ("safe_floor_cpu_ms_per_task", "safe floor CPU ms / task"),
+    ("cpu_over_safe_floor", "CPU / safe floor"),
     ("peak_rss_mb", "peak RSS MB"),
     ("duplicates", "duplicate submits"),
 ]
@@ -126,16 +139,19 @@ def main() -> None:
         "--workdir", help="where the outputs are written (default: the system's temp folder)"
     )
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--floor", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--run", choices=RUNS, default="client", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.child, args.floor, args.workdir)
+        child(args.child, args.run, args.workdir)
         return
     rows = []
     for size in (int(s) for s in args.sizes.split(",")):
         started = time.time()
-        row = in_child(size, args.workdir) | in_child(size, args.workdir, "--floor")
+        row: dict[str, Any] = {}
+        for run in RUNS:
+            row |= in_child(size, args.workdir, run)
         row["cpu_over_floor"] = row["cpu_ms_per_task"] / row["floor_cpu_ms_per_task"]
+        row["cpu_over_safe_floor"] = row["cpu_ms_per_task"] / row["safe_floor_cpu_ms_per_task"]
         rows.append(row)
         print(f"{size} tasks in {time.time() - started:.1f} s: {row}", flush=True)
     print(f"\n{platform.node()} {platform.machine()} Python {platform.python_version()}")
