@@ -45,6 +45,7 @@ class FakeService:
         self.items_per_request: list[int] = []
         self.pages_per_look: list[int] = []
         self.looks: list[tuple[float, str]] = []  # when the list was asked, for which status
+        self.spans: list[tuple[float, float]] = []  # the creation span each look asked about
         self._ids = itertools.count()
 
     def add(
@@ -79,9 +80,10 @@ class FakeService:
         if not self.list_works:
             raise NotFoundError("no list here", status=404)
         self.looks.append((time.time(), status))
+        after, before = created_after.timestamp(), created_before.timestamp()
+        self.spans.append((after, before))
         await anyio.sleep(0.002)
         now = time.time()
-        after, before = created_after.timestamp(), created_before.timestamp()
         found = [
             t
             for t in sorted(self.tasks.values(), key=lambda t: -t.created)
@@ -151,6 +153,37 @@ async def test_a_window_reads_one_page_however_much_else_has_finished() -> None:
     assert service.pages_per_look[0] == 7  # the first look reads the whole span
     assert len(service.pages_per_look) > 3
     assert set(service.pages_per_look[1:]) == {1}
+
+
+async def test_a_straggler_shares_a_look_with_the_few_tasks_after_it() -> None:
+    """85 finished predictions lie between a task still running and eight created after
+    it: one page holds them all, with room for the eight, so one look covers the nine
+    (with room for 20 whatever the window held, the straggler had a window of its own
+    and a request at each of its looks)."""
+    service = FakeService()
+    start = time.time() - 10
+    straggler = service.add(time.time() - start + 2.0, created=start)
+    for i in range(85):
+        service.add(0.0, created=start + 0.01 * (i + 1))
+    group = [
+        service.add(
+            time.time() - (start + 1 + 0.01 * i) + 0.2 + 0.1 * i, created=start + 1 + 0.01 * i
+        )
+        for i in range(8)
+    ]
+    results = await watch_all(service, [straggler, *group])
+    assert len(results) == 9
+    assert service.gets == 0
+    first_end = min(t.ends for t in group)
+    together = [
+        (at, (after, before))
+        for (at, status), (after, before) in zip(service.looks, service.spans, strict=True)
+        if status == "completed"
+        and at > first_end
+        and after <= straggler.created
+        and before >= group[-1].created
+    ]
+    assert together, service.spans
 
 
 async def test_a_first_wave_that_ends_at_once_is_found_soon_at_a_request_a_task() -> None:
