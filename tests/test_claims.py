@@ -58,8 +58,10 @@ async def test_workers_given_the_same_tasks_send_each_once(
                 found: dict[int, list[OutpaintResult]] = {}
 
                 async def run(n: int) -> None:
+                    # Each worker writes to a folder of its own, as each host of a
+                    # cluster does: what is shared is the store of task records.
                     found[n] = await worker(
-                        emu, requests, tmp_path / "out", tmp_path / f"w{n}.sqlite", store
+                        emu, requests, tmp_path / f"out{n}", tmp_path / f"w{n}.sqlite", store
                     )
 
                 for n in range(3):
