@@ -54,10 +54,12 @@ log = logging.getLogger("wavespeed_outpaint.poller")
 EARLY_DELIVERIES_KEPT = 10_000
 # Answers that break the protocol this many times in a row are not asked again.
 PROTOCOL_STRIKES = 3
-# Items one list page shows, and the most room a window keeps in its page for what its
-# look finds beyond what it holds (see `SharedPoller._windows`).
+# Items one list page shows, and the room a window keeps in its page for what its look
+# finds beyond what it holds (see `SharedPoller._windows`): at most this many of its own
+# tasks, and this many of anyone else's.
 PAGE_ITEMS = 100
 ROOM_ITEMS = 20
+OTHERS_ITEMS = 2
 # Looks whose finds set that room.
 ROOM_LOOKS = 20
 # The planning pass over every task costs CPU: at most this share of the loop's time.
@@ -690,11 +692,11 @@ class SharedPoller:
         predictions between two tasks in flight is skipped, not read.
 
         A page that runs over costs a second request at that look; a window cut too
-        short, one at each of its looks. With room for 20 whatever was found, a heavy
-        tail's stragglers were cut off in a window of their own a look in four at 64 in
-        flight, where looks found 12 at most: 0.30 requests a task, 0.28 to 0.29 now for
-        the same lag. Past 20 the room stays: at 1,000 in flight, where what a look
-        finds comes in waves, room for the most found cut windows short after each
+        short, one at each of its looks. With room for 20 in all whatever was found, a
+        heavy tail's stragglers were cut off in a window of their own a look in four at
+        64 in flight, where looks found 12 at most: 0.30 requests a task, 0.28 to 0.29 now
+        for the same lag. Past 20 found the room stays: at 1,000 in flight, where what a
+        look finds comes in waves, room for the most found cut windows short after each
         wave (base-dominated: 0.036 requests a task became 0.045)."""
         windows: list[list[_Watch]] = []
         window: list[_Watch] = []
@@ -703,7 +705,7 @@ class SharedPoller:
         for w in order:
             if window:
                 held = bisect.bisect_right(finished, w.created + w.margin) - start
-                if held + 2 + min(found, len(window) + 1) > PAGE_ITEMS:
+                if held + OTHERS_ITEMS + min(found, len(window) + 1) > PAGE_ITEMS:
                     windows.append(window)
                     window = []
             if not window:
