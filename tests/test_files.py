@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
 import threading
 from pathlib import Path
@@ -11,7 +12,7 @@ import attrs
 import pytest
 
 from wavespeed_outpaint import OutputError, OutputMark, ValidationError
-from wavespeed_outpaint._files import FileWriter, LocalFolder
+from wavespeed_outpaint._files import FileWriter, LocalFolder, claim_part
 
 pytestmark = pytest.mark.anyio
 
@@ -23,7 +24,7 @@ async def test_a_small_write_cancelled_while_queued_never_lands(tmp_path: Path) 
     try:
         # Hold the writer at its rename, so the cancel comes while the job is in its hands.
         writer._renaming.acquire()
-        write = asyncio.ensure_future(writer.write_whole(str(dest) + ".part", b"x" * 10, str(dest)))
+        write = asyncio.ensure_future(writer.write_whole(b"x" * 10, str(dest)))
         for _ in range(200):
             if (tmp_path / "song.wav.part").exists():
                 break
@@ -35,7 +36,7 @@ async def test_a_small_write_cancelled_while_queued_never_lands(tmp_path: Path) 
         with pytest.raises(asyncio.CancelledError):
             await write
         # A second write goes through the same thread after the first job is done.
-        await writer.write_whole(str(tmp_path / "b.part"), b"y", str(tmp_path / "b"))
+        await writer.write_whole(b"y", str(tmp_path / "b"))
     finally:
         await writer.stop()
     assert not dest.exists()
@@ -161,3 +162,80 @@ async def test_a_mark_too_large_to_keep_leaves_the_output_whole_and_unmarked(
     finally:
         await writer.stop()
     assert (tmp_path / "out" / "a.wav").read_bytes() == b"z" * 100
+
+
+@pytest.mark.parametrize("size", [1000, 1_500_000], ids=["small", "streamed"])
+async def test_two_writers_of_one_output_at_once_each_place_it_whole(
+    tmp_path: Path, size: int
+) -> None:
+    # Two clients collecting the same task into one folder: each has its own writer
+    # thread and folder object, as two processes would. With one shared `<name>.part`
+    # the second rename found it gone (a CI run of 2026-12-02 failed so).
+    writers = [FileWriter(), FileWriter()]
+    for writer in writers:
+        writer.start()
+    try:
+        folders = [LocalFolder(tmp_path / "out", writer) for writer in writers]
+        for folder in folders:
+            await folder.prepare()
+
+        async def write(folder: LocalFolder, fill: bytes) -> str:
+            part = await folder.open_part("album/t0.wav")
+            for _ in range(3):
+                await part.write(fill * (size // 3))
+                await asyncio.sleep(0)
+            return await part.commit()
+
+        for round_ in range(40):
+            fills = [bytes([65 + round_ % 26]), bytes([97 + round_ % 26])]
+            placed = await asyncio.gather(*(map(write, folders, fills)))
+            assert len(set(placed)) == 1
+            data = Path(placed[0]).read_bytes()
+            assert data in (fills[0] * (size // 3 * 3), fills[1] * (size // 3 * 3))
+    finally:
+        for writer in writers:
+            await writer.stop()
+    assert sorted(p.name for p in (tmp_path / "out/album").iterdir()) == ["t0.wav"]
+
+
+async def test_a_part_left_by_a_dead_writer_is_taken_over_and_a_held_one_left_alone(
+    tmp_path: Path,
+) -> None:
+    writer = FileWriter()
+    writer.start()
+    try:
+        folder = LocalFolder(tmp_path, writer)
+        await folder.prepare()
+        # A crash's leftover: nobody holds it.
+        (tmp_path / "a.wav.part").write_bytes(b"left by a crash, longer than the output")
+        part = await folder.open_part("a.wav")
+        await part.write(b"new")
+        await part.commit()
+        assert (tmp_path / "a.wav").read_bytes() == b"new"
+        assert not (tmp_path / "a.wav.part").exists()
+
+        # Another live writer's: held under its lock, so written beside, never touched.
+        theirs, fd = claim_part(str(tmp_path / "b.wav"))
+        try:
+            os.write(fd, b"theirs, half-written")
+            part = await folder.open_part("b.wav")
+            await part.write(b"mine")
+            await part.commit()
+            assert (tmp_path / "b.wav").read_bytes() == b"mine"
+            assert Path(theirs).read_bytes() == b"theirs, half-written"
+            assert _is_held(theirs)
+        finally:
+            os.close(fd)
+    finally:
+        await writer.stop()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.wav", "b.wav", "b.wav.part"]
+
+
+def _is_held(path: str) -> bool:
+    """Whether some writer holds the lock on the file at `path`."""
+    with open(path, "rb") as probe:
+        try:
+            fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        return False

@@ -2,6 +2,8 @@
 
 Each output is written to `<name>.part` and renamed into place once it is whole, so a
 file at an output's name is always whole: a cut, a crash or a cancel leaves none there.
+A `.part` is its writer's alone (`claim_part`): two processes that collect the same task
+into one folder at once each write their own, and neither renames the other's away.
 
 Small outputs are written and renamed by one long-lived writer thread (`FileWriter`,
 started and stopped by the client): a trip to a worker thread per file costs more CPU
@@ -19,8 +21,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import queue
+import stat
 import threading
 from collections import defaultdict
 
@@ -32,7 +36,15 @@ from aiofiles.threadpool.binary import AsyncBufferedIOBase
 from .errors import OutputError, ValidationError
 from .seams import OutputMark
 
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; there one writer of an output at a time is safe
+    fcntl = None  # type: ignore[assignment]
+
 PART_SUFFIX = ".part"
+# `.part` names an output's writers can take at once: `<name>.part`, then `<name>.1.part`
+# to `<name>.9.part` (two more bytes of the name, within `_naming`'s room).
+PART_SLOTS = 10
 MARK_ATTRIBUTE = "user.wavespeed-outpaint.task"
 MARKS_FOLDER = ".outpaint-marks"
 # Bytes held in memory before a large output starts streaming to its `.part` file.
@@ -43,7 +55,6 @@ MAX_MADE_FOLDERS = 10_000
 
 @attrs.define(eq=False)
 class _Job:
-    part: str
     data: bytes
     dest: str
     loop: asyncio.AbstractEventLoop
@@ -82,18 +93,17 @@ class FileWriter:
 
     async def write_whole(
         self,
-        part: str,
         data: bytes,
         dest: str,
         mark: bytes | None = None,
         sidecar: str | None = None,
     ) -> None:
-        """Write `data` to `part`, then rename it to `dest`: `dest` is whole or absent.
-        `mark` is stored with it (see `place`)."""
+        """Write `data` to a `.part` of `dest`, then rename it to `dest`: `dest` is whole
+        or absent. `mark` is stored with it (see `place`)."""
         if self._thread is None:
             raise RuntimeError("the file writer is not running (the client is closed)")
         loop = asyncio.get_running_loop()
-        job = _Job(part, data, dest, loop, loop.create_future(), mark, sidecar)
+        job = _Job(data, dest, loop, loop.create_future(), mark, sidecar)
         self._jobs.put(job)
         try:
             await job.done
@@ -133,22 +143,82 @@ class FileWriter:
     def _write(self, job: _Job) -> Exception | None:
         try:
             try:
-                f = open(job.part, "wb")  # noqa: SIM115 - closed below
+                part, fd = claim_part(job.dest)
             except FileNotFoundError:
                 # Its folder was made when the download began: removed since, make it again.
-                os.makedirs(os.path.dirname(job.part), exist_ok=True)
-                f = open(job.part, "wb")  # noqa: SIM115
-            with f:
-                f.write(job.data)
-            with self._renaming:
-                if job.given_up:
-                    os.unlink(job.part)
-                else:
-                    place(job.part, job.dest, job.mark, job.sidecar)
-                    job.placed = True
+                os.makedirs(os.path.dirname(job.dest), exist_ok=True)
+                part, fd = claim_part(job.dest)
         except Exception as exc:  # noqa: BLE001 - handed to the awaiting download; the thread lives on
             return exc
+        with open(fd, "wb") as f:  # renamed before it is closed: see `claim_part`
+            try:
+                f.write(job.data)
+                f.flush()
+                if fcntl is None:
+                    f.close()  # Windows renames no open file; there is no lock to keep
+                with self._renaming:
+                    if job.given_up:
+                        os.unlink(part)
+                    else:
+                        place(part, job.dest, job.mark, job.sidecar)
+                        job.placed = True
+            except Exception as exc:  # noqa: BLE001 - as above
+                with contextlib.suppress(OSError):
+                    os.unlink(part)
+                return exc
         return None
+
+
+def claim_part(dest: str) -> tuple[str, int]:
+    """A `.part` path for `dest`, and a descriptor open for writing on it that holds an
+    exclusive lock on it until it is closed: the path is this writer's alone until then.
+
+    The writer renames its `.part` into place before it closes it, so a file at a `.part`
+    path that nobody holds was left by a writer that died (or never locked it): it is
+    taken over and emptied. One that a live writer holds is left to it, and the next name
+    tried. Where there is no flock, the one `<name>.part` is opened as it is."""
+    if fcntl is None:
+        part = dest + PART_SUFFIX
+        return part, os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+    for slot in range(PART_SLOTS):
+        part = f"{dest}.{slot}{PART_SUFFIX}" if slot else dest + PART_SUFFIX
+        fd = _take(part)
+        if fd is not None:
+            return part, fd
+    raise OSError(errno.EBUSY, f"{PART_SLOTS} writers are writing this output at once")
+
+
+def _take(part: str) -> int | None:
+    """`part` opened and locked, or None if another writer holds it."""
+    for _ in range(3):  # a path renamed away from under us is tried again, a few times
+        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            held = os.fstat(fd)
+            if _still_at(held, part):
+                # Only a leftover with something in it: a truncation makes ext4 flush the
+                # file when it is closed (its `auto_da_alloc`), 40 us a file. A device (the
+                # tests' full disk) cannot be truncated.
+                if held.st_size and stat.S_ISREG(held.st_mode):
+                    os.ftruncate(fd, 0)
+                return fd
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+    return None
+
+
+def _still_at(held: os.stat_result, path: str) -> bool:
+    """Whether `path` still names the file `held`: its writer may have renamed it into
+    place just before letting go, leaving the path free or to another writer."""
+    try:
+        return os.path.samestat(held, os.stat(path))
+    except FileNotFoundError:
+        return False
 
 
 def place(part: str, dest: str, mark: bytes | None, sidecar: str | None) -> None:
@@ -166,9 +236,13 @@ def place(part: str, dest: str, mark: bytes | None, sidecar: str | None) -> None
     os.replace(part, dest)
     if mark is not None and sidecar is not None:
         os.makedirs(os.path.dirname(sidecar), exist_ok=True)
-        with open(sidecar + PART_SUFFIX, "wb") as f:
+        sidecar_part, fd = claim_part(sidecar)
+        with open(fd, "wb") as f:
             f.write(mark)
-        os.replace(sidecar + PART_SUFFIX, sidecar)
+            f.flush()
+            if fcntl is None:
+                f.close()  # as in `FileWriter._write`
+            os.replace(sidecar_part, sidecar)
 
 
 def read_mark(path: str, sidecar: str | None) -> OutputMark | None:
@@ -223,7 +297,7 @@ def _is_empty(folder: str) -> bool:
 def _settle(results: list[tuple[_Job, Exception | None]]) -> None:
     for job, error in results:
         if job.done.cancelled():
-            continue  # the download was given up; it removes its own `.part`
+            continue  # given up: `write_whole` and the thread leave no file behind
         if error is None:
             job.done.set_result(None)
         else:
@@ -303,16 +377,18 @@ class LocalFolder:
 
 class LocalPart:
     """An output's `.part` file: a small output is written and renamed by the writer
-    thread in one go; a large one streams through aiofiles in `WRITE_BUFFER` pieces."""
+    thread in one go; a large one streams through aiofiles in `WRITE_BUFFER` pieces to a
+    `.part` claimed when the first piece is due (`claim_part`)."""
 
     def __init__(self, dest: str, folder: LocalFolder, mark: OutputMark | None = None) -> None:
         self.dest = dest
-        self.part = dest + PART_SUFFIX
         self._folder = folder
         self._mark = mark
         self._size = 0
         self._pending: list[bytes] = []
         self._pending_size = 0
+        # The claimed `.part` and its open file, while a large output streams to it.
+        self._part: str | None = None
         self._file: AsyncBufferedIOBase | None = None
 
     async def write(self, chunk: bytes) -> None:
@@ -336,11 +412,12 @@ class LocalPart:
 
     async def _open(self) -> AsyncBufferedIOBase:
         try:
-            return await aiofiles.open(self.part, "wb")
+            self._part, fd = await anyio.to_thread.run_sync(claim_part, self.dest)
         except FileNotFoundError:
             # The folder was there when the download began: removed since, make it again.
-            await self._folder.make_folder(os.path.dirname(self.part), again=True)
-            return await aiofiles.open(self.part, "wb")
+            await self._folder.make_folder(os.path.dirname(self.dest), again=True)
+            self._part, fd = await anyio.to_thread.run_sync(claim_part, self.dest)
+        return await aiofiles.open(fd, "wb")
 
     async def commit(self) -> str:
         mark = None if self._mark is None else attrs.evolve(self._mark, size=self._size).encode()
@@ -348,22 +425,32 @@ class LocalPart:
         try:
             if self._file is None:
                 await self._folder.writer.write_whole(
-                    self.part, self._take_pending(), self.dest, mark, sidecar
+                    self._take_pending(), self.dest, mark, sidecar
                 )
             else:
+                assert self._part is not None
                 await self._file.write(self._take_pending())
+                await self._file.flush()
+                if fcntl is None:
+                    await self._file.close()  # as in `FileWriter._write`
+                # Renamed while still held, then let go: see `claim_part`.
+                await anyio.to_thread.run_sync(place, self._part, self.dest, mark, sidecar)
+                self._part = None
                 await self._file.close()
                 self._file = None
-                await anyio.to_thread.run_sync(place, self.part, self.dest, mark, sidecar)
         except OSError as exc:
             raise OutputError(self.dest, exc.strerror or str(exc)) from None
         return self.dest
 
     async def abort(self) -> None:
+        """Remove the `.part` (still held, so still this writer's), then let go of it. A
+        small output's part is the writer thread's: it removes its own on failure."""
         with anyio.CancelScope(shield=True):
+            if self._part is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self._part)
+                self._part = None
             if self._file is not None:
                 with contextlib.suppress(OSError):
                     await self._file.close()
                 self._file = None
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.part)
