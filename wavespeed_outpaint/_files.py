@@ -179,7 +179,8 @@ def claim_part(dest: str) -> tuple[str, int]:
     tried. Where there is no flock, the one `<name>.part` is opened as it is."""
     if fcntl is None:
         part = dest + PART_SUFFIX
-        return part, os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0)
+        return part, os.open(part, flags, 0o666)  # (binary: Windows turns \n into \r\n)
     for slot in range(PART_SLOTS):
         part = f"{dest}.{slot}{PART_SUFFIX}" if slot else dest + PART_SUFFIX
         fd = _take(part)
