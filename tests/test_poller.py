@@ -205,6 +205,15 @@ async def test_a_first_wave_that_ends_at_once_is_found_soon_at_a_request_a_task(
     assert service.gets == 0
 
 
+def test_a_request_is_worth_more_lag_beyond_a_page_of_tasks_in_flight() -> None:
+    # The account's status requests a second grow with its tasks in flight: beyond a
+    # page's worth, each look waits for more lag (the fourth root of the pages' worth).
+    poller = SharedPoller(FakeService(), PollOptions(request_price=0.45))
+    assert poller._price(1) == poller._price(64) == poller._price(100) == 0.45
+    assert poller._price(1000) == pytest.approx(0.45 * 10**0.25)
+    assert poller._price(10_000) == pytest.approx(0.45 * 10**0.5)
+
+
 async def test_a_cancelled_task_is_asked_about_on_its_own() -> None:
     """The list cannot show `cancelled`: a task missing from it long past every other
     task's end is asked for by GET."""

@@ -100,8 +100,10 @@ class ClientOptions:
     # Never two result GETs of one task closer than this (the docs advise >= 2 s).
     min_check_interval: float = attrs.field(default=2.0, validator=_positive)
     # The price of one list request in seconds of detection lag: lower, less lag and more
-    # requests. And the longest gap between looks at tasks that may have finished.
-    request_price: float = attrs.field(default=0.5, validator=_positive)
+    # requests (with more than 100 tasks in flight it grows as the fourth root of the
+    # hundreds in flight). And the longest gap between looks at tasks that may have
+    # finished.
+    request_price: float = attrs.field(default=0.45, validator=_positive)
     max_sweep_gap: float = attrs.field(default=0.5, validator=_positive)
     # Seconds of service work per generated second, before finished tasks teach better.
     initial_work_per_second: float = attrs.field(default=0.1, validator=_positive)
