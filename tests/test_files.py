@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import os
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -196,6 +198,39 @@ async def test_two_writers_of_one_output_at_once_each_place_it_whole(
         for writer in writers:
             await writer.stop()
     assert sorted(p.name for p in (tmp_path / "out/album").iterdir()) == ["t0.wav"]
+
+
+# One of two processes writing the same output 200 times; it fails if a write fails or
+# if the output's name ever holds less than a whole file. (With one shared `<name>.part`,
+# two such loops saw 93 failed renames and 46 short files in 400 writes.)
+WRITER_PROCESS = """
+import os, sys
+from wavespeed_outpaint._files import claim_part, place
+dest, fill = sys.argv[1], sys.argv[2].encode()
+for _ in range(200):
+    part, fd = claim_part(dest)
+    with open(fd, "wb") as f:
+        f.write(fill * 100_000)
+        f.flush()
+        place(part, dest, b"{}", None)
+    assert os.path.getsize(dest) == 100_000
+"""
+
+
+def test_two_processes_writing_one_output_each_place_it_whole(tmp_path: Path) -> None:
+    dest = tmp_path / "t0.wav"
+    writers = [
+        subprocess.Popen([sys.executable, "-c", WRITER_PROCESS, str(dest), fill])
+        for fill in ("a", "b")
+    ]
+    try:
+        for writer in writers:
+            assert writer.wait(timeout=60) == 0
+    finally:
+        for writer in writers:
+            writer.kill()
+    assert dest.read_bytes() in (b"a" * 100_000, b"b" * 100_000)
+    assert [p.name for p in tmp_path.iterdir()] == ["t0.wav"]
 
 
 async def test_a_part_left_by_a_dead_writer_is_taken_over_and_a_held_one_left_alone(
