@@ -237,13 +237,24 @@ def place(part: str, dest: str, mark: bytes | None, sidecar: str | None) -> None
     os.replace(part, dest)
     if mark is not None and sidecar is not None:
         os.makedirs(os.path.dirname(sidecar), exist_ok=True)
-        sidecar_part, fd = claim_part(sidecar)
-        with open(fd, "wb") as f:
-            f.write(mark)
+        write_whole_file(sidecar, mark)
+
+
+def write_whole_file(dest: str, data: bytes) -> None:
+    """Write `data` to a `.part` of `dest` of this writer's own, then rename it to `dest`
+    (a small file at once, from a thread; outputs go through `FileWriter`)."""
+    part, fd = claim_part(dest)
+    with open(fd, "wb") as f:  # renamed before it is closed: see `claim_part`
+        try:
+            f.write(data)
             f.flush()
             if fcntl is None:
                 f.close()  # as in `FileWriter._write`
-            os.replace(sidecar_part, sidecar)
+            os.replace(part, dest)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(part)
+            raise
 
 
 def read_mark(path: str, sidecar: str | None) -> OutputMark | None:

@@ -24,6 +24,7 @@ from urllib.parse import quote
 import anyio
 import attrs
 
+from ._files import write_whole_file
 from ._journal import Journal, State
 from ._report import status_text
 from ._seams import TrackView, analyse
@@ -138,9 +139,8 @@ def _write(page: Path, items: list[ReviewItem], wall_seconds: float | None, work
     with ThreadPoolExecutor(max_workers=workers) as pool:
         views = dict(zip(to_read, pool.map(lambda i: _view(items[i]), to_read), strict=True))
     page.parent.mkdir(parents=True, exist_ok=True)
-    part = page.with_name(page.name + ".part")
-    part.write_text(_render(page.parent, items, views, wall_seconds), encoding="utf-8")
-    part.replace(page)
+    # Two runs over one folder may write the page at once: each through its own `.part`.
+    write_whole_file(str(page), _render(page.parent, items, views, wall_seconds).encode())
     return page
 
 
