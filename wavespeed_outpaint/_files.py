@@ -22,11 +22,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import os
 import queue
 import stat
 import threading
 from collections import defaultdict
+from collections.abc import Callable
 
 import aiofiles
 import anyio
@@ -148,25 +150,18 @@ class FileWriter:
                 # Its folder was made when the download began: removed since, make it again.
                 os.makedirs(os.path.dirname(job.dest), exist_ok=True)
                 part, fd = claim_part(job.dest)
+            fill_and_put(part, fd, job.data, functools.partial(self._put, job))
         except Exception as exc:  # noqa: BLE001 - handed to the awaiting download; the thread lives on
             return exc
-        with open(fd, "wb") as f:  # renamed before it is closed: see `claim_part`
-            try:
-                f.write(job.data)
-                f.flush()
-                if fcntl is None:
-                    f.close()  # Windows renames no open file; there is no lock to keep
-                with self._renaming:
-                    if job.given_up:
-                        os.unlink(part)
-                    else:
-                        place(part, job.dest, job.mark, job.sidecar)
-                        job.placed = True
-            except Exception as exc:  # noqa: BLE001 - as above
-                with contextlib.suppress(OSError):
-                    os.unlink(part)
-                return exc
         return None
+
+    def _put(self, job: _Job, part: str) -> None:
+        with self._renaming:
+            if job.given_up:
+                os.unlink(part)
+            else:
+                place(part, job.dest, job.mark, job.sidecar)
+                job.placed = True
 
 
 def claim_part(dest: str) -> tuple[str, int]:
@@ -244,13 +239,19 @@ def write_whole_file(dest: str, data: bytes) -> None:
     """Write `data` to a `.part` of `dest` of this writer's own, then rename it to `dest`
     (a small file at once, from a thread; outputs go through `FileWriter`)."""
     part, fd = claim_part(dest)
-    with open(fd, "wb") as f:  # renamed before it is closed: see `claim_part`
+    fill_and_put(part, fd, data, lambda part: os.replace(part, dest))
+
+
+def fill_and_put(part: str, fd: int, data: bytes, put: Callable[[str], None]) -> None:
+    """Write `data` to the claimed `part` (open at `fd`), then `put` it in place while it
+    is still held (see `claim_part`); a failure removes it."""
+    with open(fd, "wb") as f:
         try:
             f.write(data)
             f.flush()
             if fcntl is None:
-                f.close()  # as in `FileWriter._write`
-            os.replace(part, dest)
+                f.close()  # Windows renames no open file; there is no lock to keep
+            put(part)
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(part)
@@ -444,7 +445,7 @@ class LocalPart:
                 await self._file.write(self._take_pending())
                 await self._file.flush()
                 if fcntl is None:
-                    await self._file.close()  # as in `FileWriter._write`
+                    await self._file.close()  # as in `fill_and_put`
                 # Renamed while still held, then let go: see `claim_part`.
                 await anyio.to_thread.run_sync(place, self._part, self.dest, mark, sidecar)
                 self._part = None
