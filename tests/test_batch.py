@@ -217,6 +217,33 @@ async def test_a_lost_submit_answer_is_settled_through_the_list(
     assert stats["tasks_created"] == 1
 
 
+@pytest.mark.parametrize("seed", [1, 2, 3])
+async def test_after_a_lost_answer_the_submits_queued_behind_it_go_one_at_a_time(
+    seed: int,
+) -> None:
+    """Half the answers lost, 24 tasks asked for at once, 4 submits at a time: only the
+    first 4 can share the wire with a lost answer; each later one goes alone, so the list
+    tells which task it created. When careful was decided before a submit waited for its
+    place, every queued submit went out 4 at a time, and lost answers side by side stayed
+    unknown."""
+    config = fast_config(faults=Faults({"submit_lost": 0.5}, seed=seed))
+    async with Emulator(config) as emu, fast_client(emu, parallel_submits=4) as client:
+        with anyio.fail_after(60):
+            results = await collect(
+                client.outpaint_many(
+                    [
+                        OutpaintRequest("https://x.invalid/a.wav", tags="x", seed=s)
+                        for s in range(24)
+                    ]
+                )
+            )
+        stats = emu.stats()
+    unknown = [r for r in results if r.status is Status.UNKNOWN]
+    assert len(unknown) <= 4, [r.error for r in unknown]
+    assert stats["tasks_created"] == 24
+    assert stats["duplicate_submissions"] == 0
+
+
 async def test_a_submit_refused_before_creation_is_sent_again_once_proven_absent(
     make_audio: MakeTrack,
 ) -> None:

@@ -14,7 +14,7 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -440,8 +440,7 @@ class Engine:
             await self.pacer.slot()
             if batch.stopped:
                 break
-            careful = time.monotonic() < self._careful_until
-            async with self._submits, self._serial if careful else contextlib.nullcontext():
+            async with self._place_on_the_wire() as careful:
                 sent_at = time.time()
                 # Written before the POST leaves: from here a crash is settled, not re-sent.
                 row = journal.update(
@@ -506,6 +505,19 @@ class Engine:
             # The list proved that no task was created: sending again is safe.
             lost += 1
         return row
+
+    @contextlib.asynccontextmanager
+    async def _place_on_the_wire(self) -> AsyncIterator[bool]:
+        """One of the parallel submits' places; the only one on the wire while submits
+        are careful (yields whether they are). Careful is decided once the place is
+        taken: a loss answered while this submit waited for it counts, else the whole
+        batch queued behind the first submits would go out in parallel after it."""
+        async with self._submits:
+            if time.monotonic() >= self._careful_until:
+                yield False
+                return
+            async with self._serial:
+                yield True
 
     def _accepted(
         self, batch: BatchState, row: TaskRow, prediction: Prediction, via: str
