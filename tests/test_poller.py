@@ -253,3 +253,38 @@ def test_survival_counts_the_tasks_still_running() -> None:
     assert survival.running(2.0) == pytest.approx(0.9)
     # Past the last end seen, the chance decays rather than drops to nothing.
     assert 0 < survival.running(8.0) < survival.running(6.0) < 0.9
+
+
+async def test_a_task_past_its_overdue_time_is_looked_for_whatever_the_odds_say() -> None:
+    """A long task handed in late (a lost submit found again) has run longer than any
+    task seen to end, so the chance of ending looks flat up to its age: tasks younger
+    than it seem never to end. A cancelled one (never in the list) was then never looked
+    at again once that flat stretch began, so never found overdue, until the long one
+    ended and then some (the chaos run: a cancelled task unreported after 194 s). An
+    overdue task is now taken to have ended: its window is looked at, then it gets its
+    GET."""
+    service = FakeService()
+    poller = SharedPoller(service, PollOptions(min_check_interval=0.1))
+    now = time.time()
+    long_task = service.add(60.0, created=now - 3.0)
+    # Other clients' finished tasks between the two: their windows are looked at apart.
+    for i in range(PAGE):
+        service.add(0.0, created=now - 2.9 + i * 0.02)
+
+    async def wait(task: FakeTask) -> None:
+        await poller.wait(Prediction.from_data(service._data(task, -1.0)), 2.0)
+
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(poller.run)
+            tg.start_soon(wait, long_task)
+            async with anyio.create_task_group() as waits:
+                for _ in range(10):
+                    waits.start_soon(wait, service.add(0.5))
+            cancelled = service.add(0.5, final="cancelled")
+            await wait(cancelled)
+            found = time.time()
+            tg.cancel_scope.cancel()
+    # Its look comes once it is overdue, its GET at the next check (`blind_max_gap`, 2 s,
+    # apart). Before: no look after the first, and no GET while the long task ran.
+    assert found - cancelled.ends < 5.0, found - cancelled.ends

@@ -598,6 +598,12 @@ class SharedPoller:
                 done = 1.0 - running(now - w.created) / then if then > 0 else 1.0
                 if unseen < 1.0:
                     done = done * unseen / (1 - done + done * unseen)
+                if now >= self._overdue_at(w):
+                    # It has ended, or ended where only a GET can show, which it gets
+                    # after a look. (The chance alone may never say so: a task handed
+                    # in late, still running at an age no task was seen to end by, makes
+                    # it flat up to that age, and nothing younger was looked at.)
+                    done = 1.0
                 w.lag += done * min(elapsed, now - w.looked)
                 lag += w.lag
                 rate += done
