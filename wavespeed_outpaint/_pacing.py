@@ -27,6 +27,7 @@ import anyio
 log = logging.getLogger("wavespeed_outpaint.pacing")
 
 UNLIMITED_ABOVE = 10_000.0  # a learned rate above the top tier's is no limit at all
+UNDER_MOST = 0.9  # a 429 sets the rate this far under the most starts taken in a minute
 PROBE_OVER_MOST = 1.1  # a lowered rate climbs back to this much over the most taken
 
 
@@ -66,7 +67,7 @@ class LearnedRate:
         assert self._first_seen is not None
         if now - self._first_seen < 60 or not self._most_taken:
             return  # the first minute's count is no minute's limit yet
-        learned = max(1.0, 0.9 * self._most_taken)
+        learned = max(1.0, UNDER_MOST * self._most_taken)
         if self.per_minute is None or learned < self.per_minute:
             self.per_minute = learned
 

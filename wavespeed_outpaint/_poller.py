@@ -414,9 +414,12 @@ class SharedPoller:
 
     def _overdue_at(self, watch: _Watch) -> float:
         """When a task is so late that it may have ended where the list cannot show it."""
+        return watch.created + self._overdue_age()
+
+    def _overdue_age(self) -> float:
         if not self.survival.has_samples:
-            return watch.created + self.options.blind_overdue_after
-        return watch.created + self.options.overdue_factor * self.survival.nearly_all
+            return self.options.blind_overdue_after
+        return self.options.overdue_factor * self.survival.nearly_all
 
     def deliver(self, prediction: Prediction, via: str) -> bool:
         """Hand in a final prediction learned elsewhere (a webhook). True if it was news.
@@ -586,6 +589,7 @@ class SharedPoller:
         running = self.survival.running
         failed_rate = 0.0
         price = self._price(len(order))
+        overdue_age = self._overdue_age()
         for window in self._windows(order, self._finished.created):
             if any(w.asking for w in window):
                 continue  # its look is under way; its answer wakes the loop
@@ -598,7 +602,7 @@ class SharedPoller:
                 done = 1.0 - running(now - w.created) / then if then > 0 else 1.0
                 if unseen < 1.0:
                     done = done * unseen / (1 - done + done * unseen)
-                if now >= self._overdue_at(w):
+                if now - w.created >= overdue_age:
                     # It has ended, or ended where only a GET can show, which it gets
                     # after a look. (The chance alone may never say so: a task handed
                     # in late, still running at an age no task was seen to end by, makes
