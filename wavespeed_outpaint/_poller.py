@@ -597,17 +597,18 @@ class SharedPoller:
             last_look = 0.0  # the window's last look: none closer than `min_sweep_gap`
             oldest_look = now  # its stalest task's last look (or submit)
             for w in window:
-                # The chance it ended since the last look that saw it running.
-                then = running(w.looked - w.created)
-                done = 1.0 - running(now - w.created) / then if then > 0 else 1.0
-                if unseen < 1.0:
-                    done = done * unseen / (1 - done + done * unseen)
                 if now - w.created >= overdue_age:
                     # It has ended, or ended where only a GET can show, which it gets
                     # after a look. (The chance alone may never say so: a task handed
                     # in late, still running at an age no task was seen to end by, makes
                     # it flat up to that age, and nothing younger was looked at.)
                     done = 1.0
+                else:
+                    # The chance it ended since the last look that saw it running.
+                    then = running(w.looked - w.created)
+                    done = 1.0 - running(now - w.created) / then if then > 0 else 1.0
+                    if unseen < 1.0:
+                        done = done * unseen / (1 - done + done * unseen)
                 w.lag += done * min(elapsed, now - w.looked)
                 lag += w.lag
                 rate += done
