@@ -205,14 +205,11 @@ async def test_two_writers_of_one_output_at_once_each_place_it_whole(
 # two such loops saw 93 failed renames and 46 short files in 400 writes.)
 WRITER_PROCESS = """
 import os, sys
-from wavespeed_outpaint._files import claim_part, place
+from wavespeed_outpaint._files import claim_part, fill_and_put, place
 dest, fill = sys.argv[1], sys.argv[2].encode()
 for _ in range(200):
     part, fd = claim_part(dest)
-    with open(fd, "wb") as f:
-        f.write(fill * 100_000)
-        f.flush()
-        place(part, dest, b"{}", None)
+    fill_and_put(part, fd, fill * 100_000, lambda part: place(part, dest, b"{}", None))
     assert os.path.getsize(dest) == 100_000
 """
 
