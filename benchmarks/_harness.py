@@ -8,6 +8,7 @@ import contextlib
 import heapq
 import json
 import math
+import os
 import random
 import resource
 import subprocess
@@ -90,7 +91,9 @@ def row_from_child(script: str, *args: str, timeout: float = 1800) -> dict[str, 
     with tempfile.TemporaryDirectory() as tmp:
         result_file = Path(tmp) / "row.json"
         command = [sys.executable, script, "--child", *args, str(result_file)]
-        subprocess.run(command, check=True, timeout=timeout)
+        # A state folder of its own: no run starts from times another one learned.
+        env = {**os.environ, "XDG_STATE_HOME": tmp}
+        subprocess.run(command, check=True, timeout=timeout, env=env)
         return json.loads(result_file.read_text())  # type: ignore[no-any-return]
 
 

@@ -50,8 +50,8 @@ SERVICE = TimeModel(time_scale=1.0, base_seconds=0.5, jitter=0.2)
 FINAL = {"completed", "failed", "cancelled", "timeout", "deleted"}
 
 
-def body(seed: int, audio: str) -> dict[str, Any]:
-    return {"audio": audio, "tags": "lofi", "extend_after_duration": GENERATED, "seed": seed}
+def body(seed: int, audio: str, generated: float) -> dict[str, Any]:
+    return {"audio": audio, "tags": "lofi", "extend_after_duration": generated, "seed": seed}
 
 
 def upload_once(base_url: str, source: Path) -> str:
@@ -64,12 +64,14 @@ def upload_once(base_url: str, source: Path) -> str:
 # -- the three clients ---------------------------------------------------------------------
 
 
-def run_ours(base_url: str, count: int, concurrency: int, source: Path, out: Path) -> int:
+def run_ours(
+    base_url: str, count: int, concurrency: int, source: Path, out: Path, generated: float
+) -> int:
     from wavespeed_outpaint import OutpaintClient, OutpaintRequest
 
     async def main() -> int:
         requests = (
-            (OutpaintRequest(source, tags="lofi", extend_after_duration=GENERATED, seed=i), f"t{i}")
+            (OutpaintRequest(source, tags="lofi", extend_after_duration=generated, seed=i), f"t{i}")
             for i in range(count)
         )
         done = 0
@@ -83,7 +85,9 @@ def run_ours(base_url: str, count: int, concurrency: int, source: Path, out: Pat
     return asyncio.run(main())
 
 
-def run_official(base_url: str, count: int, concurrency: int, source: Path, out: Path) -> int:
+def run_official(
+    base_url: str, count: int, concurrency: int, source: Path, out: Path, generated: float
+) -> int:
     import requests
     from wavespeed import Client
 
@@ -92,7 +96,9 @@ def run_official(base_url: str, count: int, concurrency: int, source: Path, out:
 
     def one(seed: int) -> bool:
         try:
-            result = client.run(MODEL_ID, body(seed, audio), timeout=600, poll_interval=1.0)
+            result = client.run(
+                MODEL_ID, body(seed, audio, generated), timeout=600, poll_interval=1.0
+            )
             response = requests.get(result["outputs"][0], timeout=60)
             response.raise_for_status()
             (out / f"t{seed}.wav").write_bytes(response.content)
@@ -104,7 +110,9 @@ def run_official(base_url: str, count: int, concurrency: int, source: Path, out:
         return sum(pool.map(one, range(count)))
 
 
-def run_loop(base_url: str, count: int, concurrency: int, source: Path, out: Path) -> int:
+def run_loop(
+    base_url: str, count: int, concurrency: int, source: Path, out: Path, generated: float
+) -> int:
     """What a user writes by hand: a coroutine per task, polling every second."""
     import aiohttp
 
@@ -120,7 +128,9 @@ def run_loop(base_url: str, count: int, concurrency: int, source: Path, out: Pat
                 async with gate:
                     try:
                         url = f"{base_url}/api/v3/{MODEL_ID}"
-                        async with session.post(url, json=body(seed, audio), headers=headers) as r:
+                        async with session.post(
+                            url, json=body(seed, audio, generated), headers=headers
+                        ) as r:
                             data = (await r.json())["data"]
                         while data["status"] not in FINAL:
                             await asyncio.sleep(1.0)
@@ -160,7 +170,9 @@ class Run:
         return figures(self.meter, self.stats, count, self.completed)
 
 
-def run_client(client: str, model: TimeModel, count: int, concurrency: int) -> Run:
+def run_client(
+    client: str, model: TimeModel, count: int, concurrency: int, generated: float = GENERATED
+) -> Run:
     with emulator_process(model) as base_url, tempfile.TemporaryDirectory() as tmp:
         source = make_source(Path(tmp) / "source.wav")
         out = Path(tmp) / "out"
@@ -172,7 +184,7 @@ def run_client(client: str, model: TimeModel, count: int, concurrency: int) -> R
             contextlib.redirect_stderr(sink),
             Meter() as meter,
         ):
-            completed = CLIENTS[client](base_url, count, concurrency, source, out)
+            completed = CLIENTS[client](base_url, count, concurrency, source, out, generated)
         return Run(meter, completed, emulator_stats(base_url), emulator_tasks(base_url))
 
 

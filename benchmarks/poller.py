@@ -3,6 +3,8 @@
     python benchmarks/poller.py                          # the whole matrix (~20 minutes)
     python benchmarks/poller.py --models lognormal --in-flight 64 --no-save
     python benchmarks/poller.py --tasks 20 --in-flight 8 --no-save   # the CI smoke size
+    python benchmarks/poller.py --cells speeds           # services faster and slower than any guess
+    python benchmarks/poller.py --cells backend          # a web backend's calls, fresh and warm
 
 A matrix of emulator time models (below) at 64 and at 1,000 tasks in flight. Each cell
 runs each client in a fresh child process against a fresh emulator process with the same
@@ -15,29 +17,48 @@ their product is shown too, beside the least product any client that reads the l
 have reached on the same tasks (`_harness.least_lag_times_requests`): where that is over
 0.01, a lag mean of 0.1 s and 0.1 requests a task cannot both be had. Writes
 benchmarks/results/poller.{md,json}.
+
+Every cell of that matrix asks for 2 generated seconds. `--cells speeds` asks for 30 s and
+240 s on services from 10 times faster to 10 times slower than 0.1 s of work a generated
+second (the figure the SDK once waited for before its first look): one wave (64 tasks at
+64 in flight) and several (400 at 64), with the first wave's figures apart. `--cells
+backend` is a web backend: 1 and 5 callers each awaiting `outpaint()` in a row through one
+client, fresh, and warm (after a batch of the same length). Writes
+benchmarks/results/poller-{speeds,backend}.{md,json}.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import json
+import os
 import platform
 import sys
+import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import attrs
 
 sys.path.insert(0, str(Path(__file__).parent))
 
 from _harness import (
+    Meter,
     TimeModel,
+    emulator_process,
+    emulator_stats,
+    emulator_tasks,
     ideal_makespan,
     least_lag_times_requests,
+    make_source,
     row_from_child,
     write_results,
 )
-from compare import CLIENTS, run_client
+from compare import CLIENTS, KEY, MODEL_ID, run_client, upload_once
 
 # Task times for the 2 generated seconds every client asks for. "queue" models get a
 # running limit of half the tasks in flight, so tasks wait at the service before they run.
@@ -71,7 +92,7 @@ def model_for(name: str, in_flight: int) -> TimeModel:
     return model
 
 
-def child(client: str, model_name: str, count: int, in_flight: int, result_file: Path) -> None:
+def matrix_child(client: str, model_name: str, count: int, in_flight: int) -> dict[str, Any]:
     model = model_for(model_name, in_flight)
     run = run_client(client, model, count, in_flight)
     ideal = ideal_makespan(
@@ -89,7 +110,7 @@ def child(client: str, model_name: str, count: int, in_flight: int, result_file:
         "least_lag_x_requests": least_lag_times_requests(run.tasks),
     }
     row["lag_x_requests"] = row["lag_mean_s"] * row["status_requests_per_task"]
-    result_file.write_text(json.dumps(row))
+    return row
 
 
 COLUMNS = [
@@ -109,42 +130,181 @@ COLUMNS = [
     ("duplicates", "duplicates"),
 ]
 
+# -- services faster and slower than any guess --------------------------------------------
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--models", default=",".join(SHORT), help=f"some of {', '.join(SHORT)} (comma-separated)"
+# Seconds of work a generated second: ten times faster than 0.1 (the figure the SDK once
+# waited for before its first look), twice as fast, that figure, ten times slower.
+SPEEDS = (0.01, 0.05, 0.1, 1.0)
+SPEED_IN_FLIGHT = 64
+# (extension seconds, tasks): one wave of either length; several waves of the shorter (400
+# tasks of 240 s at the slowest speed would take 25 minutes a client).
+SPEED_BATCHES = ((30.0, 64), (240.0, 64), (30.0, 400))
+
+
+def lag_figures(tasks: list[dict[str, Any]], prefix: str = "") -> dict[str, Any]:
+    """Mean and p95 detection lag of these tasks, from the emulator's record."""
+    lags = sorted(
+        t["first_reported_at"] - t["finish_at"]
+        for t in tasks
+        if t.get("first_reported_at") is not None and t.get("finish_at") is not None
     )
-    parser.add_argument("--in-flight", default="64,1000", help="comma-separated")
-    parser.add_argument(
-        "--tasks", type=int, help="tasks per cell (default: 400 at 64, 3000 at 1000)"
-    )
-    parser.add_argument(
-        "--clients", default=",".join(CLIENTS), help="comma-separated; default: all three"
-    )
-    parser.add_argument("--no-save", action="store_true", help="print only")
-    parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.child:
-        client, model_name, count, in_flight, result_file = args.child
-        child(client, model_name, int(count), int(in_flight), Path(result_file))
-        return
-    clients = args.clients.split(",")
-    for name in clients:
-        if name not in CLIENTS:
-            parser.error(f"unknown client {name!r}; give some of {', '.join(CLIENTS)}")
-    models = []
-    for short in args.models.split(","):
-        if short not in SHORT:
-            parser.error(f"unknown time model {short!r}; give some of {', '.join(SHORT)}")
-        models.append(SHORT[short])
+    if not lags:
+        return {f"{prefix}lag_mean_s": None, f"{prefix}lag_p95_s": None}
+    return {
+        f"{prefix}lag_mean_s": sum(lags) / len(lags),
+        f"{prefix}lag_p95_s": lags[int(0.95 * (len(lags) - 1))],
+    }
+
+
+def speed_child(client: str, generated: float, speed: float, count: int) -> dict[str, Any]:
+    model = TimeModel(time_scale=speed, base_seconds=0.0, jitter=0.2)
+    run = run_client(client, model, count, SPEED_IN_FLIGHT, generated)
+    ideal = ideal_makespan([t["duration"] for t in run.tasks], SPEED_IN_FLIGHT, None, "fifo")
+    limit = ideal + (run.tasks[0]["created"] - run.meter.start if run.tasks else 0.0)
+    task_s = generated * speed
+    row = {
+        "extension_s": generated,
+        "work_per_s": speed,
+        "task_s": task_s,
+        "client": client,
+        **run.figures(count),
+        "limit_s": limit,
+        "wall_over_limit": run.meter.wall / limit,
+        **lag_figures(run.tasks[:SPEED_IN_FLIGHT], "first_wave_"),
+    }
+    row["lag_share"] = (row["lag_mean_s"] or 0.0) / task_s
+    row["p95_share"] = (row["lag_p95_s"] or 0.0) / task_s
+    return row
+
+
+SPEED_COLUMNS = [
+    ("extension_s", "extension s"),
+    ("work_per_s", "work s / s"),
+    ("task_s", "task s"),
+    ("tasks", "tasks"),
+    ("client", "client"),
+    ("completed", "completed"),
+    ("wall_over_limit", "wall / limit"),
+    ("lag_mean_s", "lag mean s"),
+    ("lag_p95_s", "lag p95 s"),
+    ("lag_share", "lag mean / task"),
+    ("p95_share", "lag p95 / task"),
+    ("first_wave_lag_mean_s", "first wave lag mean s"),
+    ("first_wave_lag_p95_s", "first wave lag p95 s"),
+    ("status_requests_per_task", "status req / task"),
+    ("cpu_ms_per_task", "CPU ms / task"),
+]
+
+
+# -- a web backend ------------------------------------------------------------------------
+
+# Tasks of about 6 s (30 generated seconds at 0.2 s of work each, ±20%).
+BACKEND_SERVICE = TimeModel(time_scale=0.2, base_seconds=0.0, jitter=0.2)
+BACKEND_GENERATED = 30.0
+WARM_UP_TASKS = 64
+
+
+async def ours_backend(
+    base_url: str, callers: int, calls: int, warm: bool, source: Path, out: Path
+) -> tuple[float, int]:
+    """Callers each awaiting `outpaint()` in a row through one client (after a batch, if
+    warm); when the calls began, and the status requests the emulator had seen by then."""
+    from wavespeed_outpaint import OutpaintClient, OutpaintRequest
+
+    def request(seed: int) -> OutpaintRequest:
+        return OutpaintRequest(
+            source, tags="lofi", extend_after_duration=BACKEND_GENERATED, seed=seed
+        )
+
+    async with OutpaintClient(KEY, base_url) as client:
+        if warm:
+            batch = ((request(100_000 + i), f"w{i}") for i in range(WARM_UP_TASKS))
+            async for _ in client.outpaint_many(batch, out / "warm"):
+                pass
+        began = time.time()
+        before = await asyncio.to_thread(emulator_stats, base_url)
+
+        async def caller(c: int) -> None:
+            for i in range(calls):
+                await client.outpaint(request(c * calls + i), out)
+
+        await asyncio.gather(*(caller(c) for c in range(callers)))
+    return began, int(before["status_requests"])
+
+
+def official_backend(
+    base_url: str, callers: int, calls: int, source: Path, out: Path
+) -> tuple[float, int]:
+    from wavespeed import Client  # type: ignore[import-untyped]
+
+    audio = upload_once(base_url, source)
+    client = Client(api_key=KEY, base_url=base_url)
+    body = {"audio": audio, "tags": "lofi", "extend_after_duration": BACKEND_GENERATED}
+
+    def caller(c: int) -> None:
+        for i in range(calls):
+            client.run(MODEL_ID, {**body, "seed": c * calls + i}, timeout=600, poll_interval=1.0)
+
+    began = time.time()
+    before = emulator_stats(base_url)
+    with ThreadPoolExecutor(callers) as pool:
+        list(pool.map(caller, range(callers)))
+    return began, int(before["status_requests"])
+
+
+def backend_child(client: str, callers: int, calls: int, warm: bool) -> dict[str, Any]:
+    with emulator_process(BACKEND_SERVICE) as base_url, tempfile.TemporaryDirectory() as tmp:
+        source = make_source(Path(tmp) / "source.wav")
+        out = Path(tmp) / "out"
+        out.mkdir()
+        with (
+            open(os.devnull, "w") as sink,
+            contextlib.redirect_stdout(sink),
+            contextlib.redirect_stderr(sink),
+            Meter(),
+        ):
+            if client == "this SDK":
+                began, asked = asyncio.run(
+                    ours_backend(base_url, callers, calls, warm, source, out)
+                )
+            else:
+                began, asked = official_backend(base_url, callers, calls, source, out)
+        stats = emulator_stats(base_url)
+        tasks = [t for t in emulator_tasks(base_url) if t["created"] >= began]
+    return {
+        "client": client,
+        "callers": callers,
+        "calls": callers * calls,
+        "client_state": "warm" if warm else "fresh",
+        "completed": sum(t["final_status"] == "completed" for t in tasks),
+        **lag_figures(tasks),
+        "status_requests_per_task": (stats["status_requests"] - asked) / max(1, len(tasks)),
+    }
+
+
+BACKEND_COLUMNS = [
+    ("client", "client"),
+    ("client_state", "client"),
+    ("callers", "callers"),
+    ("calls", "calls"),
+    ("completed", "completed"),
+    ("lag_mean_s", "lag mean s"),
+    ("lag_p95_s", "lag p95 s"),
+    ("status_requests_per_task", "status req / task"),
+]
+
+
+def run_matrix(args: argparse.Namespace, clients: list[str]) -> list[dict[str, Any]]:
+    models = [SHORT[short] for short in args.models.split(",")]
     rows = []
     for in_flight in (int(n) for n in args.in_flight.split(",")):
         count = args.tasks or TASKS.get(in_flight, 3 * in_flight)
         for model_name in models:
             for client in clients:
                 started = time.time()
-                row = row_from_child(__file__, client, model_name, str(count), str(in_flight))
+                row = row_from_child(
+                    __file__, "matrix", client, model_name, str(count), str(in_flight)
+                )
                 rows.append(row)
                 print(
                     f"{model_name}, {in_flight} in flight, {client}: "
@@ -156,11 +316,120 @@ def main() -> None:
                     f"{row['least_lag_x_requests'] or 0:.4f}",
                     flush=True,
                 )
+    return rows
+
+
+def run_speeds(args: argparse.Namespace, clients: list[str]) -> list[dict[str, Any]]:
+    speeds = [float(x) for x in args.speeds.split(",")]
+    rows = []
+    for generated, count in SPEED_BATCHES:
+        if args.extensions and generated not in [float(x) for x in args.extensions.split(",")]:
+            continue
+        for speed in speeds:
+            for client in clients:
+                started = time.time()
+                row = row_from_child(
+                    __file__, "speed", client, str(generated), str(speed), str(args.tasks or count)
+                )
+                rows.append(row)
+                print(
+                    f"+{generated:g} s at {speed:g} s/s ({row['task_s']:g} s tasks), "
+                    f"{row['tasks']} tasks, {client}: {time.time() - started:.0f} s; "
+                    f"wall/limit {row['wall_over_limit']:.2f}, lag mean "
+                    f"{row['lag_mean_s']:.3f} p95 {row['lag_p95_s']:.3f} s "
+                    f"({100 * row['lag_share']:.1f}% / {100 * row['p95_share']:.1f}% of a task), "
+                    f"first wave {row['first_wave_lag_mean_s']:.3f} / "
+                    f"{row['first_wave_lag_p95_s']:.3f} s, "
+                    f"{row['status_requests_per_task']:.3f} status req/task",
+                    flush=True,
+                )
+    return rows
+
+
+def run_backend(args: argparse.Namespace, clients: list[str]) -> list[dict[str, Any]]:
+    rows = []
+    for callers in (1, 5):
+        for client in clients:
+            if client == "hand-written loop":
+                continue  # the official SDK's loop, by hand: nothing new to learn here
+            for warm in (False, True) if client == "this SDK" else (False,):
+                started = time.time()
+                row = row_from_child(
+                    __file__, "backend", client, str(callers), str(args.calls), str(int(warm))
+                )
+                rows.append(row)
+                print(
+                    f"backend, {callers} caller(s) x {args.calls}, {client} "
+                    f"({row['client_state']}): {time.time() - started:.0f} s; "
+                    f"{row['completed']}/{row['calls']} completed, lag mean "
+                    f"{row['lag_mean_s']:.3f} p95 {row['lag_p95_s']:.3f} s, "
+                    f"{row['status_requests_per_task']:.2f} status req/task",
+                    flush=True,
+                )
+    return rows
+
+
+CELLS = {
+    "matrix": ("poller", COLUMNS, run_matrix),
+    "speeds": ("poller-speeds", SPEED_COLUMNS, run_speeds),
+    "backend": ("poller-backend", BACKEND_COLUMNS, run_backend),
+}
+
+
+def child(kind: str, *args: str) -> dict[str, Any]:
+    if kind == "matrix":
+        client, model_name, count, in_flight = args
+        return matrix_child(client, model_name, int(count), int(in_flight))
+    if kind == "speed":
+        client, generated, speed, count = args
+        return speed_child(client, float(generated), float(speed), int(count))
+    client, callers, calls, warm = args
+    return backend_child(client, int(callers), int(calls), warm == "1")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cells", default="matrix", help=f"one of {', '.join(CELLS)}")
+    parser.add_argument(
+        "--models", default=",".join(SHORT), help=f"some of {', '.join(SHORT)} (comma-separated)"
+    )
+    parser.add_argument("--in-flight", default="64,1000", help="comma-separated")
+    parser.add_argument(
+        "--tasks", type=int, help="tasks per cell (default: 400 at 64, 3000 at 1000)"
+    )
+    parser.add_argument(
+        "--speeds",
+        default=",".join(f"{s:g}" for s in SPEEDS),
+        help="speeds cells: seconds of work a generated second (comma-separated)",
+    )
+    parser.add_argument("--extensions", help="speeds cells: only these (comma-separated)")
+    parser.add_argument("--calls", type=int, default=20, help="backend cells: calls a caller")
+    parser.add_argument(
+        "--clients", default=",".join(CLIENTS), help="comma-separated; default: all three"
+    )
+    parser.add_argument("--no-save", action="store_true", help="print only")
+    parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        *child_args, result_file = args.child
+        Path(result_file).write_text(json.dumps(child(*child_args)))
+        return
+    if args.cells not in CELLS:
+        parser.error(f"unknown cells {args.cells!r}; give one of {', '.join(CELLS)}")
+    clients = args.clients.split(",")
+    for name in clients:
+        if name not in CLIENTS:
+            parser.error(f"unknown client {name!r}; give some of {', '.join(CLIENTS)}")
+    for short in args.models.split(","):
+        if short not in SHORT:
+            parser.error(f"unknown time model {short!r}; give some of {', '.join(SHORT)}")
+    name, columns, run = CELLS[args.cells]
+    rows = run(args, clients)
     print(
         f"\n{platform.machine()}, Python {platform.python_version()}, {time.strftime('%Y-%m-%d')}"
     )
     if not args.no_save:
-        print(write_results("poller", rows, COLUMNS).read_text())
+        print(write_results(name, rows, columns).read_text())
 
 
 if __name__ == "__main__":

@@ -32,6 +32,15 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
+@pytest.fixture(autouse=True)
+def state_folder(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test's own state folder (learned task times, bucket runs' journals), never
+    the user's, and never one test's learning in another's."""
+    folder = tmp_path_factory.mktemp("state")
+    monkeypatch.setenv("XDG_STATE_HOME", str(folder))
+    return folder
+
+
 def fast_config(**kw: object) -> EmulatorConfig:
     """Tasks that finish in milliseconds."""
     defaults: dict[str, object] = {"time_scale": 0.001, "base_seconds": 0.002, "jitter": 0.0}

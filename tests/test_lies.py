@@ -28,8 +28,10 @@ pytestmark = pytest.mark.anyio
 async def one_task(
     faults: Faults, make_audio: MakeTrack, out: Path, **options: Unpack[OptionKeywords]
 ) -> OutpaintResult:
-    """A batch of one (so the poller asks by GET), against an emulator that lies."""
-    async with Emulator(fast_config(faults=faults)) as emu, fast_client(emu, **options) as client:
+    """A batch of one against an emulator that lies, with no list endpoint (so the poller
+    asks by GET, whose answers lie)."""
+    config = fast_config(faults=faults, list_endpoint=False)
+    async with Emulator(config) as emu, fast_client(emu, **options) as client:
         with anyio.fail_after(30):
             results = [
                 r

@@ -39,6 +39,7 @@ import anyio.abc
 import attrs
 
 from ._signal import Signal
+from ._times import KEPT, generated_key
 from .errors import (
     APIError,
     AuthenticationError,
@@ -71,8 +72,10 @@ TIGHT_SHARE = 0.25
 # Where in the span between those looks an end is placed (see `_resolve`).
 EARLY_IN_SPAN = 0.25
 # Beyond a page's worth of tasks in flight, a request is worth more lag: its price grows
-# as this power of the pages' worth (see `SharedPoller._price`).
+# as this power of the pages' worth; below this many tasks, it falls as the square root
+# of their share of them (see `SharedPoller._price`).
 PRICE_GROWTH = 0.25
+FEW_TASKS = 64
 # See `PollOptions.max_sweep_gap`.
 STALE_CHANCE = 0.05
 # The longest wait between two plans while tasks are in flight (seconds).
@@ -81,20 +84,37 @@ PLAN_EVERY = 0.1
 # many recent ends at least (as many as there are tasks in flight, if more).
 SURVIVAL_EVERY = 0.25
 COHORT = 1024
+# Before anything has ended, a blind look at every task comes once the time since the
+# last one is this share of the oldest task's age (see `blind_growth`); for failed tasks,
+# this share (a quarter of the requests of the looks for completed ones).
+BLIND_GROWTH = 0.1
+FAILED_GROWTH = 0.4
+# With times recalled from an earlier process and no end seen yet: blind looks as well,
+# at this share (each at twice the age of the last), while the oldest task is younger
+# than the earliest recalled time (a service that has become faster is seen in a wave).
+RECALLED_BLIND_GROWTH = 0.5
+# Recalled times that stand in for ends not seen yet (each end seen replaces one), and how
+# far outside their range an end seen, or a task still running, proves them out of date.
+RECALLED_USED = 64
+RECALLED_SLACK = 1.25
 
 
 def blind_growth(in_flight: int) -> float:
-    """How much longer each blind look's gap is than the last, with `in_flight` tasks.
+    """Before anything has ended, with `in_flight` tasks: a blind look at every task comes
+    once the time since the last is this share g of the oldest task's age.
 
-    The gap is then about this share of the time since the first look, so a wave of
-    tasks that all end together is found up to this share of its age late: at most 3%
-    (1 / sqrt(n), the growth before, was 12.5% at 64 in flight: a wave of 5 s tasks found
-    0.63 s late), or 1 / sqrt(n) where that is less (from 1,100 in flight). Each look
-    costs one request for every task in flight, so the first wave costs each of its tasks
-    ln(1 + age x growth / first gap) / (n x growth) requests: 0.4 for 5 s tasks at 64 in
-    flight. Fewer tasks pay more a task for each look: below 67 in flight the growth is
-    2 / n, and below 4, 1 / sqrt(n), a handful of requests each."""
-    return min(1.0, 1 / math.sqrt(in_flight), max(0.03, 2 / in_flight))
+    Whatever the service's speed, a wave that ends together is then found at most g of
+    its age late (10%, half that on average), and a wave spread over a share s of its
+    age has its first 2g/s found in one look, each at most g late. A wave of age T costs
+    ln(T / first gap) / -ln(1 - g) looks, each a request for every page's worth of
+    tasks in flight: at 64 in flight (first gap 0.125 s), 0.7 requests a task for 12 s
+    tasks and 1.1 for 240 s ones; at 3% of the age, 2.3 and 3.9. Fewer tasks pay more a
+    task for each look: below 20 in flight g is 2 / n (at most 50%)."""
+    return min(0.5, max(BLIND_GROWTH, 2 / in_flight))
+
+
+def _is_power_of_two(n: int) -> bool:
+    return n & (n - 1) == 0
 
 
 class StatusAPI(Protocol):
@@ -115,8 +135,9 @@ class PollOptions:
     # Never two list requests for one window closer than this.
     min_sweep_gap: float = 0.05
     # Before any task has finished: the gap between looks at everything in flight grows
-    # from this (divided by the square root of the tasks in flight) up to `blind_max_gap`.
+    # from this (divided by the square root of the tasks in flight) by `blind_growth`.
     blind_sweep_gap: float = 1.0
+    # While the list covers a task, how often its GET is put off again (no request).
     blind_max_gap: float = 2.0
     # A window where something has a fair chance (`STALE_CHANCE`) of having finished is
     # looked at at least this often, however few tasks it holds: it bounds the tail of
@@ -127,8 +148,11 @@ class PollOptions:
     # and not yet seen). Lower: less lag, more requests. With more than a page's worth of
     # tasks in flight it grows (`PRICE_GROWTH`).
     request_price: float = 0.45
-    # Below this many tasks in flight, per-task GETs are as cheap as the list.
-    list_min_tasks: int = 2
+    # Below this many tasks in flight, per-task GETs are as cheap as the list. One list
+    # request a short while for all of a client's tasks is no per-task check: a task
+    # alone is looked for in the list too, as often as its odds of having ended say,
+    # where a GET would have to wait `min_check_interval` between two checks.
+    list_min_tasks: int = 1
     # A task still running at this multiple of the time 99% of tasks took gets its own GET
     # (the list cannot show `cancelled` or `timeout`).
     overdue_factor: float = 2.0
@@ -199,6 +223,7 @@ class Survival:
         """From the times finished tasks took and the ages at which others were last
         seen running."""
         if not took:
+            self._ages, self._running = [], []
             return
         at_risk = len(took) + len(ages)
         still = 1.0
@@ -274,6 +299,7 @@ class _Watch:
     asking: bool = False  # a list look that covers it is under way
     last_get: float = 0.0
     last_seen_unfinished: float = 0.0
+    watched: float = 0.0  # when the poller was given it (client clock)
     gets: int = 0
     lies: int = 0  # answers about this task that broke the protocol, in a row
     last_status: str = ""  # as the service last said, while not final
@@ -294,6 +320,12 @@ class SharedPoller:
         # it surely ran, if its end was seen late.
         self._ends: collections.deque[tuple[float, bool]] = collections.deque()
         self._estimated = 0.0
+        # Times an earlier process learned, by generated seconds (`recall`); those standing
+        # in until tasks are seen to end; and what this one learned, for the next.
+        self._recalled: dict[float, list[float]] = {}
+        self._prior: list[float] = []
+        self._learned: collections.deque[tuple[float, float]] = collections.deque(maxlen=8 * KEPT)
+        self._learned_total = 0
         self._watches: dict[str, _Watch] = {}
         self._early: dict[str, tuple[Prediction, str]] = {}
         # Seconds past a task's predicted finish before a GET for it; None: no webhooks.
@@ -312,10 +344,9 @@ class SharedPoller:
         self._finished = _Items()
         self._failed = _Items()
         self._was_listing = False
-        self._blind_gap = 0.0
-        self._blind_next = 0.0
-        self._blind_failed_gap = 0.0
-        self._blind_failed_next = 0.0
+        # The last blind looks (see `_plan_blind`): for completed tasks, for failed ones.
+        self._blind_looked = 0.0
+        self._blind_failed_looked = 0.0
         self._failed_lag = 0.0  # the lag failed tasks have probably run up, unseen
         self._asking_failed = False
         self._ended = collections.Counter[str]()  # tasks seen to end, by list status
@@ -346,6 +377,30 @@ class SharedPoller:
         self._draining_batches -= 1
         if not self._draining_batches:
             self._drain_from = 0
+
+    def recall(self, times: dict[float, list[float]]) -> None:
+        """Times an earlier process saw tasks take, by generated seconds (oldest first).
+        Until this poller has seen a task end, those of the first task's length stand in
+        for what it would have learned, so its first wave is looked for as a later one
+        is. An end seen outside their range, or a task running well past it, proves them
+        out of date: they are dropped, and the looks are blind again."""
+        for generated, seconds in times.items():
+            if seconds and not self._ends:
+                self._recalled[generated_key(generated)] = list(seconds)
+
+    @property
+    def learned_total(self) -> int:
+        """How many times this poller has learned so far (see `learned`)."""
+        return self._learned_total
+
+    def learned(self, since: int = 0) -> dict[float, list[float]]:
+        """The times tasks took (creation to end), learned after the first `since` of
+        them, by generated seconds, oldest first (the newest `8 x KEPT` at most)."""
+        skip = max(0, since - (self._learned_total - len(self._learned)))
+        times: dict[float, list[float]] = {}
+        for generated, seconds in itertools.islice(self._learned, skip, None):
+            times.setdefault(generated, []).append(seconds)
+        return times
 
     async def wait(
         self,
@@ -392,8 +447,18 @@ class SharedPoller:
         now = time.time()
         watch = _Watch(prediction.id, created, margin, generated, due=math.inf)
         watch.last_status = prediction.status_text
-        watch.looked = watch.last_seen_unfinished = now
+        watch.looked = watch.last_seen_unfinished = watch.watched = now
         self._watches[watch.id] = watch
+        if not self._ends and not self._prior:
+            recalled = self._recalled.get(generated_key(generated))
+            if recalled:
+                self._prior = recalled[-RECALLED_USED:]
+                self._estimate_survival(now)
+        if not self.survival.has_samples and _is_power_of_two(len(self._watches)):
+            # Nothing has ended yet: the blind looks come sooner with more tasks in flight
+            # (woken only as their number doubles: thousands of new tasks would otherwise
+            # cost thousands of loop turns).
+            self._wakeup.set()
         if not self._order or created >= self._order[-1].created:
             self._order.append(watch)
         else:
@@ -419,7 +484,12 @@ class SharedPoller:
     def _overdue_age(self) -> float:
         if not self.survival.has_samples:
             return self.options.blind_overdue_after
-        return self.options.overdue_factor * self.survival.nearly_all
+        # Never sooner than a task's first GET could be: the first ends, seen by early
+        # looks, can say that nearly all tasks take a few hundredths of a second.
+        return max(
+            self.options.min_check_interval,
+            self.options.overdue_factor * self.survival.nearly_all,
+        )
 
     def deliver(self, prediction: Prediction, via: str) -> bool:
         """Hand in a final prediction learned elsewhere (a webhook). True if it was news.
@@ -477,16 +547,38 @@ class SharedPoller:
                     # (The first ends count however late they were seen: without them the
                     # looks stay blind and far apart, and no end is ever seen closely.)
                     self._ends.append((seconds, True))
+                    self._learned.append((generated_key(watch.generated), seconds))
+                    self._learned_total += 1
                 else:
                     # Nobody looked for most of its life: a guess inside that span would
                     # teach too short a time. All it says is that it ran that long.
                     self._ends.append((since - watch.created, False))
+                if self._prior:
+                    self._check_recalled(since - watch.created, now - watch.created, now)
                 if first:
                     self._estimate_survival(now)
                     self._wakeup.set()  # now there is something to plan with
         watch.outcome, watch.via = outcome, via
         self._watches.pop(watch.id, None)
         watch.event.set()
+
+    def _check_recalled(self, at_least: float, at_most: float, now: float) -> None:
+        """A task took between `at_least` and `at_most` seconds: out of the recalled
+        times' range, they are dropped; else the oldest of them makes room for it."""
+        if (
+            at_most < min(self._prior) / RECALLED_SLACK
+            or at_least > max(self._prior) * RECALLED_SLACK
+        ):
+            self._forget_recalled(now)
+        else:
+            del self._prior[0]
+
+    def _forget_recalled(self, now: float) -> None:
+        """The service is not what the recalled times say (any more)."""
+        log.info("the task times recalled from an earlier run are out of date: learning afresh")
+        self._prior = []
+        self._recalled = {}
+        self._estimate_survival(now)
 
     def _pop_due(self, now: float) -> list[_Watch]:
         due = []
@@ -552,8 +644,10 @@ class SharedPoller:
             elif self.survival.has_samples:
                 self._schedule(watch, max(overdue, now + self.options.blind_max_gap))
             else:
-                # What "overdue" means is learned with the first finished task: ask again.
-                self._schedule(watch, now + self.options.blind_max_gap)
+                # What "overdue" means is learned with the first finished task: ask again
+                # (and no later than it is overdue by the blind rule).
+                soon = max(now + self.options.min_sweep_gap, overdue)
+                self._schedule(watch, min(soon, now + self.options.blind_max_gap))
         return asked
 
     def _ask_each_from(self, now: float) -> None:
@@ -575,8 +669,25 @@ class SharedPoller:
         opts = self.options
         if now - self._estimated >= SURVIVAL_EVERY:
             self._estimate_survival(now)
+        if self._prior and order[0].looked - order[0].created > max(self._prior) * RECALLED_SLACK:
+            self._forget_recalled(now)  # running well past any recalled time
         if not self.survival.has_samples:
-            return self._plan_blind(order, now)
+            blind, next_plan = self._plan_blind(order, now, blind_growth(len(order)))
+            self.counts["looks_blind"] += bool(blind)
+            return blind, next_plan
+        next_plan = math.inf
+        # Only recalled times so far: blind looks too, sparse, while they say that nothing
+        # can have ended yet (the service may have become faster).
+        if (
+            self._prior
+            and not self._ends
+            and self.webhook_grace is None
+            and now - order[0].watched < min(self._prior)
+        ):
+            floor, next_plan = self._plan_blind(order, now, RECALLED_BLIND_GROWTH)
+            if floor:
+                self.counts["looks_below_recalled"] += 1
+                return floor, next_plan
 
         # Of the tasks that end, the share that fail, and with webhooks on, the share of
         # deliveries lost (a finished task is unseen only if its delivery was lost).
@@ -585,7 +696,6 @@ class SharedPoller:
         if self.webhook_grace is not None:
             unseen = (self._looked_up + 0.5) / (self._looked_up + self._delivered + 5)
         sweeps: list[tuple[list[_Watch], str]] = []
-        next_plan = math.inf
         running = self.survival.running
         failed_rate = 0.0
         price = self._price(len(order))
@@ -661,11 +771,14 @@ class SharedPoller:
         a look costs less, by the square root of the tasks left over those in flight
         when it began. (By the full ratio, the wall cost, a heavy tail's last seconds
         took 0.1 more requests a task at 1,000 in flight for the same end: 0.305 against
-        0.227; with neither, the last task was found 0.43 s late.)"""
+        0.227; with neither, the last task was found 0.43 s late.) Below `FEW_TASKS` in
+        flight a look costs less the same way: a web backend's few callers each wait for
+        their own task, and a look costs each of them a share of a request (MEASURED)."""
         began = self._drain_from or in_flight
         pages = max(1.0, began / PAGE_ITEMS)
         growth = math.pow(pages, PRICE_GROWTH)
-        return self.options.request_price * growth * math.sqrt(min(1.0, in_flight / began))
+        left = in_flight / max(began, FEW_TASKS)
+        return self.options.request_price * growth * math.sqrt(min(1.0, left))
 
     def _estimate_survival(self, now: float) -> None:
         """From the tasks in flight and as many that ended lately (COHORT at least)."""
@@ -673,7 +786,7 @@ class SharedPoller:
         ends = self._ends
         while len(ends) > max(COHORT, len(self._watches)):
             ends.popleft()
-        took = [seconds for seconds, seen in ends if seen]
+        took = self._prior + [seconds for seconds, seen in ends if seen]
         # Known to be running only when last looked at: counting a task as running up to
         # now would hide the ends that nobody looked for yet.
         ages = [seconds for seconds, seen in ends if not seen]
@@ -681,41 +794,38 @@ class SharedPoller:
         self.survival.estimate(took, ages)
 
     def _plan_blind(
-        self, order: list[_Watch], now: float
+        self, order: list[_Watch], now: float, growth: float
     ) -> tuple[list[tuple[list[_Watch], str]], float]:
         """Nothing has finished yet, so nothing tells when anything will: look at every
-        task, less often each time (`blind_growth`)."""
+        task, each gap `growth` times the oldest task's age (`blind_growth`)."""
         if self.webhook_grace is not None:
             # Wait for the first delivery; if none comes, the deliveries may not be
             # reaching the receiver at all: look for them in the list.
             silent_since = order[0].created + self.options.blind_overdue_after
             if now < silent_since:
                 return [], silent_since
-        if not self._blind_gap:
-            # The first look: when the quicker tasks would finish by the prior guess.
-            first = min(self.estimator.finish(w.created, w.generated, 0.1) for w in order[:100])
-            self._blind_gap = self.options.blind_sweep_gap / math.sqrt(len(order))
-            self._blind_next = max(first, now + self.options.min_sweep_gap)
-        if now < self._blind_next:
-            return [], self._blind_next
+        opts = self.options
         n = len(order)
-        self._blind_gap = min(
-            self.options.blind_max_gap,
-            max(self.options.blind_sweep_gap / math.sqrt(n), self._blind_gap)
-            * (1 + blind_growth(n)),
-        )
-        self._blind_next = now + self._blind_gap
+        # The gap is a share of the oldest task's age (by the client's clock: it may not
+        # share the service's), so the looks keep pace with a service of any speed, and
+        # never less than `blind_sweep_gap` over the square root of the tasks in flight.
+        age = now - min(w.watched for w in order[:PAGE_ITEMS])
+        floor = max(opts.min_sweep_gap, opts.blind_sweep_gap / math.sqrt(n))
+        gap = min(opts.max_check_interval, max(floor, growth * age))
+        if not self._blind_looked:
+            self._blind_looked = self._blind_failed_looked = now - age
+        if now < self._blind_looked + gap:
+            return [], self._blind_looked + gap
+        self._blind_looked = now
         sweeps = [(w, "completed") for w in self._windows(order, self._finished.created)]
-        if now >= self._blind_failed_next and not self._asking_failed:
+        failed_gap = min(opts.max_check_interval, max(floor, FAILED_GROWTH * age))
+        if now >= self._blind_failed_looked + failed_gap and not self._asking_failed:
             # A task may fail as early as it may complete (when every task failed at once,
-            # only a GET at `blind_overdue_after` found them). Failures are the rarer end:
-            # their looks come at twice the gap each time, not at every blind look.
+            # only a GET at `blind_overdue_after` found them), but failures are the rarer
+            # end: looked for less often.
             sweeps += [(w, "failed") for w in self._windows(order, self._failed.created)]
-            self._blind_failed_gap = min(
-                self.options.blind_max_gap, max(2 * self._blind_failed_gap, self._blind_gap)
-            )
-            self._blind_failed_next = now + self._blind_failed_gap
-        return sweeps, self._blind_next
+            self._blind_failed_looked = now
+        return sweeps, now + gap
 
     def _windows(self, order: list[_Watch], finished: list[float]) -> list[list[_Watch]]:
         """The tasks in creation order, cut where a window's page would run over: the

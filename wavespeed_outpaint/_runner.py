@@ -28,6 +28,7 @@ from ._plan import Plan, PlanError, Planned, budget, from_inputs, from_manifest
 from ._progress import show
 from ._report import Report, print_json, print_table
 from ._s3 import ObjectStores, is_object_url
+from ._times import default_state_dir
 from .client import OutpaintClient
 from .errors import (
     APIError,
@@ -187,9 +188,8 @@ def default_journal(out: str) -> Path:
     if not is_object_url(out):
         return expand_path(out) / JOURNAL_NAME
     ref = ObjectRef.parse_prefix(out, field="--out")
-    state = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
     named = hashlib.sha256(str(ref).encode()).hexdigest()[:16]
-    return state / "wavespeed-outpaint" / "journals" / f"{ref.bucket}-{named}.sqlite"
+    return default_state_dir() / "journals" / f"{ref.bucket}-{named}.sqlite"
 
 
 async def make_plan(

@@ -36,6 +36,7 @@ from ._http import Transport
 from ._identity import FileFacts
 from ._journal import Journal
 from ._s3 import ObjectPrefix, ObjectStores, is_object_url
+from ._times import FILE_NAME, TaskTimes, default_state_dir
 from .errors import ConfigurationError
 from .models import (
     MODEL_ID,
@@ -121,6 +122,11 @@ class OutpaintClient:
         self._finisher: Finisher | None = None
         self._journal: Journal | None = None
         self._task_group: TaskGroup | None = None
+        # What the poller learned of the service's times, kept for the next client.
+        self._times: TaskTimes | None = None
+        if options.remember_task_times:
+            state = expand_path(options.state_dir) if options.state_dir else default_state_dir()
+            self._times = TaskTimes(state / FILE_NAME)
 
     def __repr__(self) -> str:
         return f"OutpaintClient(base_url={self.base_url!r})"
@@ -139,6 +145,8 @@ class OutpaintClient:
         )
         self._journal = Journal(None)  # outpaint() calls without a journal of their own
         self._engine.attach(self._journal)
+        if self._times is not None:
+            self._engine.poller.recall(await anyio.to_thread.run_sync(self._times.recall, MODEL_ID))
         # Every background task (the shared poller, batches) lives in this group, and
         # leaving the client cancels and awaits them all.
         self._task_group = anyio.create_task_group()
@@ -161,6 +169,10 @@ class OutpaintClient:
                 await self._task_group.__aexit__(None, None, None)
         finally:
             self._task_group = None
+            if self._times is not None and self._engine is not None:
+                with anyio.CancelScope(shield=True):
+                    learned = self._engine.poller.learned()
+                    await anyio.to_thread.run_sync(self._times.keep, MODEL_ID, learned)
             if self._journal is not None:
                 self._journal.close()
                 self._journal = None
@@ -285,6 +297,14 @@ class OutpaintClient:
         else:
             batch_journal, own_journal = journal, False
         engine.attach(batch_journal)
+        # A journal keeps the times its batches saw tasks take, and a batch on it starts
+        # from them (whoever ran it before, wherever).
+        times = None
+        if self.options.remember_task_times and isinstance(batch_journal, Journal):
+            times = TaskTimes(batch_journal.path) if batch_journal.path else None
+        learned_before = engine.poller.learned_total
+        if times is not None:
+            engine.poller.recall(await anyio.to_thread.run_sync(times.recall, MODEL_ID))
         batch = BatchState(
             batch_journal,
             sink,
@@ -309,6 +329,10 @@ class OutpaintClient:
             engine.detach(batch_journal)
             if own_journal:
                 batch_journal.close()
+            if times is not None:
+                learned = engine.poller.learned(learned_before)
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(times.keep, MODEL_ID, learned)
         if batch.fatal is not None:
             raise batch.fatal
 

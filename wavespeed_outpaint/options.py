@@ -105,8 +105,16 @@ class ClientOptions:
     # finished.
     request_price: float = attrs.field(default=0.45, validator=_positive)
     max_sweep_gap: float = attrs.field(default=0.5, validator=_positive)
-    # Seconds of service work per generated second, before finished tasks teach better.
+    # Seconds of service work per generated second, before finished tasks teach better:
+    # when a task alone is first asked about by GET where the list is not there. Never
+    # a wait before the first look at the list.
     initial_work_per_second: float = attrs.field(default=0.1, validator=_positive)
+    # Keep what the poller learned of how long tasks take (in a batch's journal, and in
+    # `state_dir`) and start from it: a new process looks for its first wave as a warm
+    # one does. `state_dir` None: $XDG_STATE_HOME/wavespeed-outpaint, else
+    # ~/.local/state/wavespeed-outpaint.
+    remember_task_times: bool = True
+    state_dir: str | None = None
     # An unknown submit counts as "no task created" only if the list still shows none
     # this long after its window closed.
     settle_grace: float = attrs.field(default=15.0, validator=_positive)
@@ -160,6 +168,8 @@ class OptionKeywords(TypedDict, total=False):
     request_price: float
     max_sweep_gap: float
     initial_work_per_second: float
+    remember_task_times: bool
+    state_dir: str | None
     settle_grace: float
     clock_skew: float
     serial_submits_after_loss: float

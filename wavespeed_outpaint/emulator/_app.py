@@ -350,6 +350,8 @@ class EmulatorApp:
         refused = self._injected_error("result_5xx") or self._injected_429("result_429")
         if refused is not None:
             return refused
+        if not self.config.list_endpoint:
+            return refuse(404, "not found")
         if request.method == "POST" and not self.config.list_post:
             return refuse(405, "method not allowed")
         if request.method == "POST":

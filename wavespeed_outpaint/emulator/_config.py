@@ -117,9 +117,11 @@ class EmulatorConfig:
     # No status is documented for "cannot pay"; clients must go by the message.
     insufficient_balance_status: int = 400
     sync_timeout: float = 30.0
-    # Older deployments: no two-step upload tickets, no POST form of the list endpoint.
+    # Older deployments: no two-step upload tickets, no POST form of the list endpoint,
+    # no list endpoint at all (clients then ask about each task by GET).
     ticket_uploads: bool = True
     list_post: bool = True
+    list_endpoint: bool = True
     output_ttl: float | None = None  # seconds an output stays downloadable
     webhook_secret: str = DEFAULT_WEBHOOK_SECRET
     webhook_attempts: int = 3
