@@ -5,6 +5,7 @@
     python benchmarks/poller.py --tasks 20 --in-flight 8 --no-save   # the CI smoke size
     python benchmarks/poller.py --cells speeds           # services faster and slower than any guess
     python benchmarks/poller.py --cells backend          # a web backend's calls, fresh and warm
+    python benchmarks/poller.py --cells rerun            # a second run of a similar batch
 
 A matrix of emulator time models (below) at 64 and at 1,000 tasks in flight. Each cell
 runs each client in a fresh child process against a fresh emulator process with the same
@@ -23,8 +24,10 @@ Every cell of that matrix asks for 2 generated seconds. `--cells speeds` asks fo
 second (the figure the SDK once waited for before its first look): one wave (64 tasks at
 64 in flight) and several (400 at 64), with the first wave's figures apart. `--cells
 backend` is a web backend: 1 and 5 callers each awaiting `outpaint()` in a row through one
-client, fresh, and warm (after a batch of the same length). Writes
-benchmarks/results/poller-{speeds,backend}.{md,json}.
+client, fresh, and warm (after a batch of the same length). `--cells rerun` runs a batch
+twice (other seeds, one journal, a fresh process each): the second run's first wave
+starts from what the first learned. Writes benchmarks/results/poller-{speeds,backend,
+rerun}.{md,json}.
 """
 
 from __future__ import annotations
@@ -193,6 +196,65 @@ SPEED_COLUMNS = [
     ("first_wave_lag_p95_s", "first wave lag p95 s"),
     ("status_requests_per_task", "status req / task"),
     ("cpu_ms_per_task", "CPU ms / task"),
+]
+
+
+# -- a second run of a similar batch --------------------------------------------------------
+
+
+async def ours_with_journal(
+    base_url: str, count: int, generated: float, source: Path, out: Path, first_seed: int
+) -> None:
+    from wavespeed_outpaint import OutpaintClient, OutpaintRequest
+
+    requests = (
+        (
+            OutpaintRequest(
+                source, tags="lofi", extend_after_duration=generated, seed=first_seed + i
+            ),
+            f"t{first_seed + i}",
+        )
+        for i in range(count)
+    )
+    async with OutpaintClient(KEY, base_url, max_in_flight=SPEED_IN_FLIGHT) as client:
+        async for _ in client.outpaint_many(requests, out, journal=out / "journal.sqlite"):
+            pass
+
+
+def rerun_child(generated: float, speed: float, count: int) -> dict[str, Any]:
+    """This SDK runs a batch, then another of the same length (other seeds) with the same
+    journal, from a fresh client: the second's first wave starts from the
+    times the first learned."""
+    model = TimeModel(time_scale=speed, base_seconds=0.0, jitter=0.2)
+    row: dict[str, Any] = {"extension_s": generated, "work_per_s": speed, "tasks": count}
+    with emulator_process(model) as base_url, tempfile.TemporaryDirectory() as tmp:
+        source = make_source(Path(tmp) / "source.wav")
+        out = Path(tmp) / "out"
+        out.mkdir()
+        for run in ("first", "second"):
+            began = time.time()
+            before = emulator_stats(base_url)["status_requests"]
+            seed = 0 if run == "first" else 1_000_000
+            asyncio.run(ours_with_journal(base_url, count, generated, source, out, seed))
+            asked = emulator_stats(base_url)["status_requests"] - before
+            tasks = [t for t in emulator_tasks(base_url) if t["created"] >= began]
+            row.update(lag_figures(tasks[:SPEED_IN_FLIGHT], f"{run}_first_wave_"))
+            row.update(lag_figures(tasks, f"{run}_"))
+            row[f"{run}_status_requests_per_task"] = asked / max(1, len(tasks))
+    return row
+
+
+RERUN_COLUMNS = [
+    ("extension_s", "extension s"),
+    ("work_per_s", "work s / s"),
+    ("tasks", "tasks"),
+    ("first_first_wave_lag_mean_s", "run 1: first wave lag mean s"),
+    ("first_first_wave_lag_p95_s", "run 1: first wave lag p95 s"),
+    ("first_status_requests_per_task", "run 1: status req / task"),
+    ("second_first_wave_lag_mean_s", "run 2: first wave lag mean s"),
+    ("second_first_wave_lag_p95_s", "run 2: first wave lag p95 s"),
+    ("second_lag_mean_s", "run 2: lag mean s"),
+    ("second_status_requests_per_task", "run 2: status req / task"),
 ]
 
 
@@ -369,10 +431,34 @@ def run_backend(args: argparse.Namespace, clients: list[str]) -> list[dict[str, 
     return rows
 
 
+def run_rerun(args: argparse.Namespace, clients: list[str]) -> list[dict[str, Any]]:
+    rows = []
+    for speed in [float(x) for x in args.speeds.split(",")]:
+        for generated, count in ((30.0, args.tasks or 400), (240.0, args.tasks or 64)):
+            if args.extensions and generated not in [float(x) for x in args.extensions.split(",")]:
+                continue
+            started = time.time()
+            row = row_from_child(__file__, "rerun", str(generated), str(speed), str(count))
+            rows.append(row)
+            print(
+                f"rerun +{generated:g} s at {speed:g} s/s, {count} tasks: "
+                f"{time.time() - started:.0f} s; first wave lag mean / p95: run 1 "
+                f"{row['first_first_wave_lag_mean_s']:.3f} / "
+                f"{row['first_first_wave_lag_p95_s']:.3f} s, run 2 "
+                f"{row['second_first_wave_lag_mean_s']:.3f} / "
+                f"{row['second_first_wave_lag_p95_s']:.3f} s; status req/task: run 1 "
+                f"{row['first_status_requests_per_task']:.3f}, run 2 "
+                f"{row['second_status_requests_per_task']:.3f}",
+                flush=True,
+            )
+    return rows
+
+
 CELLS = {
     "matrix": ("poller", COLUMNS, run_matrix),
     "speeds": ("poller-speeds", SPEED_COLUMNS, run_speeds),
     "backend": ("poller-backend", BACKEND_COLUMNS, run_backend),
+    "rerun": ("poller-rerun", RERUN_COLUMNS, run_rerun),
 }
 
 
@@ -383,6 +469,9 @@ def child(kind: str, *args: str) -> dict[str, Any]:
     if kind == "speed":
         client, generated, speed, count = args
         return speed_child(client, float(generated), float(speed), int(count))
+    if kind == "rerun":
+        generated, speed, count = args
+        return rerun_child(float(generated), float(speed), int(count))
     client, callers, calls, warm = args
     return backend_child(client, int(callers), int(calls), warm == "1")
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import attrs
 
+from ._identity import FileVersion
 from ._journal import Journal, State, TaskRow
 from ._s3 import ObjectStores, _obstore, _why
 from .errors import JournalError, TaskClaimed
@@ -119,6 +120,12 @@ class ObjectClaims:
 
     def remember_upload(self, content_hash: str, url: str) -> None:
         self._local.remember_upload(content_hash, url)
+
+    def file_hash(self, version: FileVersion) -> str | None:
+        return self._local.file_hash(version)
+
+    def remember_file_hash(self, version: FileVersion, sha256: str) -> None:
+        self._local.remember_file_hash(version, sha256)
 
     def close(self) -> None:
         if self._pending:

@@ -82,8 +82,10 @@ class BatchState:
     retry_failed: bool = False
     # Why submitting stopped: the account cannot pay, the key was refused, bad input.
     fatal: BaseException | None = None
-    # Content hashes whose upload URL this batch's journal already holds.
+    # Content hashes whose upload URL this batch's journal already holds, and local
+    # file versions whose hash it holds.
     uploads_recorded: set[str] = attrs.field(factory=set)
+    hashes_recorded: set[FileVersion] = attrs.field(factory=set)
     progress: BatchProgress = attrs.field(factory=BatchProgress)
     # For a store kept only while tasks run (outpaint() calls): drops a finished task's
     # record, so a long-lived client does not grow with every task it ever ran.
@@ -246,22 +248,43 @@ class Engine:
             return None
         return self.files.known_hash(version)
 
-    async def content_hash(self, path: Path) -> str:
+    async def content_hash(self, path: Path, batch: BatchState | None = None) -> str:
         """The file's SHA-256 once it is checked as audio the model takes (else
-        `ValidationError`), once per version of it (a new size or mtime: again)."""
+        `ValidationError`), once per version of it (a new size or mtime: again). With a
+        batch, the hash its journal holds for this version is taken without reading the
+        file, and one read is recorded there for the next run."""
 
         def check_and_hash() -> str:
             self.files.check(path, self.options.max_upload_bytes)
             return self.files.sha256(path)
 
+        # (A store kept only while tasks run, outpaint() calls', keeps no hashes.)
+        kept = batch if batch is not None and batch.forget is None else None
         try:
-            return await self._hashes.get(
-                file_version(path), lambda: anyio.to_thread.run_sync(check_and_hash)
+            version = file_version(path)
+            if kept is not None:
+                self._recall_hash(version, kept)
+            digest = await self._hashes.get(
+                version, lambda: anyio.to_thread.run_sync(check_and_hash)
             )
         except OSError as exc:
             raise ValidationError(
                 "audio", str(path), f"the file disappeared or cannot be read ({exc.strerror})"
             ) from None
+        if kept is not None and version not in kept.hashes_recorded:
+            kept.journal.remember_file_hash(version, digest)
+            kept.hashes_recorded.add(version)
+        return digest
+
+    def _recall_hash(self, version: FileVersion, batch: BatchState) -> None:
+        """The hash the batch's journal holds for this version of a file, if any, taken
+        as if the file had been read."""
+        if self.files.known_hash(version) is not None:
+            return
+        recorded = batch.journal.file_hash(version)
+        if recorded is not None:
+            self.files.remember_hash(version, recorded)
+            batch.hashes_recorded.add(version)
 
     async def upload(self, path: Path) -> str:
         """Check a local file (off the event loop; remembered per version) and upload it."""
@@ -325,7 +348,7 @@ class Engine:
         journal = batch.journal
         content_hash = identity = None
         if isinstance(request.audio, Path):
-            content_hash = await self.content_hash(request.audio)
+            content_hash = await self.content_hash(request.audio, batch)
             identity = "sha256:" + content_hash
         elif request.is_object:
             # Checked from the object (ranged reads), known by its version: signing the

@@ -2,10 +2,11 @@
 
 `fingerprint()` names a task by its audio's content (or URL) and every parameter: the
 journal's key, so the same task is never paid for twice. `FileFacts` remembers, per
-version of a local file (its absolute path, size and mtime), its audio facts and its
-SHA-256: a library of large tracks is read once, however many tasks name a file, and
-an edited file is read again. It is bounded and belongs to whoever made it (a client,
-or the command line's plan, which hands it to its client).
+version of a local file (its absolute path, size, mtime and inode), its audio facts and
+its SHA-256: a library of large tracks is read once, however many tasks name a file,
+and an edited file is read again (the journal keeps the hashes for the next run). It is
+bounded and belongs to whoever made it (a client, or the command line's plan, which
+hands it to its client).
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ HASH_CHUNK = 1024 * 1024
 # process that sees ever new files must not grow without bound. ~300 bytes each.
 MAX_REMEMBERED = 65_536
 
-FileVersion = tuple[str, int, int]
+# A local file's version: its absolute path, size, modification time (ns) and inode.
+FileVersion = tuple[str, int, int, int]
 K = TypeVar("K")
 V = TypeVar("V")
 
@@ -49,7 +51,7 @@ def file_version(path: str | os.PathLike[str]) -> FileVersion:
 
 
 def _version(path: str | os.PathLike[str], stat: os.stat_result) -> FileVersion:
-    return (os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
+    return (os.path.abspath(path), stat.st_size, stat.st_mtime_ns, stat.st_ino)
 
 
 class FileFacts:
@@ -61,6 +63,7 @@ class FileFacts:
         self._hashes: OrderedDict[FileVersion, str] = OrderedDict()
         self._probes: OrderedDict[tuple[FileVersion, int], AudioInfo] = OrderedDict()
         self._lock = threading.Lock()
+        self.files_read = 0  # whole files read to hash them
 
     def __repr__(self) -> str:
         return f"FileFacts({len(self._hashes)} hashes, {len(self._probes)} probes)"
@@ -87,12 +90,17 @@ class FileFacts:
         """The hash if this version of the file was read already; never reads it."""
         return self._recall(self._hashes, version)
 
+    def remember_hash(self, version: FileVersion, digest: str) -> None:
+        """A hash read before (and kept by a journal) for this version of a file."""
+        self._keep(self._hashes, version, digest)
+
     def sha256(self, path: str | os.PathLike[str]) -> str:
         """Reads the file unless this version of it was read before."""
         version = file_version(path)
         digest = self._recall(self._hashes, version)
         if digest is None:
             digest = _read_and_hash(path)
+            self.files_read += 1
             self._keep(self._hashes, version, digest)
         return digest
 

@@ -31,6 +31,7 @@ from typing import IO, Any
 
 import attrs
 
+from ._identity import FileVersion
 from .errors import JournalError, ValidationError
 from .models import expand_path
 
@@ -59,6 +60,13 @@ CREATE TABLE IF NOT EXISTS uploads (
     content_hash TEXT PRIMARY KEY,
     url          TEXT NOT NULL,
     uploaded_at  REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS file_hashes (  -- a local input's SHA-256, by its version
+    path     TEXT PRIMARY KEY,
+    size     INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    inode    INTEGER NOT NULL,
+    sha256   TEXT NOT NULL
 );
 """
 
@@ -436,6 +444,20 @@ class Journal:
             "INSERT OR REPLACE INTO uploads (content_hash, url, uploaded_at) VALUES (?, ?, ?)",
             (content_hash, url, time.time()),
         )
+
+    # -- local inputs' hashes ----------------------------------------------------------
+
+    def file_hash(self, version: FileVersion) -> str | None:
+        path, size, mtime_ns, inode = version
+        r = self._read(
+            "SELECT sha256 FROM file_hashes WHERE path = ? AND size = ? AND mtime_ns = ?"
+            " AND inode = ?",
+            (path, size, mtime_ns, inode),
+        ).fetchone()
+        return r[0] if r else None
+
+    def remember_file_hash(self, version: FileVersion, sha256: str) -> None:
+        self._write("INSERT OR REPLACE INTO file_hashes VALUES (?, ?, ?, ?, ?)", (*version, sha256))
 
 
 def _hold(journal: str) -> IO[str] | None:

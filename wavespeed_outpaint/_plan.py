@@ -14,7 +14,7 @@ from typing import Any
 import attrs
 
 from ._audio import DEFAULT_MAX_UPLOAD_BYTES
-from ._identity import FileFacts, fingerprint
+from ._identity import FileFacts, file_version, fingerprint
 from ._journal import Journal, State
 from ._naming import checked_stem, default_stem
 from ._s3 import MissingExtraError, ObjectStores, audio_keys, audio_objects
@@ -237,14 +237,37 @@ def budget(
     tasks: Sequence[Planned], journal_path: Path, max_cost: float | None, files: FileFacts
 ) -> Plan:
     """Which tasks to run: those already paid for, and new ones until the budget is spent.
-    Blocking: hashes every local input (remembered in `files` for the batch)."""
-    paid: set[str] = set()
-    if journal_path.exists():
-        journal = Journal(journal_path)
-        try:
-            paid = {row.fingerprint for row in journal.rows() if row.state in PAID_STATES}
-        finally:
-            journal.close()
+
+    Reads no audio: a local file is known to be paid for when the journal holds its hash
+    for this version of it (its path, size, mtime and inode), as the run that read it
+    recorded; any other counts as new here, which only ever holds back more under
+    --max-cost (the batch hashes it as it goes, and never pays for a task twice).
+    Blocking: reads the journal."""
+    if not journal_path.exists():
+        return _budget(tasks, max_cost, files, None, set())
+    journal = Journal(journal_path)
+    try:
+        paid = {row.fingerprint for row in journal.rows() if row.state in PAID_STATES}
+        return _budget(tasks, max_cost, files, journal, paid)
+    finally:
+        journal.close()
+
+
+def _recorded_hash(path: Path, files: FileFacts, journal: Journal) -> str | None:
+    version = file_version(path)
+    digest = files.known_hash(version) or journal.file_hash(version)
+    if digest is not None:
+        files.remember_hash(version, digest)  # for the engine, once the batch starts
+    return digest
+
+
+def _budget(
+    tasks: Sequence[Planned],
+    max_cost: float | None,
+    files: FileFacts,
+    journal: Journal | None,
+    paid: set[str],
+) -> Plan:
     run: list[PlannedTask] = []
     listed: list[tuple[ListedPrefix, int | None]] = []
     cost = seconds = held_cost = held_seconds = 0.0
@@ -267,9 +290,12 @@ def budget(
         else:
             request, wanted = task.request, 1
             audio = request.audio
-            # Remembered for the engine, which needs the same hashes once the batch starts.
-            content = "sha256:" + files.sha256(audio) if isinstance(audio, Path) else None
-            if not request.is_object and fingerprint(request, content) in paid:
+            known = True  # whether the task's identity is known without reading audio
+            content = None
+            if isinstance(audio, Path):
+                digest = _recorded_hash(audio, files, journal) if journal and paid else None
+                known, content = digest is not None, f"sha256:{digest}"
+            if known and not request.is_object and fingerprint(request, content) in paid:
                 paid_before += 1
                 seconds += request.generated_seconds
                 run.append(task)

@@ -17,6 +17,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import attrs
 
+from ._identity import FileVersion
 from ._journal import State, TaskRow
 
 __all__ = [
@@ -157,6 +158,14 @@ class TaskStore(Protocol):
 
     def remember_upload(self, content_hash: str, url: str) -> None:
         """Record the URL an upload of this content returned."""
+
+    def file_hash(self, version: FileVersion) -> str | None:
+        """The SHA-256 recorded for this version of a local file (its absolute path,
+        size, modification time in ns and inode), if any: a resumed batch of unchanged
+        files reads none of them again."""
+
+    def remember_file_hash(self, version: FileVersion, sha256: str) -> None:
+        """Record a local file's SHA-256 for this version of it."""
 
     def close(self) -> None:
         """Make everything durable and let go of the store."""
