@@ -17,6 +17,7 @@ from s3server import S3Server, s3_server
 from typing_extensions import Unpack
 
 from wavespeed_outpaint import OutpaintClient
+from wavespeed_outpaint._identity import FileFacts
 from wavespeed_outpaint.emulator import DEFAULT_API_KEY, Emulator, EmulatorConfig
 from wavespeed_outpaint.emulator._audio import encode, make_track
 from wavespeed_outpaint.options import OptionKeywords
@@ -54,7 +55,9 @@ async def emulator() -> AsyncIterator[Emulator]:
         yield emu
 
 
-def fast_client(emu: Emulator, **kw: Unpack[OptionKeywords]) -> OutpaintClient:
+def fast_client(
+    emu: Emulator, *, file_facts: FileFacts | None = None, **kw: Unpack[OptionKeywords]
+) -> OutpaintClient:
     """A client whose retries wait milliseconds, not seconds."""
     options: OptionKeywords = {
         "retry_wait_initial": 0.005,
@@ -67,7 +70,9 @@ def fast_client(emu: Emulator, **kw: Unpack[OptionKeywords]) -> OutpaintClient:
         "webhook_blind_wait": 1.0,
     }
     options.update(kw)
-    return OutpaintClient(api_key=DEFAULT_API_KEY, base_url=emu.base_url, **options)
+    return OutpaintClient(
+        api_key=DEFAULT_API_KEY, base_url=emu.base_url, file_facts=file_facts, **options
+    )
 
 
 @pytest.fixture
