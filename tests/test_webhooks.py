@@ -94,6 +94,49 @@ def test_bad_deliveries_are_refused(
     assert info.value.status == status
 
 
+@pytest.mark.parametrize(
+    ("timestamp", "status", "words"),
+    [
+        ("nan", 400, "whole number"),
+        ("inf", 400, "whole number"),
+        ("1.7e9", 400, "whole number"),
+        ("-1700000000", 400, "whole number"),
+        ("\u0661\u0667\u0660\u0660", 400, "whole number"),  # Arabic-Indic digits
+        (str(int(SENT_AT)) + ".5", 400, "whole number"),
+    ],
+)
+def test_a_timestamp_that_is_no_whole_number_is_refused(
+    timestamp: str, status: int, words: str
+) -> None:
+    # "nan" compared with anything is false: it passed the freshness check before.
+    headers = {**signed(timestamp=SENT_AT), "webhook-timestamp": timestamp}
+    with pytest.raises(WebhookVerificationError, match=words) as info:
+        WebhookVerifier(SECRET).verify(BODY, headers, now=SENT_AT)
+    assert info.value.status == status
+
+
+def test_a_signature_beyond_ascii_is_a_wrong_signature_not_a_crash() -> None:
+    # hmac.compare_digest on text with such characters raised TypeError (a 500).
+    headers = {**signed(timestamp=SENT_AT), "webhook-signature": "v3,caf\u00e9 v3,\u2603"}
+    with pytest.raises(WebhookVerificationError, match="signature") as info:
+        WebhookVerifier(SECRET).verify(BODY, headers, now=SENT_AT)
+    assert info.value.status == 401
+
+
+def test_a_delivery_stamped_ahead_is_refused_as_a_replay_while_its_stamp_is_fresh() -> None:
+    # Stamped 250 s ahead of the receiver's clock (within the tolerance), replayed 100 s
+    # and 500 s later: ids were forgotten by arrival time, so the second copy was taken.
+    verifier = WebhookVerifier(SECRET)
+    headers = signed(timestamp=SENT_AT + 250)
+    verifier.verify(BODY, headers, now=SENT_AT)
+    for later in (100, 500):
+        with pytest.raises(WebhookVerificationError, match="replay"):
+            verifier.verify(BODY, headers, now=SENT_AT + later)
+    # Once its stamp has left the window, the copy is refused as stale.
+    with pytest.raises(WebhookVerificationError, match="tolerance"):
+        verifier.verify(BODY, headers, now=SENT_AT + 551)
+
+
 def test_header_names_are_case_insensitive_and_several_signatures_are_allowed() -> None:
     headers = signed()
     mixed = {
@@ -209,6 +252,11 @@ async def test_the_receiver_answers_4xx_to_forgeries(emulator: Emulator) -> None
                 assert response.status == 204
             async with session.post(url, data=BODY, headers=genuine) as response:
                 assert response.status == 409
+            # Bytes beyond ASCII in a header: refused, not a 500.
+            odd = {**signed(secret=DEFAULT_WEBHOOK_SECRET), "webhook-signature": "v3,\u00e9"}
+            odd["webhook-id"] = "msg_odd"
+            async with session.post(url, data=BODY, headers=odd) as response:
+                assert response.status == 401
 
 
 @pytest.mark.anyio

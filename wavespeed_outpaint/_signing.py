@@ -26,6 +26,11 @@ def signature(secret: str, webhook_id: str, timestamp: str, body: bytes) -> str:
 def signature_matches(
     secret: str, webhook_id: str, timestamp: str, body: bytes, header: str
 ) -> bool:
-    """Constant-time check of a `webhook-signature` header (several may be space-separated)."""
-    expected = signature(secret, webhook_id, timestamp, body)
-    return any(hmac.compare_digest(expected, candidate) for candidate in header.split())
+    """Constant-time check of a `webhook-signature` header (several may be space-separated).
+    Compared as bytes: a header with characters beyond ASCII is a wrong signature, where
+    `compare_digest` on text raises `TypeError`."""
+    expected = signature(secret, webhook_id, timestamp, body).encode()
+    return any(
+        hmac.compare_digest(expected, candidate.encode("utf-8", "surrogateescape"))
+        for candidate in header.split()
+    )

@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import heapq
 import json
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING
@@ -41,6 +43,8 @@ log = logging.getLogger("wavespeed_outpaint.webhooks")
 
 DEFAULT_TOLERANCE = 300.0
 MAX_BODY_BYTES = 1024 * 1024
+# Unix seconds, as the docs send them: digits only (no sign, fraction, "nan" or "inf").
+TIMESTAMP = re.compile(r"[0-9]{1,12}")
 
 
 class WebhookVerifier:
@@ -51,8 +55,10 @@ class WebhookVerifier:
             raise WebhookVerificationError("no webhook secret: get it with client.webhook_secret()")
         self._secret = secret
         self.tolerance = tolerance
-        # Ids seen within the tolerance window; older ones are refused by their timestamp.
-        self._seen: collections.OrderedDict[str, float] = collections.OrderedDict()
+        # Ids accepted whose timestamp is within the tolerance window, with those
+        # timestamps, oldest first; older ones are refused by their timestamp.
+        self._seen: set[str] = set()
+        self._seen_by_stamp: list[tuple[int, str]] = []
 
     def __repr__(self) -> str:
         return f"WebhookVerifier(tolerance={self.tolerance})"
@@ -69,12 +75,11 @@ class WebhookVerifier:
             raise WebhookVerificationError(
                 "missing webhook-id, webhook-timestamp or webhook-signature header", status=400
             )
-        try:
-            sent = float(timestamp)
-        except ValueError:
+        if not TIMESTAMP.fullmatch(timestamp):
             raise WebhookVerificationError(
-                "webhook-timestamp is not a number", status=400
-            ) from None
+                "webhook-timestamp is not a whole number of Unix seconds", status=400
+            )
+        sent = int(timestamp)
         now = time.time() if now is None else now
         if abs(now - sent) > self.tolerance:
             raise WebhookVerificationError(
@@ -83,7 +88,7 @@ class WebhookVerifier:
             )
         if not signature_matches(self._secret, webhook_id, timestamp, body, signature):
             raise WebhookVerificationError("the signature does not match the account's secret")
-        self._forget_before(now - self.tolerance)
+        self._forget_sent_before(now - self.tolerance)
         if webhook_id in self._seen:
             raise WebhookVerificationError(
                 f"webhook-id {webhook_id} was accepted before (replay)", status=409
@@ -95,12 +100,16 @@ class WebhookVerifier:
             raise WebhookVerificationError(
                 "the body is not a prediction object", status=400
             ) from None
-        self._seen[webhook_id] = now
+        self._seen.add(webhook_id)
+        heapq.heappush(self._seen_by_stamp, (sent, webhook_id))
         return prediction
 
-    def _forget_before(self, cutoff: float) -> None:
-        while self._seen and next(iter(self._seen.values())) < cutoff:
-            self._seen.popitem(last=False)
+    def _forget_sent_before(self, cutoff: float) -> None:
+        """Ids are kept until their own timestamp leaves the window (a delivery stamped
+        ahead of this clock is accepted for longer, and refused as a replay as long)."""
+        stamps = self._seen_by_stamp
+        while stamps and stamps[0][0] < cutoff:
+            self._seen.discard(heapq.heappop(stamps)[1])
 
 
 class WebhookReceiver:
