@@ -14,7 +14,7 @@ import attrs
 import pytest
 
 from wavespeed_outpaint import OutputError, OutputMark, ValidationError
-from wavespeed_outpaint._files import FileWriter, LocalFolder, claim_part
+from wavespeed_outpaint._files import FileWriter, LocalFolder, claim_part, write_whole_file
 
 pytestmark = pytest.mark.anyio
 
@@ -271,3 +271,16 @@ def _is_held(path: str) -> bool:
         except BlockingIOError:
             return True
         return False
+
+
+def test_a_small_file_is_never_written_through_a_planted_part_link(tmp_path: Path) -> None:
+    # The review page and sidecar marks: review.html.part linked to a file elsewhere.
+    victim = tmp_path / "victim.txt"
+    victim.write_bytes(b"keep me")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "review.html.part").symlink_to(victim)
+    write_whole_file(str(out / "review.html"), b"<html></html>")
+    assert victim.read_bytes() == b"keep me"
+    assert (out / "review.html").read_bytes() == b"<html></html>"
+    assert not (out / "review.html").is_symlink()

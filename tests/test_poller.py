@@ -373,3 +373,14 @@ async def test_recalled_times_from_a_service_of_another_speed_are_dropped(speed:
     assert len(lags) == 32
     # Faster: the first ends are found by sparse blind looks (up to the task's age late).
     assert lags[16] < 0.2 * speed + 0.1, lags
+
+
+async def test_before_anything_ends_only_the_oldest_task_is_asked_about_on_its_own() -> None:
+    """A slow service: every task outlives `blind_overdue_after` before any has ended.
+    Each task got GETs of its own from then on (240 s tasks: 14 requests a task); now
+    only the oldest is asked (a cancelled wave would still be found), ever more rarely."""
+    service = FakeService()
+    tasks = [service.add(4.0) for _ in range(16)]
+    await watch_all(service, tasks, blind_overdue_after=1.0, min_check_interval=0.1)
+    assert all(t.seen_final_at is not None for t in tasks)
+    assert 1 <= service.gets <= 5, service.gets

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import logging
 import math
+import resource
 import shutil
+import signal
 from pathlib import Path
 
 import anyio
@@ -182,25 +184,62 @@ async def test_an_output_folder_removed_during_a_run_is_made_again(
 
 
 @pytest.mark.anyio
-async def test_a_full_disk_is_a_clear_error_and_leaves_nothing_behind(
+async def test_a_write_the_disk_refuses_is_a_clear_error_and_leaves_nothing_behind(
     emulator: Emulator, make_audio: MakeTrack, tmp_path: Path
 ) -> None:
-    if not Path("/dev/full").exists():
-        pytest.skip("needs /dev/full to play a full disk")
+    # The system refuses to write past 64 KB (RLIMIT_FSIZE), as a full disk refuses any
+    # write. (A .part linked to /dev/full played the full disk before: a planted link is
+    # never written through any more, see below.)
+    source = make_audio("a.wav")
     out = tmp_path / "out"
     out.mkdir()
-    # The .part file the download writes to is a door to a device that is always full.
-    (out / "a.wav.part").symlink_to("/dev/full")
-    async with fast_client(emulator, retry_attempts=2) as client:
-        results = [
-            r
-            async for r in client.outpaint_many(
-                [OutpaintRequest(make_audio("a.wav"), tags="x")], out
-            )
-        ]
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # (else the signal kills us)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, limit[1]))
+    try:
+        async with fast_client(emulator, retry_attempts=2) as client:
+            results = [
+                r async for r in client.outpaint_many([OutpaintRequest(source, tags="x")], out)
+            ]
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limit)
+        signal.signal(signal.SIGXFSZ, handler)
     assert not results[0].ok
-    assert "No space left on device" in (results[0].error or "")
+    assert "File too large" in (results[0].error or "")
     assert list(out.iterdir()) == []
+
+
+@pytest.mark.anyio
+async def test_a_planted_link_is_never_written_through(
+    emulator: Emulator, make_audio: MakeTrack, tmp_path: Path
+) -> None:
+    """A `.part` linked to a file elsewhere, and a subfolder linked elsewhere: the
+    output went through the link (the file elsewhere overwritten with audio, and the
+    output became a link to it). Now the linked `.part` is left alone and another taken,
+    and an output under the linked folder fails on its own."""
+    source = make_audio("a.wav")
+    out = tmp_path / "out"
+    out.mkdir()
+    victim = tmp_path / "victim.txt"
+    victim.write_bytes(b"keep me")
+    (out / "a.wav.part").symlink_to(victim)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (out / "album").symlink_to(elsewhere)
+    requests = [
+        (OutpaintRequest(source, tags="x"), "a"),
+        (OutpaintRequest(source, tags="y"), "album/b"),
+    ]
+    async with fast_client(emulator) as client:
+        results = {r.request.tags: r async for r in client.outpaint_many(requests, out)}
+    assert victim.read_bytes() == b"keep me"
+    assert results["x"].ok, results["x"].error
+    assert (out / "a.wav").is_file()
+    assert not (out / "a.wav").is_symlink()
+    assert (out / "a.wav.part").is_symlink()  # left as it was found
+    assert not results["y"].ok
+    assert "leads outside" in (results["y"].error or "")
+    assert list(elsewhere.iterdir()) == []
 
 
 # -- secrets ----------------------------------------------------------------------------------

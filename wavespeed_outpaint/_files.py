@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import errno
 import functools
+import logging
 import os
 import queue
 import stat
@@ -43,7 +44,11 @@ try:
 except ImportError:  # Windows: no flock; there one writer of an output at a time is safe
     fcntl = None  # type: ignore[assignment]
 
+log = logging.getLogger("wavespeed_outpaint.files")
+
 PART_SUFFIX = ".part"
+# Opening a `.part` never follows a link (where the system has the flag).
+NO_FOLLOW = getattr(os, "O_NOFOLLOW", 0)
 # `.part` names an output's writers can take at once: `<name>.part`, then `<name>.1.part`
 # to `<name>.9.part` (two more bytes of the name, within `_naming`'s room).
 PART_SLOTS = 10
@@ -171,10 +176,13 @@ def claim_part(dest: str) -> tuple[str, int]:
     The writer renames its `.part` into place before it closes it, so a file at a `.part`
     path that nobody holds was left by a writer that died (or never locked it): it is
     taken over and emptied. One that a live writer holds is left to it, and the next name
-    tried. Where there is no flock, the one `<name>.part` is opened as it is."""
+    tried. A link or anything but a regular file at a `.part` path is never opened
+    through (someone planted it: writing through it would write outside the folder),
+    and the next name is tried. Where there is no flock, the one `<name>.part` is opened
+    as it is."""
     if fcntl is None:
         part = dest + PART_SUFFIX
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0) | NO_FOLLOW
         return part, os.open(part, flags, 0o666)  # (binary: Windows turns \n into \r\n)
     for slot in range(PART_SLOTS):
         part = f"{dest}.{slot}{PART_SUFFIX}" if slot else dest + PART_SUFFIX
@@ -187,15 +195,24 @@ def claim_part(dest: str) -> tuple[str, int]:
 def _take(part: str) -> int | None:
     """`part` opened and locked, or None if another writer holds it."""
     for _ in range(3):  # a path renamed away from under us is tried again, a few times
-        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o666)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | NO_FOLLOW, 0o666)
+        except OSError as exc:
+            if exc.errno != errno.ELOOP:
+                raise
+            log.warning("%s is a link: left alone, and not written through", part)
+            return None
+        try:
             held = os.fstat(fd)
+            if not stat.S_ISREG(held.st_mode):
+                log.warning("%s is not a regular file: left alone", part)
+                os.close(fd)
+                return None
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             if _still_at(held, part):
                 # Only a leftover with something in it: a truncation makes ext4 flush the
-                # file when it is closed (its `auto_da_alloc`), 40 us a file. A device (the
-                # tests' full disk) cannot be truncated.
-                if held.st_size and stat.S_ISREG(held.st_mode):
+                # file when it is closed (its `auto_da_alloc`), 40 us a file.
+                if held.st_size:
                     os.ftruncate(fd, 0)
                 return fd
         except BlockingIOError:
@@ -229,7 +246,7 @@ def place(part: str, dest: str, mark: bytes | None, sidecar: str | None) -> None
     if mark is not None and sidecar is not None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(sidecar)
-    os.replace(part, dest)
+    rename_regular(part, dest)
     if mark is not None and sidecar is not None:
         os.makedirs(os.path.dirname(sidecar), exist_ok=True)
         write_whole_file(sidecar, mark)
@@ -239,7 +256,15 @@ def write_whole_file(dest: str, data: bytes) -> None:
     """Write `data` to a `.part` of `dest` of this writer's own, then rename it to `dest`
     (a small file at once, from a thread; outputs go through `FileWriter`)."""
     part, fd = claim_part(dest)
-    fill_and_put(part, fd, data, lambda part: os.replace(part, dest))
+    fill_and_put(part, fd, data, lambda part: rename_regular(part, dest))
+
+
+def rename_regular(part: str, dest: str) -> None:
+    """Rename `part` to `dest` if it is still a regular file (never a link put there
+    since it was claimed: the link would become the output)."""
+    if not stat.S_ISREG(os.lstat(part).st_mode):
+        raise OSError(errno.EINVAL, f"{part} is no longer a regular file; not placed")
+    os.replace(part, dest)
 
 
 def fill_and_put(part: str, fd: int, data: bytes, put: Callable[[str], None]) -> None:
@@ -329,6 +354,7 @@ class LocalFolder:
             raise ValidationError("marks", marks, "give 'auto', 'xattr' or 'sidecar'")
         self.root = os.path.abspath(root)
         self._inside = self.root.rstrip(os.sep) + os.sep
+        self._real_root: str | None = None  # the root with its links resolved
         self.writer = writer
         self._made: set[str] = set()
         self._marks = marks
@@ -377,12 +403,24 @@ class LocalFolder:
     async def make_folder(self, folder: str, *, again: bool = False) -> None:
         if folder in self._made and not again:
             return
+        def make() -> str:
+            os.makedirs(folder, exist_ok=True)
+            if self._real_root is None:
+                # (The output folder itself may be a link: that one is the user's.)
+                self._real_root = os.path.realpath(self.root)
+            return os.path.realpath(folder)
+
         try:
-            await anyio.to_thread.run_sync(lambda: os.makedirs(folder, exist_ok=True))
+            real = await anyio.to_thread.run_sync(make)
         except OSError as exc:
             raise OutputError(
                 folder, f"cannot create the folder ({exc.strerror}); give another output folder"
             ) from None
+        inside = self._real_root
+        if real != inside and not real.startswith(str(inside).rstrip(os.sep) + os.sep):
+            raise OutputError(
+                folder, "a link in the output folder leads outside it; remove the link"
+            )
         if len(self._made) >= MAX_MADE_FOLDERS:
             self._made.clear()
         self._made.add(folder)

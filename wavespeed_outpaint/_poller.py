@@ -635,11 +635,16 @@ class SharedPoller:
 
     def _only_overdue(self, gets: list[_Watch], now: float) -> list[_Watch]:
         """While the list covers every task, a GET is only for a task that is overdue and
-        that a look at the list since did not show (it may have been cancelled)."""
+        that a look at the list since did not show (it may have been cancelled). Before
+        any task has ended, only the oldest task is asked about: "overdue" then means
+        older than `blind_overdue_after`, which every task of a slow service becomes, and
+        asking each of them cost 240 s tasks 14 requests each."""
         asked = []
+        oldest = next((w for w in self._order if w.id in self._watches), None)
         for watch in gets:
             overdue = self._overdue_at(watch)
-            if now >= overdue and watch.looked >= overdue:
+            probe = self.survival.has_samples or watch is oldest
+            if now >= overdue and watch.looked >= overdue and probe:
                 asked.append(watch)
             elif self.survival.has_samples:
                 self._schedule(watch, max(overdue, now + self.options.blind_max_gap))
@@ -978,7 +983,11 @@ class SharedPoller:
         if prediction is not None:
             watch.last_status = prediction.status_text
         watch.gets += 1
-        # Not done yet: the next check at the later of a back-off and the prediction.
+        # Not done yet: the next check at the later of a back-off and the prediction
+        # (before any task has ended, at least half the task's age later: the service
+        # is slow, and nothing says how slow).
         backoff = min(opts.max_check_interval, opts.min_check_interval * 1.5 ** (watch.gets - 1))
+        if not self.survival.has_samples:
+            backoff = max(backoff, 0.5 * (now - watch.watched))
         predicted = self.estimator.finish(watch.created, watch.generated)
         self._schedule(watch, max(now + backoff, min(predicted, now + opts.max_check_interval)))
