@@ -193,6 +193,29 @@ async def test_a_conversion_that_fails_keeps_the_output_that_was_paid_for(tmp_pa
         assert emu.stats()["submit_requests"] == 1
 
 
+async def test_tags_that_break_their_format_never_stop_a_paid_batch(tmp_path: Path) -> None:
+    """A FLAC whose METADATA_BLOCK_PICTURE comment is not base64: the input checks pass,
+    every task is charged, and reading its tags raised binascii.Error outside the tag
+    reader's guard, which the download step did not catch: the batch ended in a
+    traceback with none of its 5 outputs written, on every run. Now the picture is left
+    out and the rest carried over."""
+    inputs = []
+    for i in range(5):
+        path = tagged(tmp_path / f"t{i}.flac")
+        flac = FLAC(path)
+        flac["metadata_block_picture"] = ["not base64 at all!"]
+        flac.save()
+        inputs.append(path)
+    requests = [OutpaintRequest(p, tags="x", output_format="same") for p in inputs]
+    async with Emulator(fast_config()) as emu:
+        results = await run(emu, requests, tmp_path / "out")
+    assert [r.error for r in results if not r.ok] == []
+    for result in results:
+        (output,) = result.files
+        assert output.suffix == ".flac"
+        assert read_tags(output).fields["artist"] == FIELDS["artist"]
+
+
 async def test_converted_outputs_with_their_journal_lost_are_not_paid_for_again(
     tmp_path: Path,
 ) -> None:

@@ -38,6 +38,7 @@ from .errors import (
     DeadlineError,
     InsufficientBalanceError,
     OutpaintError,
+    OutputError,
     ProtocolError,
     RateLimitedError,
     TaskClaimed,
@@ -685,7 +686,13 @@ class Engine:
                             format_errors.append(made.kept_as_made)
                 finally:
                     batch.progress.downloading -= 1
-        except OutpaintError as exc:
+        except Exception as exc:  # one output's trouble never stops the batch
+            if not isinstance(exc, OutpaintError):
+                # Something nobody foresaw (a library's own error): the task's, reported on
+                # it; the task stays completed, so the next run downloads it again.
+                log.warning("finishing the outputs of %s failed", row.prediction_id, exc_info=exc)
+                problem = f"its outputs could not be finished ({type(exc).__name__}: {exc})"
+                exc = OutputError(row.output_stem, problem)
             batch.exceptions[row.fingerprint] = exc
             row = journal.update(row, error=str(exc))
             return self._result(request, row, batch)

@@ -403,6 +403,7 @@ class LocalFolder:
     async def make_folder(self, folder: str, *, again: bool = False) -> None:
         if folder in self._made and not again:
             return
+
         def make() -> str:
             os.makedirs(folder, exist_ok=True)
             if self._real_root is None:

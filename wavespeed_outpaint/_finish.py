@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import shutil
 import tempfile
 import uuid
@@ -41,6 +42,8 @@ from .seams import OutputMark, OutputSink
 
 if TYPE_CHECKING:
     from ._api import WaveSpeedAPI
+
+log = logging.getLogger("wavespeed_outpaint.finish")
 
 COPY_CHUNK = 1024 * 1024
 # Read past an object's tags, so that its first audio frames say what it is.
@@ -110,7 +113,6 @@ class Finisher:
             made = Path(
                 await self._api.download(url, LocalFolder(folder, self._writer), service_name)
             )
-            source, tags = await self._describe_input(request)
             converted = folder / ("converted" + PurePosixPath(name).suffix)
             marker: dict[str, object] = {
                 "prediction_id": mark.prediction_id if mark else None,
@@ -119,13 +121,14 @@ class Finisher:
                 "tags": request.tags,
             }
             try:
+                source, tags = await self._describe_input(request)
                 await anyio.to_thread.run_sync(
                     _finish, made, converted, fmt, source, tags, marker, request.title_suffix
                 )
-            except ConversionError as exc:
+            except Exception as exc:  # noqa: BLE001 - whatever it was, the paid audio is kept
                 kept = PurePosixPath(name).with_suffix(output_extension(url))
                 location = await _copy_into(made, sink, str(kept), mark)
-                return Delivered(location, f"kept as the service made it: {exc}")
+                return Delivered(location, f"kept as the service made it: {_why(exc)}")
             return Delivered(await _copy_into(converted, sink, name, mark))
         finally:
             await anyio.to_thread.run_sync(lambda: shutil.rmtree(folder, ignore_errors=True))
@@ -151,6 +154,16 @@ class Finisher:
                 _read_input, io.BytesIO(head), fmt, request.keep_tags
             )
         return SourceAudio(fmt), TrackTags()
+
+
+def _why(exc: Exception) -> str:
+    """Why an output could not be made in its format: a conversion's own words, else the
+    unexpected error's kind and text (a library raising what it does not document, a
+    bad tag, an input that cannot be read any more)."""
+    if isinstance(exc, ConversionError):
+        return str(exc)
+    log.warning("finishing an output failed", exc_info=exc)
+    return f"the output could not be made in its format ({type(exc).__name__}: {exc})"
 
 
 def _read_input(

@@ -46,6 +46,14 @@ T = TypeVar("T")
 
 CLIENT_NAME = "wavespeed-outpaint"
 REDACTED = "[redacted]"
+# The query parameters that make a URL a credential (S3's, Google Cloud's and Azure's
+# signed URLs): their values are redacted from any text kept or shown.
+SIGNED_QUERY = re.compile(
+    r"(?i)\b((?:X-Amz-(?:Signature|Credential|Security-Token)|X-Goog-(?:Signature|Credential)"
+    r"|Signature|sig|AWSAccessKeyId)=)[^&\s\"'<>]+"
+)
+# A quick look for them in an answer's bytes, before its text is scrubbed.
+SIGNED_IN_BODY = re.compile(rb"(?i)(?:signature|credential|security-token|sig|awsaccesskeyid)=")
 
 
 class Policy(enum.Enum):
@@ -58,15 +66,18 @@ class NotSent(TransportError):
 
 
 def redact(text: str, secret: str | None) -> str:
+    """`text` without the key, and without the signature of any signed URL in it."""
+    text = SIGNED_QUERY.sub(rf"\1{REDACTED}", text)
     return text.replace(secret, REDACTED) if secret else text
 
 
-def scrub(data: Any, secret: str) -> Any:
-    """`data` (decoded JSON) with `secret` redacted from every string in it: text the
-    service sends back (an error that echoes a request header) is stored, logged and
-    raised, and must never carry the key."""
+def scrub(data: Any, secret: str | None) -> Any:
+    """`data` (decoded JSON) with `secret` and URL signatures redacted from every string
+    in it: text the service sends back (an error that echoes a request header, or the
+    presigned URL it could not fetch) is stored, logged and raised, and must never carry
+    the key, nor a link that reads the user's bucket."""
     if isinstance(data, str):
-        return data.replace(secret, REDACTED)
+        return redact(data, secret)
     if isinstance(data, list):
         return [scrub(item, secret) for item in data]
     if isinstance(data, dict):
@@ -296,7 +307,7 @@ class Transport:
             doc = json.loads(body) if body else None
         except (json.JSONDecodeError, UnicodeDecodeError):
             doc = None
-        if self._key_bytes is not None and self._key_bytes in body:
+        if (self._key_bytes is not None and self._key_bytes in body) or SIGNED_IN_BODY.search(body):
             doc = self.scrubbed(doc)
         if 200 <= status < 300:
             if not isinstance(doc, dict):
@@ -317,9 +328,9 @@ class Transport:
         )
 
     def scrubbed(self, data: T) -> T:
-        """`data` without the key in any of its text (for bodies that came another way,
-        such as webhooks)."""
-        return scrub(data, self._api_key) if self._api_key else data
+        """`data` without the key or URL signatures in any of its text (also for bodies
+        that came another way, such as webhooks)."""
+        return scrub(data, self._api_key)  # type: ignore[no-any-return]
 
     def error_for(
         self,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 from pathlib import Path
 from typing import IO, Any
 
@@ -20,6 +21,8 @@ from mutagen.id3 import APIC, ID3, TXXX, Frames
 from mutagen.mp3 import MP3
 from mutagen.oggvorbis import OggVorbis
 from mutagen.wave import WAVE
+
+log = logging.getLogger("wavespeed_outpaint.tags")
 
 # The fields carried over, by their Vorbis comment names, and their ID3 frames.
 ID3_FRAMES = {
@@ -79,12 +82,14 @@ def tags_span(head: bytes) -> int:
 
 def read_tags(audio: Path | IO[bytes]) -> TrackTags:
     """The tags of a file, or of an object's first bytes; none when there are none or
-    they cannot be read (a track without tags is not an error)."""
+    they cannot be read (a track without tags is not an error; nor are tags that break
+    their format, which mutagen may answer with any error: a truncated ID3 head, say)."""
     try:
         if not isinstance(audio, Path):
             audio.seek(0)
         found: Any = mutagen.File(audio)
-    except (mutagen.MutagenError, OSError, ValueError, EOFError):
+    except Exception:
+        log.info("the tags of %s cannot be read: none are carried over", audio, exc_info=True)
         return TrackTags()
     tags = getattr(found, "tags", None)
     if isinstance(tags, ID3):
@@ -95,7 +100,10 @@ def read_tags(audio: Path | IO[bytes]) -> TrackTags:
         # FLAC keeps pictures in blocks of their own, OGG in a comment.
         pictures = list(getattr(found, "pictures", ()))
         for encoded in every.get("metadata_block_picture", []):
-            pictures.append(Picture(base64.b64decode(encoded)))
+            try:
+                pictures.append(Picture(base64.b64decode(encoded, validate=True)))
+            except Exception:  # noqa: BLE001 - not base64, or not a picture block
+                log.info("a cover picture that cannot be read is left out")
         return TrackTags(comments, _front(pictures))
     return TrackTags()
 

@@ -262,8 +262,9 @@ class EmulatorApp:
         try:
             async with self._http.get(url, timeout=aiohttp.ClientTimeout(total=30)) as response:
                 if response.status != 200:
+                    # Quoting the URL, signature and all, as real fetch errors do.
                     why = " (an expired or wrongly signed URL)" if response.status == 403 else ""
-                    return None, f"the audio URL answered HTTP {response.status}{why}"
+                    return None, f"the audio URL {url} answered HTTP {response.status}{why}"
                 received = bytearray()
                 async for chunk in response.content.iter_chunked(CHUNK):
                     received += chunk
