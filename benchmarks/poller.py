@@ -159,21 +159,24 @@ def lag_figures(tasks: list[dict[str, Any]], prefix: str = "") -> dict[str, Any]
     }
 
 
-def speed_child(client: str, generated: float, speed: float, count: int) -> dict[str, Any]:
+def speed_child(
+    client: str, generated: float, speed: float, count: int, in_flight: int
+) -> dict[str, Any]:
     model = TimeModel(time_scale=speed, base_seconds=0.0, jitter=0.2)
-    run = run_client(client, model, count, SPEED_IN_FLIGHT, generated)
-    ideal = ideal_makespan([t["duration"] for t in run.tasks], SPEED_IN_FLIGHT, None, "fifo")
+    run = run_client(client, model, count, in_flight, generated)
+    ideal = ideal_makespan([t["duration"] for t in run.tasks], in_flight, None, "fifo")
     limit = ideal + (run.tasks[0]["created"] - run.meter.start if run.tasks else 0.0)
     task_s = generated * speed
     row = {
         "extension_s": generated,
         "work_per_s": speed,
         "task_s": task_s,
+        "in_flight": in_flight,
         "client": client,
         **run.figures(count),
         "limit_s": limit,
         "wall_over_limit": run.meter.wall / limit,
-        **lag_figures(run.tasks[:SPEED_IN_FLIGHT], "first_wave_"),
+        **lag_figures(run.tasks[:in_flight], "first_wave_"),
     }
     row["lag_share"] = (row["lag_mean_s"] or 0.0) / task_s
     row["p95_share"] = (row["lag_p95_s"] or 0.0) / task_s
@@ -185,6 +188,7 @@ SPEED_COLUMNS = [
     ("work_per_s", "work s / s"),
     ("task_s", "task s"),
     ("tasks", "tasks"),
+    ("in_flight", "in flight"),
     ("client", "client"),
     ("completed", "completed"),
     ("wall_over_limit", "wall / limit"),
@@ -383,20 +387,30 @@ def run_matrix(args: argparse.Namespace, clients: list[str]) -> list[dict[str, A
 
 def run_speeds(args: argparse.Namespace, clients: list[str]) -> list[dict[str, Any]]:
     speeds = [float(x) for x in args.speeds.split(",")]
+    batches = [(generated, count, SPEED_IN_FLIGHT) for generated, count in SPEED_BATCHES]
+    if args.wave:  # one wave of that many tasks, of each length
+        batches = [(generated, args.wave, args.wave) for generated in (30.0, 240.0)]
     rows = []
-    for generated, count in SPEED_BATCHES:
+    for generated, count, in_flight in batches:
         if args.extensions and generated not in [float(x) for x in args.extensions.split(",")]:
             continue
         for speed in speeds:
             for client in clients:
                 started = time.time()
                 row = row_from_child(
-                    __file__, "speed", client, str(generated), str(speed), str(args.tasks or count)
+                    __file__,
+                    "speed",
+                    client,
+                    str(generated),
+                    str(speed),
+                    str(args.tasks or count),
+                    str(in_flight),
                 )
                 rows.append(row)
                 print(
                     f"+{generated:g} s at {speed:g} s/s ({row['task_s']:g} s tasks), "
-                    f"{row['tasks']} tasks, {client}: {time.time() - started:.0f} s; "
+                    f"{row['tasks']} tasks at {in_flight}, {client}: "
+                    f"{time.time() - started:.0f} s; "
                     f"wall/limit {row['wall_over_limit']:.2f}, lag mean "
                     f"{row['lag_mean_s']:.3f} p95 {row['lag_p95_s']:.3f} s "
                     f"({100 * row['lag_share']:.1f}% / {100 * row['p95_share']:.1f}% of a task), "
@@ -467,8 +481,9 @@ def child(kind: str, *args: str) -> dict[str, Any]:
         client, model_name, count, in_flight = args
         return matrix_child(client, model_name, int(count), int(in_flight))
     if kind == "speed":
-        client, generated, speed, count = args
-        return speed_child(client, float(generated), float(speed), int(count))
+        client, generated, speed, count, *given = args
+        flight = int(given[0]) if given else SPEED_IN_FLIGHT
+        return speed_child(client, float(generated), float(speed), int(count), flight)
     if kind == "rerun":
         generated, speed, count = args
         return rerun_child(float(generated), float(speed), int(count))
@@ -492,6 +507,9 @@ def main() -> None:
         help="speeds cells: seconds of work a generated second (comma-separated)",
     )
     parser.add_argument("--extensions", help="speeds cells: only these (comma-separated)")
+    parser.add_argument(
+        "--wave", type=int, help="speeds cells: one wave of this many tasks, all in flight"
+    )
     parser.add_argument("--calls", type=int, default=20, help="backend cells: calls a caller")
     parser.add_argument(
         "--clients", default=",".join(CLIENTS), help="comma-separated; default: all three"

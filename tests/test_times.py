@@ -10,7 +10,7 @@ import pytest
 from conftest import MakeTrack, fast_client, fast_config
 
 from wavespeed_outpaint import OutpaintClient, OutpaintRequest
-from wavespeed_outpaint._times import FILE_NAME, TaskTimes
+from wavespeed_outpaint._times import FILE_NAME, TaskTimes, service_key
 from wavespeed_outpaint.emulator import Emulator
 from wavespeed_outpaint.models import MODEL_ID
 
@@ -45,7 +45,8 @@ async def test_a_second_client_on_the_same_journal_starts_from_the_learned_times
             ):
                 assert result.ok
             assert blind_looks(first) > 0
-        kept = TaskTimes(journal).recall(MODEL_ID)
+        key = service_key(MODEL_ID, emu.base_url)
+        kept = TaskTimes(journal).recall(key)
         assert list(kept) == [2.0]
         assert len(kept[2.0]) >= 8
 
@@ -56,7 +57,7 @@ async def test_a_second_client_on_the_same_journal_starts_from_the_learned_times
                 assert result.ok
             # Its first wave was looked for from the journal's times, not blind.
             assert blind_looks(second) == 0
-        assert len(TaskTimes(journal).recall(MODEL_ID)[2.0]) > len(kept[2.0])
+        assert len(TaskTimes(journal).recall(key)[2.0]) > len(kept[2.0])
 
 
 async def test_a_restarted_web_backend_starts_from_its_state_folder(
@@ -88,7 +89,7 @@ async def test_nothing_is_kept_when_asked_not_to(make_audio: MakeTrack, tmp_path
         ):
             assert result.ok
     assert not state.exists()
-    assert TaskTimes(journal).recall(MODEL_ID) == {}
+    assert TaskTimes(journal).recall(service_key(MODEL_ID, emu.base_url)) == {}
 
 
 async def test_an_unreadable_state_file_costs_a_warning_not_the_task(
@@ -103,6 +104,13 @@ async def test_an_unreadable_state_file_costs_a_warning_not_the_task(
             result = await client.outpaint(requests(source, 0, 1)[0], tmp_path / "out")
     assert result.ok
     assert "cannot read the task times" in caplog.text
+
+
+def test_times_are_kept_per_service() -> None:
+    # The emulator's quick tasks say nothing of the real service's.
+    assert service_key(MODEL_ID, "http://127.0.0.1:8123") != service_key(
+        MODEL_ID, "https://api.wavespeed.ai"
+    )
 
 
 def test_each_length_keeps_its_newest_times_only(tmp_path: Path) -> None:

@@ -22,12 +22,13 @@ import sqlite3
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from urllib.parse import urlsplit
 
 log = logging.getLogger("wavespeed_outpaint.times")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS task_times (
-    model      TEXT NOT NULL,
+    model      TEXT NOT NULL,   -- the model, and the service's host (`service_key`)
     generated  REAL NOT NULL,   -- seconds of audio the task generated
     seconds    REAL NOT NULL,   -- from its creation to its end, as the poller placed it
     ended_at   REAL NOT NULL    -- when it was seen to end (Unix time)
@@ -45,6 +46,12 @@ def default_state_dir() -> Path:
     """`$XDG_STATE_HOME/wavespeed-outpaint`, else `~/.local/state/wavespeed-outpaint`."""
     state = os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state"
     return Path(state) / "wavespeed-outpaint"
+
+
+def service_key(model: str, base_url: str) -> str:
+    """Times are kept per model and per service (its host and port): the emulator's
+    quick tasks say nothing of the real service's."""
+    return f"{model}@{urlsplit(base_url).netloc}"
 
 
 def generated_key(generated: float) -> float:

@@ -36,7 +36,7 @@ from ._http import Transport
 from ._identity import FileFacts
 from ._journal import Journal
 from ._s3 import ObjectPrefix, ObjectStores, is_object_url
-from ._times import FILE_NAME, TaskTimes, default_state_dir
+from ._times import FILE_NAME, TaskTimes, default_state_dir, service_key
 from .errors import ConfigurationError
 from .models import (
     MODEL_ID,
@@ -124,6 +124,7 @@ class OutpaintClient:
         self._task_group: TaskGroup | None = None
         # What the poller learned of the service's times, kept for the next client.
         self._times: TaskTimes | None = None
+        self._times_key = service_key(MODEL_ID, self.base_url)
         if options.remember_task_times:
             state = expand_path(options.state_dir) if options.state_dir else default_state_dir()
             self._times = TaskTimes(state / FILE_NAME)
@@ -146,7 +147,9 @@ class OutpaintClient:
         self._journal = Journal(None)  # outpaint() calls without a journal of their own
         self._engine.attach(self._journal)
         if self._times is not None:
-            self._engine.poller.recall(await anyio.to_thread.run_sync(self._times.recall, MODEL_ID))
+            self._engine.poller.recall(
+                await anyio.to_thread.run_sync(self._times.recall, self._times_key)
+            )
         # Every background task (the shared poller, batches) lives in this group, and
         # leaving the client cancels and awaits them all.
         self._task_group = anyio.create_task_group()
@@ -172,7 +175,7 @@ class OutpaintClient:
             if self._times is not None and self._engine is not None:
                 with anyio.CancelScope(shield=True):
                     learned = self._engine.poller.learned()
-                    await anyio.to_thread.run_sync(self._times.keep, MODEL_ID, learned)
+                    await anyio.to_thread.run_sync(self._times.keep, self._times_key, learned)
             if self._journal is not None:
                 self._journal.close()
                 self._journal = None
@@ -304,7 +307,7 @@ class OutpaintClient:
             times = TaskTimes(batch_journal.path) if batch_journal.path else None
         learned_before = engine.poller.learned_total
         if times is not None:
-            engine.poller.recall(await anyio.to_thread.run_sync(times.recall, MODEL_ID))
+            engine.poller.recall(await anyio.to_thread.run_sync(times.recall, self._times_key))
         batch = BatchState(
             batch_journal,
             sink,
@@ -332,7 +335,7 @@ class OutpaintClient:
             if times is not None:
                 learned = engine.poller.learned(learned_before)
                 with anyio.CancelScope(shield=True):
-                    await anyio.to_thread.run_sync(times.keep, MODEL_ID, learned)
+                    await anyio.to_thread.run_sync(times.keep, self._times_key, learned)
         if batch.fatal is not None:
             raise batch.fatal
 
