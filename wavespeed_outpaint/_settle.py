@@ -34,6 +34,11 @@ log = logging.getLogger("wavespeed_outpaint.settle")
 # How long an id forgotten by its store stays known: far longer than any submit's window
 # (its read time-out, plus the clock's uncertainty and the settle grace).
 REMEMBER_SEEN = 3600.0
+# Absence is concluded only if nothing of this model that no other submit explains was
+# created this near the submit's window: the clock estimate's few seconds trust that
+# `created_at` and the `Date` header share a clock, which an API edge and a database on
+# two machines need not.
+ABSENCE_WINDOW = 60.0
 
 
 class ListAPI(Protocol):
@@ -193,8 +198,11 @@ class Settler:
                 # A window on a guessed offset may miss the task: absent is not proven.
                 return Settlement(Outcome.AMBIGUOUS)
             # Had this submit created a task, nobody could have its id: it would be here.
-            conclusive = time.time() >= submit.ends_at + self._grace
-            return Settlement(Outcome.ABSENT) if conclusive else None
+            if time.time() < submit.ends_at + self._grace:
+                return None
+            if await self._unexplained_near(submit, start, end, known):
+                return Settlement(Outcome.AMBIGUOUS)  # never sent again on a guess
+            return Settlement(Outcome.ABSENT)
         # The open submits whose windows chain to this one's, and every unseen
         # prediction in their joint window: who could have created which.
         cluster = self._cluster(submit)
@@ -215,6 +223,35 @@ class Settler:
             "found" if owner else "ambiguous",
         )
         return self._adopt(owner) if owner is not None else Settlement(Outcome.AMBIGUOUS)
+
+    async def _unexplained_near(
+        self, submit: OpenSubmit, start: float, end: float, known: set[str]
+    ) -> bool:
+        """Whether a prediction of this model, unseen, was created within `ABSENCE_WINDOW`
+        of the submit's window that neither says it was asked something else nor falls
+        in another open submit's window: it may be this submit's, on another clock."""
+        others = [
+            self.clock.server_window(o.sent_at, o.ends_at)
+            for o in self._open_submits()
+            if o.key != submit.key
+        ]
+        for p in await self._window(start - ABSENCE_WINDOW, end + ABSENCE_WINDOW):
+            if p.id in known or _foreign(p):
+                continue
+            asked = p.raw.get("input")
+            if isinstance(asked, dict):
+                if _same_input(asked, submit.payload):
+                    return True
+                continue
+            created = p.created_at.timestamp() if p.created_at else None
+            if created is None or not any(low <= created <= high for low, high in others):
+                log.warning(
+                    "a prediction nobody owns (%s) was created near a lost submit: not sent "
+                    "again (the service's clocks may disagree)",
+                    p.id,
+                )
+                return True
+        return False
 
     def _cluster(self, submit: OpenSubmit) -> list[tuple[OpenSubmit, float, float]]:
         """This submit and the open ones whose windows overlap it, directly or in a chain."""

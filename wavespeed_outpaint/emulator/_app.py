@@ -121,7 +121,8 @@ class EmulatorApp:
 
     async def _date_header(self, request: web.Request, response: web.StreamResponse) -> None:
         """Every answer's `Date`, on the service's clock."""
-        response.headers["Date"] = formatdate(time.time() + self.config.clock_offset, usegmt=True)
+        now = time.time() + self.config.clock_offset + self.config.date_offset
+        response.headers["Date"] = formatdate(now, usegmt=True)
 
     async def _on_startup(self, app: web.Application) -> None:
         self._http = aiohttp.ClientSession(

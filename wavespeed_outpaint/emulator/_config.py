@@ -131,6 +131,9 @@ class EmulatorConfig:
     # Seconds the service's clock runs ahead of the machine's (negative: behind): in
     # `created_at`, the list's time filters and every answer's `Date` header.
     clock_offset: float = 0.0
+    # Seconds the `Date` header's clock runs ahead of the one `created_at` comes from (an
+    # API edge and a database on machines whose clocks disagree).
+    date_offset: float = 0.0
     faults: Faults = attrs.field(factory=Faults)
 
     @classmethod
