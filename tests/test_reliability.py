@@ -8,6 +8,7 @@ import math
 import resource
 import shutil
 import signal
+import struct
 from pathlib import Path
 
 import anyio
@@ -25,7 +26,7 @@ from wavespeed_outpaint import (
     TaskFailedError,
     ValidationError,
 )
-from wavespeed_outpaint._audio import DEFAULT_MAX_UPLOAD_BYTES
+from wavespeed_outpaint._audio import DEFAULT_MAX_UPLOAD_BYTES, AudioProblem, probe_audio
 from wavespeed_outpaint._identity import FileFacts
 from wavespeed_outpaint._plan import PlanError, from_manifest
 from wavespeed_outpaint.emulator import Emulator, Faults
@@ -333,3 +334,25 @@ async def test_a_service_that_echoes_the_key_back_does_not_leak_it(
     texts = [str(info.value), caplog.text, *(repr(r) + str(r.exception) for r in results)]
     assert all(SECRET_KEY not in text for text in texts)
     assert SECRET_KEY.encode() not in (tmp_path / "j.sqlite").read_bytes()
+
+
+@pytest.mark.parametrize(
+    "junk", [b"ID3\x04\x00\x00\x7f\x7f\x7f\x7f" + bytes(20), b"ID3\x09\x09\x00\x00\x00\x00\x05bad"]
+)
+def test_a_wav_whose_tag_chunk_is_garbage_is_taken_by_its_audio(
+    junk: bytes, make_audio: MakeTrack
+) -> None:
+    # It was refused as "header is broken ()", with an empty reason.
+    path = make_audio("a.wav", seconds=1.0)
+    data = bytearray(path.read_bytes())
+    data += b"id3 " + struct.pack("<I", len(junk)) + junk
+    struct.pack_into("<I", data, 4, len(data) - 8)
+    path.write_bytes(bytes(data))
+    assert probe_audio(path).duration == pytest.approx(1.0)
+
+
+def test_a_broken_header_always_says_why(tmp_path: Path) -> None:
+    path = tmp_path / "a.wav"
+    path.write_bytes(b"RIFF\x10\x00\x00\x00WAVEfmt ")
+    with pytest.raises(AudioProblem, match=r"header is broken \(.+\)"):
+        probe_audio(path)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import os
 import stat as stat_module
+import struct
 from typing import Any
 
 import attrs
@@ -145,6 +146,29 @@ class _Window(io.RawIOBase):
         return end - start
 
 
+def _riff_seconds(path: str) -> float | None:
+    """A WAV's length from its own `fmt ` and `data` chunks, whatever its other chunks
+    hold; None if those two cannot be read."""
+    try:
+        with open(path, "rb") as f:
+            if f.read(12)[8:] != b"WAVE":
+                return None
+            byte_rate = data = None
+            while (header := f.read(8)) and len(header) == 8 and None in (byte_rate, data):
+                kind, size = header[:4], struct.unpack("<I", header[4:])[0]
+                if kind == b"fmt ":
+                    byte_rate = struct.unpack("<I", f.read(16)[8:12])[0]
+                    f.seek(size - 16 + size % 2, os.SEEK_CUR)
+                elif kind == b"data":
+                    data = size
+                    f.seek(size + size % 2, os.SEEK_CUR)
+                else:
+                    f.seek(size + size % 2, os.SEEK_CUR)
+    except (OSError, struct.error):
+        return None
+    return data / byte_rate if byte_rate and data else None
+
+
 def _read_header(head: bytes, size: int, source: str | io.RawIOBase) -> AudioInfo:
     if size == 0:
         raise AudioProblem("the file is empty")
@@ -154,10 +178,16 @@ def _read_header(head: bytes, size: int, source: str | io.RawIOBase) -> AudioInf
             "the content is not MP3, WAV or FLAC audio (the file's name does not matter)"
         )
     try:
-        info = _READERS[fmt](source).info  # type: ignore[no-untyped-call]
+        duration = float(getattr(_READERS[fmt](source).info, "length", 0.0) or 0.0)  # type: ignore[no-untyped-call]
     except (mutagen.MutagenError, ValueError, ZeroDivisionError) as exc:
-        raise AudioProblem(f"looks like {fmt.upper()} but its header is broken ({exc})") from None
-    duration = float(getattr(info, "length", 0.0) or 0.0)
+        # A WAV's tags (an `id3 ` chunk) may be broken where its audio is not.
+        riff = _riff_seconds(source) if fmt == "wav" and isinstance(source, str) else None
+        if riff is None:
+            why = str(exc) or type(exc).__name__
+            raise AudioProblem(
+                f"looks like {fmt.upper()} but its header is broken ({why})"
+            ) from None
+        duration = riff
     if duration <= 0:
         raise AudioProblem(f"the {fmt.upper()} file holds no audio")
     if duration > MAX_AUDIO_SECONDS:
