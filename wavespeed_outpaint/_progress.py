@@ -16,6 +16,7 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.table import Column
 
 from .models import BatchProgress
 
@@ -32,6 +33,19 @@ def _summary(p: BatchProgress, total: int, started: float) -> str:
     )
 
 
+def _counts(p: BatchProgress) -> str:
+    """The live counts, short enough for 100 columns beside the bar and the times (what
+    is nought of downloads and failures is left out)."""
+    parts = [f"{p.submitted} sent", f"{p.processing} running"]
+    if p.downloading:
+        parts.append(f"{p.downloading} downloading")
+    parts.append(f"{p.completed} ok")
+    if p.failed + p.unknown:
+        parts.append(f"{p.failed + p.unknown} failed")
+    parts.append(f"${p.charged_usd:.4f}")
+    return " · ".join(parts)
+
+
 async def show(
     progress: BatchProgress, total: int, *, quiet: bool, stream: TextIO | None = None
 ) -> None:
@@ -44,30 +58,37 @@ async def show(
         while True:
             await anyio.sleep(PLAIN_EVERY)
             print(_summary(progress, total, started), file=out, flush=True)
+    console = Console(file=out)
+    # The other columns keep their width (about 46 columns); the counts get what is left,
+    # their end cut on a narrow terminal (the times were cut to "0:0…" at 100 columns).
+    counts_width = max(10, console.width - 46 - 2 * len(str(total)))
     bar = Progress(
         TextColumn("[bold]outpaint"),
-        BarColumn(),
+        BarColumn(bar_width=16),
         MofNCompleteColumn(),
-        TextColumn("{task.fields[counts]}"),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
-        console=Console(file=out),
+        TextColumn(
+            "{task.fields[counts]}",
+            table_column=Column(max_width=counts_width, no_wrap=True, overflow="ellipsis"),
+        ),
+        console=console,
         transient=False,
     )
     task = bar.add_task("batch", total=total, counts="")
+
+    def draw() -> None:
+        p = progress
+        bar.update(
+            task,
+            completed=p.finished,
+            counts=_counts(p),
+        )
+
     with bar:
         try:
             while True:
-                p = progress
-                bar.update(
-                    task,
-                    completed=p.finished,
-                    counts=(
-                        f"submitted {p.submitted} · processing {p.processing} · "
-                        f"downloading {p.downloading} · "
-                        f"done {p.completed} · failed {p.failed + p.unknown} · ${p.charged_usd:.4f}"
-                    ),
-                )
+                draw()
                 await anyio.sleep(0.25)
         finally:
-            bar.update(task, completed=progress.finished)
+            draw()  # the last frame shows the last counts, not those of a quarter second ago
