@@ -486,3 +486,21 @@ def test_the_command_line_will_not_send_local_files_to_a_cluster(
     code = main([*args, "--api-key", "k", "--base-url", "http://127.0.0.1:9"])
     assert code == 2
     assert "workers on other nodes cannot read" in capsys.readouterr().err
+
+
+def test_skip_bad_inputs_runs_the_rest_and_lists_what_was_left_out(
+    library: Path, tmp_path: Path
+) -> None:
+    # One file in a library of many is not audio: the whole run was refused, and a bulk
+    # user had to find and remove it first. (Without the flag it still is: exit 2.)
+    (library / "notes.wav").write_text("not audio at all")
+    refused = run_cli(*library_run(library), "--emulator", cwd=tmp_path)
+    assert refused.returncode == 2
+    done = run_cli(*library_run(library), "--emulator", "--json", "--skip-bad-inputs", cwd=tmp_path)
+    assert done.returncode == 1, done.stderr  # not everything asked for was done
+    doc = json.loads(done.stdout)
+    assert (doc["completed"], doc["total"]) == (4, 4)
+    (left,) = doc["left_out"]
+    assert "notes.wav" in left
+    assert "not MP3, WAV or FLAC" in left
+    assert "left out (--skip-bad-inputs)" in done.stderr

@@ -28,10 +28,12 @@ PAID_STATES = {State.SUBMITTING, State.SUBMITTED, State.COMPLETED, State.DOWNLOA
 
 
 class PlanError(Exception):
-    """One or more inputs cannot be run; `problems` lists each, ready to print."""
+    """One or more inputs cannot be run; `problems` lists each, ready to print, and
+    `planned` holds the inputs that can (what `--skip-bad-inputs` runs)."""
 
-    def __init__(self, problems: list[str]) -> None:
+    def __init__(self, problems: list[str], planned: Sequence[Planned] = ()) -> None:
         self.problems = problems
+        self.planned = list(planned)
         super().__init__("\n".join(problems))
 
 
@@ -137,7 +139,7 @@ def from_inputs(
         else:
             problems.append(f"{text}: no such file or folder")
     if problems:
-        raise PlanError(problems)
+        raise PlanError(problems, tasks)
     return tasks
 
 
@@ -197,7 +199,7 @@ def from_manifest(
         except TypeError as exc:
             problems.append(f"{where}: {exc}")
     if problems:
-        raise PlanError(problems)
+        raise PlanError(problems, tasks)
     if not tasks:
         raise PlanError([f"{manifest}: no requests in it"])
     return tasks
@@ -215,6 +217,8 @@ class Plan:
     new_cost_usd: float  # what the tasks to run will charge (those not sent before)
     paid_before: int  # tasks an earlier run already sent
     generated_seconds: float  # by the tasks to run
+    # Inputs left out, each with why (--skip-bad-inputs; else they refuse the run).
+    left_out: list[str] = attrs.field(factory=list)
 
     @property
     def to_run(self) -> int:

@@ -63,7 +63,7 @@ def run_on_ray(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_INTERRUPTED
-    doc = report.document(held_back=plan.held_back, cost_usd=cost)
+    doc = report.document(held_back=plan.held_back, cost_usd=cost, left_out=plan.left_out)
     print_report(args, doc)
     return outcome(doc)
 

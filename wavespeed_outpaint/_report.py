@@ -83,7 +83,10 @@ class Report:
     def received(self) -> int:
         return self._counts["done"]
 
-    def document(self, *, held_back: int, cost_usd: float) -> dict[str, Any]:
+    def document(
+        self, *, held_back: int, cost_usd: float, left_out: list[str] | None = None
+    ) -> dict[str, Any]:
+        """`left_out`: inputs --skip-bad-inputs left out, each with why (not in `total`)."""
         counts = self._counts
         return {
             "total": counts["done"] + held_back,
@@ -95,6 +98,7 @@ class Report:
             "format_kept": counts["format_kept"],
             "generated_seconds": self._generated_seconds,
             "cost_usd": round(cost_usd, 6),
+            "left_out": list(left_out or []),
             "items": self._items,
         }
 
@@ -115,6 +119,12 @@ def print_table(doc: dict[str, Any], out: TextIO) -> None:
                 item["input"], item["status"], item["prediction_id"] or "-", item["error"] or ""
             )
         console.print(table)
+    if doc["left_out"]:
+        left = Table(title="Left out (--skip-bad-inputs)", show_header=False)
+        left.add_column("input and why", overflow="fold")
+        for problem in doc["left_out"]:
+            left.add_row(problem)
+        console.print(left)
     # A row per figure: eight columns side by side do not fit an 80-column terminal.
     summary = Table(title="Summary", show_header=False)
     summary.add_column("figure")
@@ -126,6 +136,7 @@ def print_table(doc: dict[str, Any], out: TextIO) -> None:
         ("unknown", str(doc["unknown"])),
         ("skipped (done before)", str(doc["skipped"])),
         ("held back (--max-cost)", str(doc["held_back"])),
+        ("left out (bad input)", str(len(doc["left_out"]))),
         ("in the service's format (not converted)", str(doc["format_kept"])),
         ("seconds generated", f"{doc['generated_seconds']:g}"),
         ("charged", f"${doc['cost_usd']:.4f}"),

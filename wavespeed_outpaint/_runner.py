@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import attrs
 
 from ._files import is_marked
 from ._identity import FileFacts
@@ -126,6 +127,8 @@ def service(args: argparse.Namespace) -> tuple[str, str | None]:
 
 
 async def check_money(args: argparse.Namespace, client: OutpaintClient, plan: Plan) -> None:
+    for problem in plan.left_out:
+        print(f"left out (--skip-bad-inputs): {problem}", file=sys.stderr)
     # What the whole batch would cost first, then what the cap lets through.
     say(
         args,
@@ -199,7 +202,15 @@ async def make_plan(
         if not is_object_url(args.out) and not args.new_journal:
             # (In a bucket, outputs carry their mark: a run recognises them itself.)
             check_journal_is_not_lost(journal, expand_path(args.out))
-        return budget(plan_tasks(args, files, objects), journal, args.max_cost, files)
+        left_out: list[str] = []
+        try:
+            planned = plan_tasks(args, files, objects)
+        except PlanError as exc:
+            if not args.skip_bad_inputs or not exc.planned:
+                raise
+            planned, left_out = exc.planned, exc.problems
+        plan = budget(planned, journal, args.max_cost, files)
+        return attrs.evolve(plan, left_out=left_out)
 
     # Reading a library's headers and hashing it takes a while: off the event loop, so
     # Ctrl-C stops the run at once (the worker thread is left to finish on its own).
@@ -257,7 +268,9 @@ async def run_batch(args: argparse.Namespace) -> int:
         # Refused before anything was sent (the journal is another run's, --out cannot
         # be written): a usage error, like bad input.
         raise UsageError(f"{stopped} (nothing was sent)")
-    doc = report.document(held_back=plan.held_back, cost_usd=progress.charged_usd)
+    doc = report.document(
+        held_back=plan.held_back, cost_usd=progress.charged_usd, left_out=plan.left_out
+    )
     if args.report:
         from .review import write_review_page
 
@@ -287,7 +300,7 @@ def print_report(args: argparse.Namespace, doc: dict[str, Any]) -> None:
 
 def outcome(doc: dict[str, Any]) -> int:
     """The exit code of a batch that ran to its end, from its report."""
-    if doc["completed"] != doc["total"] - doc["held_back"]:
+    if doc["completed"] != doc["total"] - doc["held_back"] or doc["left_out"]:
         return EXIT_FAILED
     return EXIT_HELD_BACK if doc["held_back"] else EXIT_OK
 

@@ -218,6 +218,12 @@ def _run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "known to it: their tasks are paid for again)",
     )
     p.add_argument(
+        "--skip-bad-inputs",
+        action="store_true",
+        help="run the inputs that can be run and list the others with why (in the report and "
+        "--json's left_out; the run then exits 1), instead of refusing the whole run",
+    )
+    p.add_argument(
         "--retry-failed",
         action="store_true",
         help="submit again the tasks that failed in an earlier run with this journal",
