@@ -664,3 +664,36 @@ async def test_a_url_signed_anew_is_the_same_task_when_the_request_names_its_key
         assert emu.stats()["submit_requests"] == 1
     with pytest.raises(ValidationError, match="key"):
         OutpaintRequest(url, tags="x", key=" ")
+
+
+async def test_byte_identical_inputs_are_paid_once_and_delivered_to_each_name(
+    make_audio: MakeTrack, tmp_path: Path
+) -> None:
+    """An album's tracks again on a compilation: the same bytes under two folders and
+    names. One task each pair (paid once), and every input's output at its own name: the
+    second input's was never written and its result listed the first's file."""
+    album = [make_audio(f"lib/album/t{i}.wav", seconds=0.5, seed=i) for i in range(3)]
+    compilation = []
+    for i, track in enumerate(album):
+        copy = tmp_path / "lib" / "best of" / f"{i:02d} hit.wav"
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        copy.write_bytes(track.read_bytes())
+        compilation.append(copy)
+    out, journal = tmp_path / "out", tmp_path / "j.sqlite"
+    requests = [
+        (OutpaintRequest(p, tags="x"), str(p.relative_to(tmp_path / "lib").with_suffix("")))
+        for p in album + compilation
+    ]
+    async with Emulator(fast_config()) as emu:
+        for run in range(2):  # the second run finds everything in place
+            async with fast_client(emu) as client:
+                results = [r async for r in client.outpaint_many(requests, out, journal=journal)]
+            assert all(r.ok for r in results), [r.error for r in results]
+            by_name = {r.request.audio: r for r in results}
+            for request, name in requests:
+                (written,) = by_name[request.audio].files
+                assert written == out / f"{name}.wav"
+                assert written.is_file()
+            if run == 1:
+                assert all(r.skipped for r in results)
+        assert emu.stats()["tasks_created"] == 3

@@ -362,7 +362,7 @@ class Engine:
             await running.done.wait()
             if running.result is None:
                 return None
-            return attrs.evolve(running.result, request=request)
+            return await self._twin(request, stem, fp, running.result, batch)
         shared = self._driving[fp] = _Shared()
         try:
             stems: tuple[str, ...] = ()
@@ -372,12 +372,58 @@ class Engine:
             payload = request.payload("") | {"audio": None}
             row = journal.add(fp, payload, str(request.audio), request.cost_usd, stems)
             shared.result = await self._drive(request, row, content_hash, batch, sent)
+            if shared.result is not None and stems and row.output_stem not in stems:
+                # The journal's record is another input's (the same audio by another name).
+                return await self._twin(request, stem, fp, shared.result, batch)
             return shared.result
         finally:
             del self._driving[fp]
             shared.done.set()
             if batch.forget is not None:
                 self._forget(batch.forget, fp, shared.result)
+
+    async def _twin(
+        self,
+        request: OutpaintRequest,
+        stem: str | None,
+        fp: str,
+        result: OutpaintResult,
+        batch: BatchState,
+    ) -> OutpaintResult:
+        """The result of a task that another input paid for (byte-identical audio under
+        another name, an album's track on a compilation): its outputs go to this input's
+        own name as well, in this input's own format, and nothing is charged again."""
+        mine = attrs.evolve(result, request=request)
+        if batch.sink is None:
+            return mine
+        # (The record as it is: `add` creates nothing for a fingerprint it holds.)
+        payload = request.payload("") | {"audio": None}
+        row = batch.journal.add(fp, payload, str(request.audio), request.cost_usd)
+        if row.state != State.DOWNLOADED:
+            return mine
+        wanted = checked_stem(stem) if stem else default_stem(request)
+        if wanted == row.output_stem:
+            return mine
+        twin = attrs.evolve(row, output_stem=wanted)
+        known = await _marked_outputs(request, twin, batch.sink)
+        if known is not None:  # delivered by a run before
+            locations = known[1]
+            return attrs.evolve(
+                mine, skipped=True, files=_paths(locations), locations=tuple(locations)
+            )
+        try:
+            paths, kept = await self._deliver(request, twin, batch)
+        except Exception as exc:  # the first input's outputs stand; this copy failed alone
+            if not isinstance(exc, OutpaintError):
+                log.warning("a copy of the outputs of %s failed", row.prediction_id, exc_info=exc)
+            return attrs.evolve(mine, error=str(exc), exception=exc, files=(), locations=())
+        return attrs.evolve(
+            mine,
+            skipped=False,
+            files=_paths(paths),
+            locations=tuple(paths),
+            format_error="; ".join(kept) or None,
+        )
 
     def _forget(
         self, forget: Callable[[str], None], fp: str, result: OutpaintResult | None
@@ -665,40 +711,49 @@ class Engine:
     async def _download(
         self, request: OutpaintRequest, row: TaskRow, batch: BatchState
     ) -> OutpaintResult:
-        journal, sink = batch.journal, batch.sink
-        assert sink is not None
-        assert row.output_stem is not None
-        format_errors: list[str] = []
+        journal = batch.journal
         try:
-            names = delivered_names(request, row.output_stem, row.outputs)
-            mark = OutputMark(row.fingerprint, row.prediction_id or "", row.outputs)
-            async with self._downloads:
-                batch.progress.downloading += 1
-                try:
-                    paths = []
-                    for url, (name, fmt) in zip(row.outputs, names, strict=True):
-                        if fmt is None:
-                            paths.append(await self._api.download(url, sink, name, mark))
-                            continue
-                        made = await self.finisher.deliver(url, sink, name, fmt, mark, request)
-                        paths.append(made.location)
-                        if made.kept_as_made:
-                            format_errors.append(made.kept_as_made)
-                finally:
-                    batch.progress.downloading -= 1
+            paths, format_errors = await self._deliver(request, row, batch)
         except Exception as exc:  # one output's trouble never stops the batch
             if not isinstance(exc, OutpaintError):
                 # Something nobody foresaw (a library's own error): the task's, reported on
                 # it; the task stays completed, so the next run downloads it again.
                 log.warning("finishing the outputs of %s failed", row.prediction_id, exc_info=exc)
                 problem = f"its outputs could not be finished ({type(exc).__name__}: {exc})"
-                exc = OutputError(row.output_stem, problem)
+                exc = OutputError(row.output_stem or str(request.audio), problem)
             batch.exceptions[row.fingerprint] = exc
             row = journal.update(row, error=str(exc))
             return self._result(request, row, batch)
         row = journal.update(row, state=State.DOWNLOADED, files=paths, error=None)
         result = self._result(request, row, batch)
         return attrs.evolve(result, format_error="; ".join(format_errors) or None)
+
+    async def _deliver(
+        self, request: OutpaintRequest, row: TaskRow, batch: BatchState
+    ) -> tuple[list[str], list[str]]:
+        """The task's outputs under `row.output_stem` in the sink, in the request's format;
+        where each landed, and why any was kept as the service made it."""
+        sink = batch.sink
+        assert sink is not None
+        assert row.output_stem is not None
+        names = delivered_names(request, row.output_stem, row.outputs)
+        mark = OutputMark(row.fingerprint, row.prediction_id or "", row.outputs)
+        paths: list[str] = []
+        kept: list[str] = []
+        async with self._downloads:
+            batch.progress.downloading += 1
+            try:
+                for url, (name, fmt) in zip(row.outputs, names, strict=True):
+                    if fmt is None:
+                        paths.append(await self._api.download(url, sink, name, mark))
+                        continue
+                    made = await self.finisher.deliver(url, sink, name, fmt, mark, request)
+                    paths.append(made.location)
+                    if made.kept_as_made:
+                        kept.append(made.kept_as_made)
+            finally:
+                batch.progress.downloading -= 1
+        return paths, kept
 
     @staticmethod
     def _result(
@@ -789,6 +844,10 @@ async def _outputs_exist(request: OutpaintRequest, row: TaskRow, sink: OutputSin
         if not await sink.exists(name):
             return False
     return True
+
+
+def _paths(locations: list[str]) -> tuple[Path, ...]:
+    return tuple(Path(f) for f in locations if not is_object_url(f))
 
 
 def _datetime(ts: float) -> datetime:
