@@ -296,12 +296,14 @@ def test_a_non_http_webhook_url_is_refused() -> None:
 
 
 @pytest.mark.anyio
-async def test_the_example_backend_end_to_end(make_audio: MakeTrack) -> None:
-    """examples/webhook_backend.py in its own process: upload a track, get it back longer."""
+@pytest.mark.parametrize("example", ["webhook_backend.py", "fastapi_backend.py"])
+async def test_each_example_backend_end_to_end(example: str, make_audio: MakeTrack) -> None:
+    """examples/ (aiohttp, FastAPI) in its own process: upload a track, get it back
+    longer, its result delivered by webhook; a file that is not audio gets a 400."""
     import soundfile as sf
     from conftest import RATE
 
-    script = Path(__file__).parent.parent / "examples" / "webhook_backend.py"
+    script = Path(__file__).parent.parent / "examples" / example
     track = make_audio("song.wav", seconds=1.0)
     async with await anyio.open_process(
         [sys.executable, str(script), "--emulator", "--port", "0"], stdout=subprocess.PIPE
