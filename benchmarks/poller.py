@@ -350,7 +350,7 @@ def backend_child(client: str, callers: int, calls: int, warm: bool) -> dict[str
 
 BACKEND_COLUMNS = [
     ("client", "client"),
-    ("client_state", "client"),
+    ("client_state", "client state"),
     ("callers", "callers"),
     ("calls", "calls"),
     ("completed", "completed"),

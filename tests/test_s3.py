@@ -8,6 +8,8 @@ import contextlib
 import io
 import json
 import re
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -15,8 +17,18 @@ import anyio
 import attrs
 import pytest
 import soundfile as sf
-from conftest import RATE, MakeTrack, fast_client, fast_config, run_cli, serving
+from conftest import (
+    CLEAN_ENV,
+    RATE,
+    MakeTrack,
+    against,
+    fast_client,
+    fast_config,
+    run_cli,
+    serving,
+)
 from s3server import S3Server, StoreProxy
+from test_crash import stats
 
 from wavespeed_outpaint import OutpaintRequest, OutpaintResult, OutputError, ValidationError
 from wavespeed_outpaint._identity import FileFacts
@@ -139,7 +151,8 @@ def test_the_command_line_extends_a_bucket_prefix_into_another(
     doc = json.loads(first.stdout)
     assert doc["completed"] == 2
     # Each in its input's format (the command line's default).
-    assert sorted(k for k in s3.keys(bucket) if k.startswith("extended/")) == [
+    outputs = [k for k in s3.keys(bucket) if k.startswith("extended/")]
+    assert sorted(k for k in outputs if not k.startswith("extended/_tasks/")) == [
         "extended/jazz/two.mp3",
         "extended/one.wav",
     ]
@@ -358,3 +371,43 @@ async def test_a_prefix_is_planned_as_a_count_and_listed_as_the_batch_takes_it(
     assert [t.input async for t in uncapped.tasks(objects)] == [
         f"s3://{bucket}/music/a{i}.wav" for i in ("-new", 0, 1, 2, 3, 4)
     ]
+
+
+@pytest.mark.slow
+def test_two_machines_on_one_output_prefix_pay_for_each_task_once(
+    s3: S3Server, make_audio: MakeTrack, tmp_path: Path
+) -> None:
+    """`run s3://lib/music/ --out s3://lib/extended/` started at once on two machines
+    (two state folders, so two journals): every task was created twice, both runs exit
+    0. The claims now live under the output prefix (`_tasks/`), as on Ray: each task is
+    sent once, and the other run collects it."""
+    from test_crash import emulator_process_at
+
+    bucket = new_bucket(s3)
+    for i in range(8):
+        s3.put(bucket, f"music/t{i}.wav", make_audio(f"t{i}.wav", seconds=0.5, seed=i).read_bytes())
+    args = ["run", f"s3://{bucket}/music/", "--out", f"s3://{bucket}/extended/", "--tags", "x"]
+    args += ["--after", "1", "--json"]
+    with emulator_process_at(time_scale=0.5) as url:
+        machines = [
+            subprocess.Popen(
+                [sys.executable, "-m", "wavespeed_outpaint", *args, *against(url)],
+                cwd=tmp_path,
+                env={**CLEAN_ENV, **s3.env, "XDG_STATE_HOME": str(tmp_path / f"m{i}")},
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for i in range(2)
+        ]
+        try:
+            outs = [m.communicate(timeout=120) for m in machines]
+        finally:
+            for m in machines:
+                if m.poll() is None:
+                    m.kill()
+        created = stats(url)["tasks_created"]
+    for machine, (out, err) in zip(machines, outs, strict=True):
+        assert machine.returncode == 0, err
+        assert json.loads(out)["completed"] == 8
+    assert created == 8

@@ -22,8 +22,10 @@ from typing import Any
 import anyio
 import attrs
 
+from ._claims import ObjectClaims
 from ._files import is_marked
 from ._identity import FileFacts
+from ._journal import Journal
 from ._naming import COMMON_OUTPUT_SUFFIXES
 from ._plan import Plan, PlanError, Planned, budget, from_inputs, from_manifest
 from ._progress import show
@@ -41,6 +43,7 @@ from .errors import (
     ValidationError,
 )
 from .models import BatchProgress, ObjectRef, OutpaintRequest, expand_path
+from .seams import TaskStore
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 # Every task that ran succeeded, but --max-cost held some back: not a finished batch.
@@ -217,6 +220,27 @@ async def make_plan(
     return await anyio.to_thread.run_sync(blocking, abandon_on_cancel=True)
 
 
+@contextlib.asynccontextmanager
+async def shared_store(
+    out: str, journal: Path, objects: ObjectStores
+) -> AsyncIterator[Path | TaskStore]:
+    """Where a run records its tasks: its journal; for an output prefix in a bucket, also
+    a claim per task under the prefix's `_tasks/` (as `run --ray` does), so that runs on
+    two machines against one prefix never send one task twice: the second collects what
+    the first sent. The journal alone is one machine's (20 of 20 tasks were paid twice)."""
+    if not is_object_url(out):
+        yield journal  # opened, and closed, by the batch
+        return
+    local = Journal(journal)
+    claims = ObjectClaims(local, out.rstrip("/") + "/_tasks/", objects)
+    try:
+        yield claims
+    finally:
+        with anyio.CancelScope(shield=True):
+            await claims.flush()
+        local.close()
+
+
 async def run_batch(args: argparse.Namespace) -> int:
     out_dir: str | Path = args.out if is_object_url(args.out) else expand_path(args.out)
     journal = expand_path(args.journal) if args.journal else default_journal(args.out)
@@ -242,13 +266,16 @@ async def run_batch(args: argparse.Namespace) -> int:
             say(args, "dry run: nothing submitted")
             return EXIT_OK
         stopped: OutpaintError | None = None
-        async with anyio.create_task_group() as tg:
+        async with (
+            shared_store(args.out, journal, objects) as store,
+            anyio.create_task_group() as tg,
+        ):
             tg.start_soon(functools.partial(show, progress, plan.to_run, quiet=args.quiet))
             try:
                 async for result in client.outpaint_many(
                     requests(),
                     out_dir,
-                    journal=journal,
+                    journal=store,
                     resubmit_unknown=args.resubmit_unknown,
                     retry_failed=args.retry_failed,
                     progress=progress,
