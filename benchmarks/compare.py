@@ -22,6 +22,7 @@ import platform
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -170,20 +171,33 @@ class Run:
         return figures(self.meter, self.stats, count, self.completed)
 
 
-def run_client(
-    client: str, model: TimeModel, count: int, concurrency: int, generated: float = GENERATED
-) -> Run:
+@contextlib.contextmanager
+def workspace(model: TimeModel) -> Iterator[tuple[str, Path, Path]]:
+    """A fresh emulator process, a source track and an output folder: (base URL, source,
+    out)."""
     with emulator_process(model) as base_url, tempfile.TemporaryDirectory() as tmp:
         source = make_source(Path(tmp) / "source.wav")
         out = Path(tmp) / "out"
         out.mkdir()
-        # The official SDK prints its retries and tracebacks; keep them off this run's output.
-        with (
-            open(os.devnull, "w") as sink,
-            contextlib.redirect_stdout(sink),
-            contextlib.redirect_stderr(sink),
-            Meter() as meter,
-        ):
+        yield base_url, source, out
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """The official SDK prints its retries and tracebacks; keep them off a run's output."""
+    with (
+        open(os.devnull, "w") as sink,
+        contextlib.redirect_stdout(sink),
+        contextlib.redirect_stderr(sink),
+    ):
+        yield
+
+
+def run_client(
+    client: str, model: TimeModel, count: int, concurrency: int, generated: float = GENERATED
+) -> Run:
+    with workspace(model) as (base_url, source, out):
+        with quiet(), Meter() as meter:
             completed = CLIENTS[client](base_url, count, concurrency, source, out, generated)
         return Run(meter, completed, emulator_stats(base_url), emulator_tasks(base_url))
 

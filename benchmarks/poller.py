@@ -34,12 +34,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
-import os
 import platform
 import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -50,18 +47,15 @@ import attrs
 sys.path.insert(0, str(Path(__file__).parent))
 
 from _harness import (
-    Meter,
     TimeModel,
-    emulator_process,
     emulator_stats,
     emulator_tasks,
     ideal_makespan,
     least_lag_times_requests,
-    make_source,
     row_from_child,
     write_results,
 )
-from compare import CLIENTS, KEY, MODEL_ID, run_client, upload_once
+from compare import CLIENTS, KEY, MODEL_ID, quiet, run_client, upload_once, workspace
 
 # Task times for the 2 generated seconds every client asks for. "queue" models get a
 # running limit of half the tasks in flight, so tasks wait at the service before they run.
@@ -231,10 +225,7 @@ def rerun_child(generated: float, speed: float, count: int) -> dict[str, Any]:
     times the first learned."""
     model = TimeModel(time_scale=speed, base_seconds=0.0, jitter=0.2)
     row: dict[str, Any] = {"extension_s": generated, "work_per_s": speed, "tasks": count}
-    with emulator_process(model) as base_url, tempfile.TemporaryDirectory() as tmp:
-        source = make_source(Path(tmp) / "source.wav")
-        out = Path(tmp) / "out"
-        out.mkdir()
+    with workspace(model) as (base_url, source, out):
         for run in ("first", "second"):
             began = time.time()
             before = emulator_stats(base_url)["status_requests"]
@@ -319,16 +310,8 @@ def official_backend(
 
 
 def backend_child(client: str, callers: int, calls: int, warm: bool) -> dict[str, Any]:
-    with emulator_process(BACKEND_SERVICE) as base_url, tempfile.TemporaryDirectory() as tmp:
-        source = make_source(Path(tmp) / "source.wav")
-        out = Path(tmp) / "out"
-        out.mkdir()
-        with (
-            open(os.devnull, "w") as sink,
-            contextlib.redirect_stdout(sink),
-            contextlib.redirect_stderr(sink),
-            Meter(),
-        ):
+    with workspace(BACKEND_SERVICE) as (base_url, source, out):
+        with quiet():
             if client == "this SDK":
                 began, asked = asyncio.run(
                     ours_backend(base_url, callers, calls, warm, source, out)
@@ -481,9 +464,8 @@ def child(kind: str, *args: str) -> dict[str, Any]:
         client, model_name, count, in_flight = args
         return matrix_child(client, model_name, int(count), int(in_flight))
     if kind == "speed":
-        client, generated, speed, count, *given = args
-        flight = int(given[0]) if given else SPEED_IN_FLIGHT
-        return speed_child(client, float(generated), float(speed), int(count), flight)
+        client, generated, speed, count, in_flight = args
+        return speed_child(client, float(generated), float(speed), int(count), int(in_flight))
     if kind == "rerun":
         generated, speed, count = args
         return rerun_child(float(generated), float(speed), int(count))
