@@ -10,7 +10,7 @@ the chance that a task of a given age is still running (`Survival`), with no mod
 the service's times built in, so a heavy tail, a queue at the service or a long fixed
 start cost change how often a window is looked at, not whether a late task is found.
 Before anything has ended, every task is looked at, each gap a little longer than the
-last (`blind_growth`); while a batch drains (its last task sent), a look costs less,
+last (`BLIND_GROWTH`); while a batch drains (its last task sent), a look costs less,
 since the batch's end waits for the tasks left (`draining`).
 
 Per task result GETs remain for what the list cannot show (`cancelled`, `timeout`: asked
@@ -85,9 +85,20 @@ PLAN_EVERY = 0.1
 SURVIVAL_EVERY = 0.25
 COHORT = 1024
 # Before anything has ended, a blind look at every task comes once the time since the
-# last one is this share of the oldest task's age (see `blind_growth`); for failed tasks,
-# this share (a quarter of the requests of the looks for completed ones).
+# last one is this share g of the oldest task's age less BLIND_HEAD_START (and never
+# sooner than `blind_sweep_gap` over the square root of the tasks in flight). Whatever the
+# service's speed, a wave that ends together is then found at most g of its age late
+# (half that on average), and within 0.4 s while it is younger than 5 s: the matrix's
+# base-dominated cell (a first wave of 5.1 s tasks ending together, 64 in flight) had a
+# p95 of 0.44 s at 10% of the age alone. A wave spread over a share s of its age has its
+# first 2g/s found in one look. Each look is one request while nothing has ended (one
+# window holds every task then); the looks for failed tasks, at FAILED_GROWTH of the
+# age, are about a quarter of them. At 64 in flight a wave of 12 s tasks costs 0.72
+# requests a task in blind looks (0.61 without the head start), one of 240 s tasks 1.28
+# (1.17), computed by stepping the rule. A growth of 2 / n below 20 tasks (25% at 8)
+# found a wave of 8 tasks of 30 s 3.3 s late on average: every number has one share now.
 BLIND_GROWTH = 0.1
+BLIND_HEAD_START = 0.1
 FAILED_GROWTH = 0.4
 # With times recalled from an earlier process and no end seen yet: blind looks as well,
 # at this share (each at twice the age of the last), while the oldest task is younger
@@ -97,21 +108,6 @@ RECALLED_BLIND_GROWTH = 0.5
 # far outside their range an end seen, or a task still running, proves them out of date.
 RECALLED_USED = 64
 RECALLED_SLACK = 1.25
-
-
-def blind_growth(in_flight: int) -> float:
-    """Before anything has ended, with `in_flight` tasks: a blind look at every task comes
-    once the time since the last is this share g of the oldest task's age.
-
-    Whatever the service's speed, a wave that ends together is then found at most g of
-    its age late (10%, half that on average), and a wave spread over a share s of its
-    age has its first 2g/s found in one look, each at most g late. A wave of age T costs
-    about ln(T / first gap) / -ln(1 - g) looks, each one request while nothing has
-    ended (one window holds every task then): at 64 in flight (first gap 0.125 s), with
-    the looks for failed tasks, 0.61 requests a task for 12 s tasks and 1.17 for 240 s
-    ones (at 3% of the age, 1.2 and 2.9; computed by stepping this rule). Fewer tasks
-    pay more a task for each look: below 20 in flight g is 2 / n (at most 50%)."""
-    return min(0.5, max(BLIND_GROWTH, 2 / in_flight))
 
 
 def _is_power_of_two(n: int) -> bool:
@@ -136,7 +132,7 @@ class PollOptions:
     # Never two list requests for one window closer than this.
     min_sweep_gap: float = 0.05
     # Before any task has finished: the gap between looks at everything in flight grows
-    # from this (divided by the square root of the tasks in flight) by `blind_growth`.
+    # from this (divided by the square root of the tasks in flight) by `BLIND_GROWTH`.
     blind_sweep_gap: float = 1.0
     # While the list covers a task, how often its GET is put off again (no request).
     blind_max_gap: float = 2.0
@@ -678,7 +674,7 @@ class SharedPoller:
         if self._prior and order[0].looked - order[0].created > max(self._prior) * RECALLED_SLACK:
             self._forget_recalled(now)  # running well past any recalled time
         if not self.survival.has_samples:
-            blind, next_plan = self._plan_blind(order, now, blind_growth(len(order)))
+            blind, next_plan = self._plan_blind(order, now, BLIND_GROWTH)
             self.counts["looks_blind"] += bool(blind)
             return blind, next_plan
         next_plan = math.inf
@@ -805,7 +801,7 @@ class SharedPoller:
         self, order: list[_Watch], now: float, growth: float
     ) -> tuple[list[tuple[list[_Watch], str]], float]:
         """Nothing has finished yet, so nothing tells when anything will: look at every
-        task, each gap `growth` times the oldest task's age (`blind_growth`)."""
+        task, each gap `growth` times the oldest task's age (`BLIND_GROWTH`)."""
         if self.webhook_grace is not None:
             # Wait for the first delivery; if none comes, the deliveries may not be
             # reaching the receiver at all: look for them in the list.
@@ -819,7 +815,7 @@ class SharedPoller:
         # never less than `blind_sweep_gap` over the square root of the tasks in flight.
         age = now - min(w.watched for w in order[:PAGE_ITEMS])
         floor = max(opts.min_sweep_gap, opts.blind_sweep_gap / math.sqrt(n))
-        gap = min(opts.max_check_interval, max(floor, growth * age))
+        gap = min(opts.max_check_interval, max(floor, growth * age - BLIND_HEAD_START))
         if not self._blind_looked:
             self._blind_looked = self._blind_failed_looked = now - age
         if now < self._blind_looked + gap:
