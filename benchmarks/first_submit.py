@@ -64,7 +64,7 @@ def timed_run(base_url: str, library: Path, out: Path, *, to_the_end: bool) -> d
     cold = drop_page_cache()
     started = time.monotonic()
     command = [sys.executable, "-m", "wavespeed_outpaint", "run", str(library), "--out", str(out)]
-    command += ["--tags", "x", "--after", "1", "--base-url", base_url, "--api-key", KEY]
+    command += ["--tags", "x", "--after", "1", "--base-url", base_url, "--api-key", KEY, "--json"]
     proc = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
     plan_shown: list[float] = []
 

@@ -89,6 +89,9 @@ class ClientOptions:
     max_in_flight: int = attrs.field(default=1000, validator=_positive)
     parallel_submits: int = attrs.field(default=16, validator=_positive)
     parallel_downloads: int = attrs.field(default=16, validator=_positive)
+    # Local files read (checked and hashed) and uploaded at once: in the batch's order,
+    # so that its first task is sent first, whatever the library's size.
+    parallel_uploads: int = attrs.field(default=4, validator=_positive)
     parallel_status_requests: int = attrs.field(default=16, validator=_positive)
     # Task starts per minute (the account tier's limit); None: no pacing until a 429.
     starts_per_minute: float | None = attrs.field(default=None, validator=_optional_positive)
@@ -161,6 +164,7 @@ class OptionKeywords(TypedDict, total=False):
     max_in_flight: int
     parallel_submits: int
     parallel_downloads: int
+    parallel_uploads: int
     parallel_status_requests: int
     starts_per_minute: float | None
     task_deadline: float | None
