@@ -442,6 +442,7 @@ def test_the_summary_reads_whole_at_80_columns() -> None:
         "generated_seconds": 60.0,
         "cost_usd": 0.012,
         "items": [],
+        "left_out": ["library/" + "a" * 90 + ".wav: not audio this project can read"],
     }
     out = io.StringIO()
     print_table(doc, out)  # not a terminal: rich lays it out at 80 columns
