@@ -3,6 +3,7 @@ or the start and end of an object that is not read whole (`probe_window`)."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import stat as stat_module
@@ -12,8 +13,8 @@ from typing import Any
 import attrs
 import mutagen
 from mutagen.flac import FLAC
-from mutagen.mp3 import MP3
-from mutagen.wave import WAVE
+from mutagen.mp3 import MPEGInfo
+from mutagen.wave import WaveStreamInfo
 
 MAX_AUDIO_SECONDS = 60 * 60
 # The official SDK's cap; the docs name 50 MB and 300 MB elsewhere, so it is an option.
@@ -51,7 +52,15 @@ def sniff_format(head: bytes) -> str | None:
     return None
 
 
-_READERS = {"mp3": MP3, "wav": WAVE, "flac": FLAC}
+def _stream_info(fmt: str, source: str | io.RawIOBase) -> Any:
+    """The stream's facts, without reading MP3 and WAV tags: mutagen's MP3 and WAVE read
+    their ID3 tags whole, and 8 MP3 inputs with a 60 MB cover each took over 900 MB to
+    check (`benchmarks/covers.py`). (FLAC's pictures are blocks under 16 MiB each.)"""
+    if fmt == "flac":
+        return FLAC(source).info  # type: ignore[no-untyped-call]
+    with contextlib.ExitStack() as stack:
+        stream = stack.enter_context(open(source, "rb")) if isinstance(source, str) else source
+        return MPEGInfo(stream) if fmt == "mp3" else WaveStreamInfo(stream)
 
 
 def probe_audio(
@@ -178,7 +187,7 @@ def _read_header(head: bytes, size: int, source: str | io.RawIOBase) -> AudioInf
             "the content is not MP3, WAV or FLAC audio (the file's name does not matter)"
         )
     try:
-        duration = float(getattr(_READERS[fmt](source).info, "length", 0.0) or 0.0)  # type: ignore[no-untyped-call]
+        duration = float(getattr(_stream_info(fmt, source), "length", 0.0) or 0.0)
     except (mutagen.MutagenError, ValueError, ZeroDivisionError) as exc:
         # A WAV's tags (an `id3 ` chunk) may be broken where its audio is not.
         riff = _riff_seconds(source) if fmt == "wav" and isinstance(source, str) else None

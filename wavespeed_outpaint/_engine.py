@@ -418,7 +418,7 @@ class Engine:
                 mine, skipped=True, files=_paths(locations), locations=tuple(locations)
             )
         try:
-            paths, kept = await self._deliver(request, twin, batch)
+            paths, kept, notes = await self._deliver(request, twin, batch)
         except Exception as exc:  # the first input's outputs stand; this copy failed alone
             if not isinstance(exc, OutpaintError):
                 log.warning("a copy of the outputs of %s failed", row.prediction_id, exc_info=exc)
@@ -429,6 +429,7 @@ class Engine:
             files=_paths(paths),
             locations=tuple(paths),
             format_error="; ".join(kept) or None,
+            notes=tuple(notes),
         )
 
     def _forget(
@@ -719,7 +720,7 @@ class Engine:
     ) -> OutpaintResult:
         journal = batch.journal
         try:
-            paths, format_errors = await self._deliver(request, row, batch)
+            paths, format_errors, notes = await self._deliver(request, row, batch)
         except Exception as exc:  # one output's trouble never stops the batch
             if not isinstance(exc, OutpaintError):
                 # Something nobody foresaw (a library's own error): the task's, reported on
@@ -732,13 +733,16 @@ class Engine:
             return self._result(request, row, batch)
         row = journal.update(row, state=State.DOWNLOADED, files=paths, error=None)
         result = self._result(request, row, batch)
-        return attrs.evolve(result, format_error="; ".join(format_errors) or None)
+        return attrs.evolve(
+            result, format_error="; ".join(format_errors) or None, notes=tuple(notes)
+        )
 
     async def _deliver(
         self, request: OutpaintRequest, row: TaskRow, batch: BatchState
-    ) -> tuple[list[str], list[str]]:
+    ) -> tuple[list[str], list[str], list[str]]:
         """The task's outputs under `row.output_stem` in the sink, in the request's format;
-        where each landed, and why any was kept as the service made it."""
+        where each landed, why any was kept as the service made it, and what of the
+        input's tags was left out."""
         sink = batch.sink
         assert sink is not None
         assert row.output_stem is not None
@@ -746,6 +750,7 @@ class Engine:
         mark = OutputMark(row.fingerprint, row.prediction_id or "", row.outputs)
         paths: list[str] = []
         kept: list[str] = []
+        notes: list[str] = []
         async with self._downloads:
             batch.progress.downloading += 1
             try:
@@ -757,9 +762,11 @@ class Engine:
                     paths.append(made.location)
                     if made.kept_as_made:
                         kept.append(made.kept_as_made)
+                    if made.note:
+                        notes.append(made.note)
             finally:
                 batch.progress.downloading -= 1
-        return paths, kept
+        return paths, kept, notes
 
     @staticmethod
     def _result(

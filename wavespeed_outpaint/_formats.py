@@ -69,18 +69,23 @@ def describe(audio: Path | IO[bytes], format_hint: str | None) -> SourceAudio:
     """What an input is (from a file, or the first bytes of an object); what cannot be
     read is left unknown, and "same" then falls back to the defaults."""
     import soundfile as sf
-    from mutagen.mp3 import MP3, HeaderNotFoundError
+    from mutagen.mp3 import HeaderNotFoundError, MPEGInfo
 
     subtype = kbps = None
-    with contextlib.suppress(RuntimeError, OSError, ValueError, sf.LibsndfileError):
-        subtype = sf.info(audio).subtype
     if format_hint == "mp3":
+        # Only its bitrate matters, from its first frames: mutagen's MP3 reads the ID3
+        # tag whole and libsndfile holds it too (a 60 MB cover: 230 and 57 MB more).
         try:
             if not isinstance(audio, Path):
                 audio.seek(0)
-            kbps = round(MP3(audio).info.bitrate / 1000) or None  # type: ignore[attr-defined]
+            with contextlib.ExitStack() as stack:
+                stream = stack.enter_context(audio.open("rb")) if isinstance(audio, Path) else audio
+                kbps = round(MPEGInfo(stream).bitrate / 1000) or None
         except (HeaderNotFoundError, OSError, ValueError):
             pass
+        return SourceAudio(format_hint, subtype, kbps)
+    with contextlib.suppress(RuntimeError, OSError, ValueError, sf.LibsndfileError):
+        subtype = sf.info(audio).subtype
     return SourceAudio(format_hint, subtype, kbps)
 
 

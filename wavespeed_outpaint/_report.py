@@ -48,6 +48,7 @@ class Report:
             "skipped": result.skipped,
             "delivered_by": result.delivered_by,
             "format_error": result.format_error,
+            "notes": list(result.notes),
         }
         self._take(item, result.request.generated_seconds)
 
@@ -62,6 +63,7 @@ class Report:
             "skipped": bool(row["skipped"]),
             "delivered_by": row["delivered_by"],
             "format_error": row["format_error"],
+            "notes": [],
         }
         self._take(item, row["generated_seconds"])
 
@@ -76,7 +78,7 @@ class Report:
         counts["skipped"] += item["skipped"]
         counts["format_kept"] += item["format_error"] is not None
         self._generated_seconds += generated_seconds
-        if self._every_item or status != "completed" or item["format_error"]:
+        if self._every_item or status != "completed" or item["format_error"] or item["notes"]:
             self._items.append(item)
 
     @property

@@ -285,8 +285,8 @@ async def run_batch(args: argparse.Namespace) -> int:
                     if not args.quiet and not args.json:
                         if not result.ok:
                             print(f"not done: {name}: {result.error}", file=sys.stderr)
-                        elif result.format_error:
-                            print(f"note: {name}: {result.format_error}", file=sys.stderr)
+                        for note in filter(None, (result.format_error, *result.notes)):
+                            print(f"note: {name}: {note}", file=sys.stderr)
             except OutpaintError as exc:
                 stopped = exc  # the account cannot go on; report what was done first
             finally:

@@ -448,6 +448,7 @@ class OutpaintResult:
     "journal", or "output" (its outputs were found whole and marked as its own).
     `format_error` says why an output is the service's file rather than in the request's
     `output_format` (a conversion that failed keeps what was paid for); None otherwise.
+    `notes` say what of the input's tags was not carried over (a cover too large).
     """
 
     request: OutpaintRequest
@@ -466,6 +467,7 @@ class OutpaintResult:
     exception: BaseException | None = attrs.field(default=None, eq=False, repr=False)
     locations: tuple[str, ...] = ()
     format_error: str | None = None
+    notes: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
