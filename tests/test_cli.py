@@ -443,12 +443,19 @@ def test_the_summary_reads_whole_at_80_columns() -> None:
         "cost_usd": 0.012,
         "items": [],
         "left_out": ["library/" + "a" * 90 + ".wav: not audio this project can read"],
+        "sent_by_another_run": 3,
     }
     out = io.StringIO()
     print_table(doc, out)  # not a terminal: rich lays it out at 80 columns
     text = out.getvalue()
     assert max(len(line) for line in text.splitlines()) <= 80
-    for words in ("completed", "held back (--max-cost)", "service's format", "$0.0120"):
+    for words in (
+        "completed",
+        "held back (--max-cost)",
+        "service's format",
+        "$0.0120",
+        "another run",
+    ):
         assert words in text
     assert "…" not in text
 

@@ -407,7 +407,15 @@ def test_two_machines_on_one_output_prefix_pay_for_each_task_once(
                 if m.poll() is None:
                     m.kill()
         created = stats(url)["tasks_created"]
+    docs = []
     for machine, (out, err) in zip(machines, outs, strict=True):
         assert machine.returncode == 0, err
-        assert json.loads(out)["completed"] == 8
+        docs.append(json.loads(out))
+        assert docs[-1]["completed"] == 8
     assert created == 8
+    # Each says what the other held: every task was sent by one run and collected (or
+    # found whole, if it was done first) by the other.
+    assert sum(d["sent_by_another_run"] + d["skipped"] for d in docs) == 8
+    for doc, (_, err) in zip(docs, outs, strict=True):
+        if doc["sent_by_another_run"]:
+            assert "another run on s3://" in err

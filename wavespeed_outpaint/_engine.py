@@ -534,6 +534,7 @@ class Engine:
                     except TaskClaimed as claimed:
                         row = await self._claimed_elsewhere(row, claimed, batch)
                         if row.state != State.PENDING:
+                            batch.progress.sent_elsewhere += 1
                             return row
                         continue  # taken over from a worker that died: sent from here
                 self._on_the_wire[fp] = OpenSubmit(

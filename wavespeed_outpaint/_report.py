@@ -86,9 +86,16 @@ class Report:
         return self._counts["done"]
 
     def document(
-        self, *, held_back: int, cost_usd: float, left_out: list[str] | None = None
+        self,
+        *,
+        held_back: int,
+        cost_usd: float,
+        left_out: list[str] | None = None,
+        sent_by_another_run: int = 0,
     ) -> dict[str, Any]:
-        """`left_out`: inputs --skip-bad-inputs left out, each with why (not in `total`)."""
+        """`left_out`: inputs --skip-bad-inputs left out, each with why (not in `total`);
+        `sent_by_another_run`: tasks another run on the same output prefix had claimed,
+        collected here (not paid for here)."""
         counts = self._counts
         return {
             "total": counts["done"] + held_back,
@@ -101,6 +108,7 @@ class Report:
             "generated_seconds": self._generated_seconds,
             "cost_usd": round(cost_usd, 6),
             "left_out": list(left_out or []),
+            "sent_by_another_run": sent_by_another_run,
             "items": self._items,
         }
 
@@ -144,4 +152,6 @@ def print_table(doc: dict[str, Any], out: TextIO) -> None:
         ("charged", f"${doc['cost_usd']:.4f}"),
     ):
         summary.add_row(label, value)
+    if doc["sent_by_another_run"]:
+        summary.add_row("sent by another run (collected)", str(doc["sent_by_another_run"]))
     console.print(summary)

@@ -296,8 +296,17 @@ async def run_batch(args: argparse.Namespace) -> int:
         # be written): a usage error, like bad input.
         raise UsageError(f"{stopped} (nothing was sent)")
     doc = report.document(
-        held_back=plan.held_back, cost_usd=progress.charged_usd, left_out=plan.left_out
+        held_back=plan.held_back,
+        cost_usd=progress.charged_usd,
+        left_out=plan.left_out,
+        sent_by_another_run=progress.sent_elsewhere,
     )
+    if progress.sent_elsewhere:
+        say(
+            args,
+            f"{progress.sent_elsewhere} of these tasks another run on {args.out} had sent "
+            "(its claims are under _tasks/ there): collected here, not paid for twice",
+        )
     if args.report:
         from .review import write_review_page
 

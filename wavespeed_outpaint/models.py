@@ -489,7 +489,9 @@ class BatchProgress:
     `finished` every result handed out, of which `completed`, `failed` (any other final
     status, or a download that did not succeed), `unknown` and `skipped` (finished by an
     earlier run). `downloading` counts tasks whose outputs are being fetched now.
-    `charged_usd` is what this run's submits cost.
+    `charged_usd` is what this run's submits cost. `sent_elsewhere` counts tasks another
+    process sharing the task store (a run on the same output prefix, a Ray worker) had
+    sent: collected here, not paid for here.
     """
 
     submitted: int = 0
@@ -500,6 +502,7 @@ class BatchProgress:
     skipped: int = 0
     downloading: int = 0
     charged_usd: float = 0.0
+    sent_elsewhere: int = 0
 
     @property
     def processing(self) -> int:
