@@ -8,7 +8,8 @@ import io
 import os
 import stat as stat_module
 import struct
-from typing import Any
+from collections.abc import Iterator
+from typing import IO, Any
 
 import attrs
 import mutagen
@@ -52,14 +53,24 @@ def sniff_format(head: bytes) -> str | None:
     return None
 
 
+@contextlib.contextmanager
+def binary_stream(source: str | os.PathLike[str] | IO[bytes]) -> Iterator[IO[bytes]]:
+    """`source` opened for reading if it is a path; a stream as it is, from its start."""
+    if isinstance(source, (str, os.PathLike)):
+        with open(source, "rb") as stream:
+            yield stream
+    else:
+        source.seek(0)
+        yield source
+
+
 def _stream_info(fmt: str, source: str | io.RawIOBase) -> Any:
     """The stream's facts, without reading MP3 and WAV tags: mutagen's MP3 and WAVE read
     their ID3 tags whole, and 8 MP3 inputs with a 60 MB cover each took over 900 MB to
     check (`benchmarks/covers.py`). (FLAC's pictures are blocks under 16 MiB each.)"""
     if fmt == "flac":
         return FLAC(source).info  # type: ignore[no-untyped-call]
-    with contextlib.ExitStack() as stack:
-        stream = stack.enter_context(open(source, "rb")) if isinstance(source, str) else source
+    with binary_stream(source) as stream:  # type: ignore[arg-type]
         return MPEGInfo(stream) if fmt == "mp3" else WaveStreamInfo(stream)
 
 

@@ -14,6 +14,8 @@ from typing import IO, Any
 
 import attrs
 
+from ._audio import binary_stream
+
 # "service": the file as the service made it (byte for byte what was paid for);
 # "same": the input's container and codec; or a named format.
 OUTPUT_FORMATS = ("service", "same", "wav", "flac", "mp3", "ogg")
@@ -76,14 +78,11 @@ def describe(audio: Path | IO[bytes], format_hint: str | None) -> SourceAudio:
         # Only its bitrate matters, from its first frames: mutagen's MP3 reads the ID3
         # tag whole and libsndfile holds it too (a 60 MB cover: 230 and 57 MB more).
         try:
-            if not isinstance(audio, Path):
-                audio.seek(0)
-            with contextlib.ExitStack() as stack:
-                stream = stack.enter_context(audio.open("rb")) if isinstance(audio, Path) else audio
+            with binary_stream(audio) as stream:
                 kbps = round(MPEGInfo(stream).bitrate / 1000) or None
         except (HeaderNotFoundError, OSError, ValueError):
             pass
-        return SourceAudio(format_hint, subtype, kbps)
+        return SourceAudio(format_hint, None, kbps)
     with contextlib.suppress(RuntimeError, OSError, ValueError, sf.LibsndfileError):
         subtype = sf.info(audio).subtype
     return SourceAudio(format_hint, subtype, kbps)

@@ -9,7 +9,6 @@ Blocking: the client runs these in worker threads.
 from __future__ import annotations
 
 import base64
-import contextlib
 import io
 import json
 import logging
@@ -23,6 +22,8 @@ from mutagen.id3 import APIC, ID3, TXXX, Frames
 from mutagen.mp3 import MP3
 from mutagen.oggvorbis import OggVorbis
 from mutagen.wave import WAVE
+
+from ._audio import binary_stream
 
 log = logging.getLogger("wavespeed_outpaint.tags")
 
@@ -75,9 +76,7 @@ def tags_span(head: bytes) -> int:
     """How many bytes from a file's start hold its tags (an ID3v2 tag, FLAC's metadata
     blocks), as far as `head`, the first bytes, tells; 0 when it has none there."""
     if head[:3] == b"ID3" and len(head) >= 10:
-        size = 0
-        for byte in head[6:10]:  # a "synchsafe" integer: 7 bits a byte
-            size = (size << 7) | (byte & 0x7F)
+        size = _synchsafe(head[6:10])
         footer = 10 if head[5] & 0x10 else 0
         return min(10 + size + footer, MAX_TAG_BYTES)
     if head[:4] == b"fLaC":
@@ -97,8 +96,7 @@ def read_tags(audio: Path | IO[bytes], max_cover: int = MAX_COVER_BYTES) -> Trac
     their format, which mutagen may answer with any error: a truncated ID3 head, say).
     Tags longer than `max_cover` are read without their pictures over it (never read)."""
     try:
-        with contextlib.ExitStack() as stack:
-            stream = audio if not isinstance(audio, Path) else stack.enter_context(audio.open("rb"))
+        with binary_stream(audio) as stream:
             slim = _slimmed(stream, max_cover)
             if slim is not None:
                 found, left_out = slim
@@ -151,6 +149,7 @@ def _slimmed(stream: IO[bytes], max_cover: int) -> tuple[Any, int] | None:
 
 
 def _synchsafe(data: bytes) -> int:
+    """ID3's "synchsafe" integer: 7 bits a byte."""
     value = 0
     for byte in data:
         value = (value << 7) | (byte & 0x7F)
@@ -185,8 +184,7 @@ def _slim_id3(stream: IO[bytes], at: int, max_cover: int) -> tuple[Any, int] | N
             left_out = max(left_out, n)
             stream.seek(n, io.SEEK_CUR)
             continue
-        data = stream.read(n)
-        if len(data) < n:  # an object's head, cut inside this frame
+        if (data := _read_whole(stream, n)) is None:
             break
         pictures += n if frame[:4] == ID3_PICTURE else 0
         kept.append(frame + data)
@@ -198,32 +196,41 @@ def _slim_id3(stream: IO[bytes], at: int, max_cover: int) -> tuple[Any, int] | N
 
 def _slim_flac(stream: IO[bytes], max_cover: int) -> tuple[Any, int] | None:
     stream.seek(4)
-    blocks: list[tuple[int, bytes]] = []
+    kept: list[tuple[int, int, int]] = []  # the blocks kept: kind, offset, length
     total = pictures = left_out = 0
     last = 0
+    # Block headers only, first: metadata no longer than the cap is read once, by mutagen.
     while not last and len(block := stream.read(4)) == 4:
         last, kind, n = block[0] & 0x80, block[0] & 0x7F, int.from_bytes(block[1:4], "big")
         total += 4 + n
-        if kind == FLAC_PADDING or (kind == FLAC_PICTURE and pictures + n > max_cover):
-            left_out = max(left_out, n) if kind == FLAC_PICTURE else left_out
-            stream.seek(n, io.SEEK_CUR)
-            continue
-        if n > max_cover:  # a comment block holding a picture, or an application's own
-            left_out = max(left_out, n)
-            stream.seek(n, io.SEEK_CUR)
-            continue
-        data = stream.read(n)
-        if len(data) < n:  # an object's head, cut inside this block
-            break
-        pictures += n if kind == FLAC_PICTURE else 0
-        blocks.append((kind, data))
+        picture = kind == FLAC_PICTURE
+        # Padding, pictures past the cap, and any block over it (a comment holding a
+        # picture, or an application's own) are skipped unread.
+        if kind == FLAC_PADDING or n > max_cover or (picture and pictures + n > max_cover):
+            left_out = left_out if kind == FLAC_PADDING else max(left_out, n)
+        else:
+            pictures += n if picture else 0
+            kept.append((kind, stream.tell(), n))
+        stream.seek(n, io.SEEK_CUR)
     if total <= max_cover:
         return None
+    blocks: list[tuple[int, bytes]] = []
+    for kind, offset, n in kept:
+        stream.seek(offset)
+        if (data := _read_whole(stream, n)) is None:
+            break
+        blocks.append((kind, data))
     out = [b"fLaC"]
     for i, (kind, data) in enumerate(blocks):
         flag = 0x80 if i == len(blocks) - 1 else 0
         out.append(bytes([flag | kind]) + len(data).to_bytes(3, "big") + data)
     return FLAC(io.BytesIO(b"".join(out))), left_out
+
+
+def _read_whole(stream: IO[bytes], n: int) -> bytes | None:
+    """The next `n` bytes; None where an object's head was cut inside them."""
+    data = stream.read(n)
+    return data if len(data) == n else None
 
 
 def _from_id3(tags: ID3) -> TrackTags:
