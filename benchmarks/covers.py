@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 from _harness import TimeModel, emulator_process, row_from_child, write_results
+from _procs import peak_rss_mb
 
 KEY = "emulator-key"
 CELLS = "8x60,16x11,8x150"
@@ -60,23 +62,16 @@ async def extend(base_url: str, inputs: list[Path], out: Path) -> list[Any]:
         return [r async for r in client.outpaint_many(requests, out)]
 
 
-def peak_rss_kb() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-    raise RuntimeError("no VmHWM in /proc/self/status")
-
-
 def child(files: int, cover_mb: float, result_file: Path) -> None:
     with tempfile.TemporaryDirectory() as tmp, emulator_process(TimeModel()) as base_url:
         inputs = make_inputs(Path(tmp), files, cover_mb)
         # The run's own peak, not the making of its inputs: Linux resets the peak here.
         Path("/proc/self/clear_refs").write_text("5")
         results = asyncio.run(extend(base_url, inputs, Path(tmp) / "out"))
-        peak = peak_rss_kb()
+        peak = peak_rss_mb(os.getpid())
         assert all(r.ok for r in results), [r.error for r in results if not r.ok]
         row = {
-            "peak_rss_mb": peak / 1024,
+            "peak_rss_mb": peak,
             "carried": sum(not r.notes for r in results) if cover_mb else 0,
         }
         result_file.write_text(json.dumps(row))
