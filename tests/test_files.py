@@ -14,7 +14,13 @@ import attrs
 import pytest
 
 from wavespeed_outpaint import OutputError, OutputMark, ValidationError
-from wavespeed_outpaint._files import FileWriter, LocalFolder, claim_part, write_whole_file
+from wavespeed_outpaint._files import (
+    WRITE_BUFFER,
+    FileWriter,
+    LocalFolder,
+    claim_part,
+    write_whole_file,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -64,6 +70,38 @@ async def test_a_part_is_whole_at_commit_and_gone_at_abort(tmp_path: Path) -> No
         await cut.write(b"z" * 1_500_000)
         await cut.abort()
         assert sorted(p.name for p in (tmp_path / "out/album").iterdir()) == ["big.wav"]
+    finally:
+        await writer.stop()
+
+
+async def test_a_writer_cancelled_at_any_moment_leaves_no_part(tmp_path: Path) -> None:
+    # asyncio's own cancel, as the batch's TaskSet sends it, at each step of a large
+    # output's way: while its `.part` is claimed in a thread, written, or renamed.
+    writer = FileWriter()
+    writer.start()
+    try:
+        folder = LocalFolder(tmp_path, writer)
+        await folder.prepare()
+
+        async def write_one(name: str) -> None:
+            part = await folder.open_part(name)
+            try:
+                await part.write(b"z" * WRITE_BUFFER)
+                await part.write(b"z" * 10)
+                await part.commit()
+            except BaseException:
+                await part.abort()
+                raise
+
+        for moment in range(40):
+            task = asyncio.ensure_future(write_one(f"{moment}.wav"))
+            for _ in range(moment):
+                await asyncio.sleep(0)
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        assert sorted(p.name for p in tmp_path.iterdir() if p.name.endswith(".part")) == []
+        written = [p for p in tmp_path.glob("*.wav")]
+        assert all(p.stat().st_size == WRITE_BUFFER + 10 for p in written)
     finally:
         await writer.stop()
 

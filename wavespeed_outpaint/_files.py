@@ -30,8 +30,8 @@ import stat
 import threading
 from collections import defaultdict
 from collections.abc import Callable
+from typing import BinaryIO, TypeVar
 
-import aiofiles
 import anyio
 import attrs
 from aiofiles.threadpool.binary import AsyncBufferedIOBase
@@ -58,6 +58,8 @@ MARKS_FOLDER = ".outpaint-marks"
 WRITE_BUFFER = 1024 * 1024
 # Folders remembered as made: a batch writes thousands of files into a few folders.
 MAX_MADE_FOLDERS = 10_000
+
+T = TypeVar("T")
 
 
 @attrs.define(eq=False)
@@ -463,13 +465,15 @@ class LocalPart:
         return data
 
     async def _open(self) -> AsyncBufferedIOBase:
+        claim = functools.partial(_claim_file, self.dest)
         try:
-            self._part, fd = await anyio.to_thread.run_sync(claim_part, self.dest)
+            part, file = await made_in_thread(claim, _let_go)
         except FileNotFoundError:
             # The folder was there when the download began: removed since, make it again.
             await self._folder.make_folder(os.path.dirname(self.dest), again=True)
-            self._part, fd = await anyio.to_thread.run_sync(claim_part, self.dest)
-        return await aiofiles.open(fd, "wb")
+            part, file = await made_in_thread(claim, _let_go)
+        self._part = part
+        return AsyncBufferedIOBase(file, loop=None, executor=None)
 
     async def commit(self) -> str:
         mark = None if self._mark is None else attrs.evolve(self._mark, size=self._size).encode()
@@ -506,3 +510,37 @@ class LocalPart:
                 with contextlib.suppress(OSError):
                     await self._file.close()
                 self._file = None
+
+
+def _claim_file(dest: str) -> tuple[str, BinaryIO]:
+    part, fd = claim_part(dest)
+    return part, os.fdopen(fd, "wb")
+
+
+def _let_go(claimed: tuple[str, BinaryIO]) -> None:
+    """Remove a claimed `.part` nobody will write (while still held), then close it."""
+    part, file = claimed
+    with contextlib.suppress(OSError):
+        os.unlink(part)
+    file.close()
+
+
+async def made_in_thread(make: Callable[[], T], undo: Callable[[T], None]) -> T:
+    """`make()` in a worker thread; if this task is cancelled meanwhile, what it made is
+    undone once it is made, and the cancel goes on.
+
+    asyncio's own cancel (the batch's `TaskSet` sends it) ends an anyio thread call's wait
+    at once, whatever its shield, and drops what the thread returns: a claimed `.part`
+    would outlive its cancelled writer. `make` and `undo` are a few system calls each, so
+    a cancelled task waits for the one and does the other itself.
+    """
+    making = asyncio.get_running_loop().run_in_executor(None, make)
+    try:
+        return await asyncio.shield(making)
+    except asyncio.CancelledError:
+        while not making.done():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait({making})
+        if making.exception() is None:
+            undo(making.result())
+        raise

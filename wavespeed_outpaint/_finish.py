@@ -24,7 +24,7 @@ import anyio
 import attrs
 
 from ._download import output_name
-from ._files import FileWriter, LocalFolder
+from ._files import FileWriter, LocalFolder, made_in_thread
 from ._formats import (
     SUFFIX_FORMATS,
     SUFFIXES,
@@ -96,6 +96,7 @@ class Finisher:
         self._objects = objects
         self._spool: Path | None = None
         self._finishing = anyio.CapacityLimiter(FINISHING_AT_ONCE)
+        self._making_spool = anyio.Lock()
 
     def close(self) -> None:
         if self._spool is not None:
@@ -112,9 +113,7 @@ class Finisher:
         request: OutpaintRequest,
     ) -> Delivered:
         """The output at `url` into `sink` as `name`, in format `fmt`."""
-        if self._spool is None:
-            self._spool = Path(await anyio.to_thread.run_sync(tempfile.mkdtemp, None, "outpaint-"))
-        folder = self._spool / uuid.uuid4().hex
+        folder = await self._spool_folder() / uuid.uuid4().hex
         try:
             service_name = output_name(url)  # (a safe name, whatever the URL holds)
             made = Path(
@@ -136,6 +135,16 @@ class Finisher:
             return Delivered(await _copy_into(converted, sink, name, mark), note=note)
         finally:
             await anyio.to_thread.run_sync(lambda: shutil.rmtree(folder, ignore_errors=True))
+
+    async def _spool_folder(self) -> Path:
+        # One spool for every output: made by the first that needs it, while the others wait.
+        async with self._making_spool:
+            if self._spool is None:
+                made = await made_in_thread(
+                    lambda: tempfile.mkdtemp(prefix="outpaint-"), shutil.rmtree
+                )
+                self._spool = Path(made)
+            return self._spool
 
     async def _make(
         self,
