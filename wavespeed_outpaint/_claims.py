@@ -22,11 +22,11 @@ from typing import Any
 
 import attrs
 
-from ._identity import FileVersion
-from ._journal import Journal, State, TaskRow
+from ._journal import Journal
 from ._s3 import ObjectStores, _obstore, _why
 from .errors import JournalError, TaskClaimed
 from .models import ObjectRef
+from .seams import FileVersion, State, TaskRow
 
 log = logging.getLogger("wavespeed_outpaint.claims")
 

@@ -24,8 +24,7 @@ import attrs
 
 from ._api import WaveSpeedAPI
 from ._finish import Finisher, delivered_names
-from ._identity import FileFacts, FileVersion, file_version, fingerprint
-from ._journal import State, TaskRow
+from ._identity import FileFacts, file_version, fingerprint
 from ._naming import COMMON_OUTPUT_SUFFIXES, checked_stem, default_stem
 from ._pacing import StartPacer
 from ._poller import PollOptions, SharedPoller
@@ -57,7 +56,16 @@ from .models import (
     parse_status,
 )
 from .options import ClientOptions
-from .seams import OutputMark, OutputSink, SharedTaskStore, StartLimiter, TaskStore
+from .seams import (
+    FileVersion,
+    OutputMark,
+    OutputSink,
+    SharedTaskStore,
+    StartLimiter,
+    State,
+    TaskRow,
+    TaskStore,
+)
 
 log = logging.getLogger("wavespeed_outpaint.engine")
 

@@ -21,14 +21,13 @@ from typing import Any, TypeVar
 from ._audio import AudioInfo, AudioProblem, probe_audio, stat_input
 from .errors import ValidationError
 from .models import OutpaintRequest
+from .seams import FileVersion
 
 HASH_CHUNK = 1024 * 1024
 # Versions remembered at most, the least recently used forgotten first: a long-lived
 # process that sees ever new files must not grow without bound. ~300 bytes each.
 MAX_REMEMBERED = 65_536
 
-# A local file's version: its absolute path, size, modification time (ns) and inode.
-FileVersion = tuple[str, int, int, int]
 K = TypeVar("K")
 V = TypeVar("V")
 

@@ -29,11 +29,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-import attrs
-
-from ._identity import FileVersion
 from .errors import JournalError, ValidationError
 from .models import expand_path
+from .seams import FileVersion, State, TaskRow
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
@@ -72,63 +70,6 @@ CREATE TABLE IF NOT EXISTS file_hashes (  -- a local input's SHA-256, by its ver
 
 # Uploads are kept 7 days by the service; reuse one only well inside that.
 UPLOAD_REUSE_SECONDS = 6 * 24 * 3600
-
-
-class State:
-    PENDING = "pending"  # known, nothing sent
-    SUBMITTING = "submitting"  # a submit POST may be on the wire
-    SUBMITTED = "submitted"  # the service returned a prediction id
-    COMPLETED = "completed"  # outputs known, not yet all on disk
-    DOWNLOADED = "downloaded"  # files whole on disk
-    FAILED = "failed"  # the task (or its input, or its download) failed
-    UNKNOWN = "unknown"  # a submit whose outcome cannot be known
-
-
-@attrs.define(eq=False)
-class TaskRow:
-    """One task's row. The JSON columns are decoded when asked for: most reads need none.
-
-    `Journal.update` changes it in place along with the database: the engine drives
-    each task from one coroutine, which holds its row.
-    """
-
-    fingerprint: str
-    request_json: str
-    input: str
-    output_stem: str | None
-    state: str
-    prediction_id: str | None
-    created_at: float | None
-    sent_at: float | None
-    failed_at: float | None
-    status: str | None
-    code: int | None
-    outputs_json: str | None
-    files_json: str | None
-    error: str | None
-    cost_usd: float
-    delivered_by: str | None
-
-    @property
-    def request(self) -> dict[str, Any]:
-        return json.loads(self.request_json)  # type: ignore[no-any-return]
-
-    # The last decoded JSON lists, with the text they came from: a task reads its
-    # outputs several times on its way.
-    _outputs: tuple[str | None, tuple[str, ...]] = attrs.field(init=False, default=(None, ()))
-    _files: tuple[str | None, tuple[str, ...]] = attrs.field(init=False, default=(None, ()))
-
-    @property
-    def outputs(self) -> tuple[str, ...]:
-        if self._outputs[0] is not self.outputs_json:
-            self._outputs = (self.outputs_json, tuple(json.loads(self.outputs_json or "[]")))
-        return self._outputs[1]
-
-    @property
-    def files(self) -> tuple[str, ...]:
-        if self._files[0] is not self.files_json:
-            self._files = (self.files_json, tuple(json.loads(self.files_json or "[]")))
-        return self._files[1]
 
 
 # Columns holding JSON, and the TaskRow fields that keep their text.

@@ -15,11 +15,12 @@ import attrs
 
 from ._audio import DEFAULT_MAX_UPLOAD_BYTES
 from ._identity import FileFacts, file_version, fingerprint
-from ._journal import Journal, State
+from ._journal import Journal
 from ._naming import checked_stem, default_stem
 from ._s3 import MissingExtraError, ObjectStores, audio_keys, audio_objects
 from .errors import ValidationError
 from .models import OBJECT_SCHEME, REQUEST_FIELDS, ObjectRef, OutpaintRequest, expand_path
+from .seams import State
 
 AUDIO_SUFFIXES = {".mp3", ".wav", ".flac"}
 MANIFEST_FIELDS = {"audio", "output", *REQUEST_FIELDS}

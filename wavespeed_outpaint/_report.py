@@ -12,13 +12,6 @@ from rich.table import Table
 from .models import OutpaintResult, Status
 
 
-def status_text(result: OutpaintResult) -> str:
-    if result.ok:
-        return "completed"
-    status = result.status.value if isinstance(result.status, Status) else str(result.status)
-    return "failed" if status == "completed" else status  # completed, but not downloaded
-
-
 class Report:
     """What a run reports at its end, gathered as the results arrive: counts, and the
     items it prints (every one for --json; for the table, those not completed), so that
@@ -41,7 +34,7 @@ class Report:
         """A result of a batch on this machine; `shown`, its input as the user gave it."""
         item = {
             "input": shown,
-            "status": status_text(result),
+            "status": result.outcome,
             "prediction_id": result.prediction_id,
             "files": list(result.locations),
             "error": result.error,

@@ -5,8 +5,9 @@ from __future__ import annotations
 import collections
 from pathlib import Path
 
-from ._journal import Journal, State
+from ._journal import Journal
 from ._plan import PAID_STATES
+from .seams import State
 
 
 def print_status(path: Path) -> int:

@@ -25,10 +25,10 @@ network before it builds an error.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from .models import OutpaintRequest, Prediction
+from ._root_errors import OutpaintError, ValidationError
+from .models import OutpaintRequest, Prediction
 
 __all__ = [
     "APIError",
@@ -50,20 +50,6 @@ __all__ = [
     "ValidationError",
     "WebhookVerificationError",
 ]
-
-
-class OutpaintError(Exception):
-    """The root of every error this package raises."""
-
-
-class ValidationError(OutpaintError, ValueError):
-    """A request, option or file that cannot be sent. Nothing was sent or charged."""
-
-    def __init__(self, field: str, value: Any, problem: str) -> None:
-        self.field = field
-        self.value = value
-        self.problem = problem
-        super().__init__(f"{field}={_short_repr(value)}: {problem}")
 
 
 class ConfigurationError(OutpaintError):
@@ -215,11 +201,6 @@ class OutputError(OutpaintError):
 class JournalError(OutpaintError):
     """The journal cannot be opened, read or written (a full disk, a locked or broken file).
     Nothing is submitted while the journal cannot record it."""
-
-
-def _short_repr(value: Any, limit: int = 80) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class WebhookVerificationError(OutpaintError):

@@ -18,7 +18,7 @@ import attrs
 
 from ._audio import DEFAULT_MAX_UPLOAD_BYTES, AudioProblem, probe_audio
 from ._formats import OUTPUT_FORMATS
-from .errors import ValidationError
+from ._root_errors import ValidationError
 
 __all__ = [
     "MODEL_ID",
@@ -472,6 +472,15 @@ class OutpaintResult:
     @property
     def ok(self) -> bool:
         return self.status is Status.COMPLETED and self.error is None
+
+    @property
+    def outcome(self) -> str:
+        """What a report says of it: "completed" when its outputs are written, "failed"
+        when the service completed it but its outputs were not, else its status."""
+        if self.ok:
+            return "completed"
+        status = self.status.value if isinstance(self.status, Status) else str(self.status)
+        return "failed" if status == "completed" else status
 
     @property
     def retryable(self) -> bool | None:

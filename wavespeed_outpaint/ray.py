@@ -42,7 +42,6 @@ from ._claims import ObjectClaims
 from ._continuous import ContinuousBatch
 from ._journal import Journal
 from ._pacing import StartPacer
-from ._report import status_text
 from ._s3 import ObjectStores
 from .client import OutpaintClient
 from .errors import ConfigurationError
@@ -354,7 +353,7 @@ def _result_row(
         return {**base, **nothing, "status": "invalid", "error": ended}
     return {
         **base,
-        "status": status_text(ended),
+        "status": ended.outcome,
         "prediction_id": ended.prediction_id,
         "files": list(ended.locations),
         "error": ended.error,

@@ -25,10 +25,10 @@ import anyio
 import attrs
 
 from ._files import write_whole_file
-from ._journal import Journal, State
-from ._report import status_text
+from ._journal import Journal
 from ._seams import TrackView, analyse
 from .models import OutpaintResult, Status, expand_path
+from .seams import State
 
 # Seconds of audio each seam player plays on either side of its seam.
 SEAM_CONTEXT = 5.0
@@ -58,7 +58,7 @@ def items_from_results(results: Iterable[OutpaintResult]) -> list[ReviewItem]:
         items.append(
             ReviewItem(
                 input=str(r.request.audio),
-                status=status_text(r),
+                status=r.outcome,
                 prediction_id=r.prediction_id,
                 files=r.files,
                 locations=r.locations,
