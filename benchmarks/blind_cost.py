@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 
-from wavespeed_outpaint._poller import (
+from wavespeed_outpaint._engine.poller import (
     BLIND_GROWTH,
     BLIND_HEAD_START,
     FAILED_GROWTH,

@@ -54,7 +54,7 @@ from _harness import (
     write_results,
 )
 from _procs import TreeMeter, command, cpu_seconds, descendants
-from s3server import s3_server
+from support.s3server import s3_server
 
 BUCKET = "lib"
 GENERATED = 2.0

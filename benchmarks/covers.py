@@ -7,7 +7,7 @@ in their own format with their tags, against the same run untagged.
 Each cell runs the client in a fresh child process against the emulator in its own
 process (so its memory is the client's alone) and reports the child's peak RSS over an
 untagged run of the same inputs, beside the covers' total. Covers over the cap
-(`_tags.MAX_COVER_BYTES`) are left out unread; those under it are carried.
+(`_audio.tags.MAX_COVER_BYTES`) are left out unread; those under it are carried.
 Writes benchmarks/results/covers.{md,json}.
 """
 
@@ -40,7 +40,7 @@ COLUMNS = [
 
 
 def make_inputs(folder: Path, files: int, cover_mb: float) -> list[Path]:
-    from wavespeed_outpaint._tags import Cover, TrackTags, write_tags
+    from wavespeed_outpaint._audio.tags import Cover, TrackTags, write_tags
 
     paths = []
     for i in range(files):

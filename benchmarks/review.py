@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
 
 import soundfile as sf
 from _harness import write_results
-from browser import chromium, find_chromium
+from support.browser import chromium, find_chromium
 
 from wavespeed_outpaint.emulator._audio import make_track
 from wavespeed_outpaint.review import ReviewItem, write_review_page

@@ -39,7 +39,7 @@ from _harness import (
     row_from_child,
     write_results,
 )
-from s3server import S3Server, s3_server
+from support.s3server import S3Server, s3_server
 
 SERVICE = TimeModel(time_scale=0.05, base_seconds=0.5, jitter=0.2)
 BUCKET = "lib"

@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from s3server import S3Server, s3_server
+from support.s3server import S3Server, s3_server
 from typing_extensions import Unpack
 
 from wavespeed_outpaint import OutpaintClient
-from wavespeed_outpaint._identity import FileFacts
+from wavespeed_outpaint._engine.identity import FileFacts
 from wavespeed_outpaint.emulator import DEFAULT_API_KEY, Emulator, EmulatorConfig
 from wavespeed_outpaint.emulator._audio import encode, make_track
 from wavespeed_outpaint.options import OptionKeywords

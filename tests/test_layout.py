@@ -5,16 +5,44 @@ from __future__ import annotations
 import ast
 import inspect
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import wavespeed_outpaint
 
 PACKAGE = Path(wavespeed_outpaint.__file__).parent
-# The façade and what is built on it; everything else sits below `client`.
-ABOVE_CLIENT = {
-    "__init__", "client", "cli", "_runner", "_ray_run", "_continuous", "demo", "ray", "webhooks",
-    "__main__",
-}  # fmt: skip
+
+# The package in layers: each folder (or public module) belongs to one, and a layer
+# imports only the layers it names here (type-only imports too). The public modules sit
+# in the layer of what they front: `ray` over `_cluster/`, `review` over `_review/`.
+LAYERS: dict[str, tuple[str, ...]] = {
+    "audio": ("_audio",),
+    "words": ("_root_errors", "errors", "models", "options", "seams", "_version"),
+    "api": ("_api",),
+    "outputs": ("_outputs",),
+    "engine": ("_engine",),
+    "client": ("__init__", "client", "webhooks"),
+    "cluster": ("_cluster", "ray"),
+    "review": ("_review", "review"),
+    "emulator": ("emulator", "testing", "pytest_plugin"),
+    "cli": ("_cli", "__main__"),
+}
+BELOW_CLIENT = {"engine", "outputs", "api", "words", "audio"}
+MAY_IMPORT: dict[str, set[str]] = {
+    "audio": set(),
+    "words": {"audio"},
+    "api": {"words", "audio"},
+    "outputs": {"api", "words", "audio"},
+    "engine": {"outputs", "api", "words", "audio"},
+    "client": BELOW_CLIENT,
+    "cluster": {"client", *BELOW_CLIENT},
+    "review": {"engine", "outputs", "words", "audio"},
+    "emulator": {"api", "words", "audio"},
+    "cli": set(LAYERS) - {"cli"},
+}
+# What `import wavespeed_outpaint` must leave unloaded: an SDK user gets none of it.
+NOT_ON_IMPORT = ("_cli", "_cluster", "_review", "emulator", "ray", "review", "testing")
 
 
 def _module_name(path: Path) -> str:
@@ -63,14 +91,48 @@ def _graph(*, typing_too: bool = False) -> dict[str, set[str]]:
     return {_module_name(p): _imports(p, typing_too=typing_too) for p in PACKAGE.rglob("*.py")}
 
 
-def test_nothing_below_the_client_imports_it() -> None:
-    importers = {m for m, deps in _graph(typing_too=True).items() if "client" in deps}
-    assert importers <= ABOVE_CLIENT, importers - ABOVE_CLIENT
+def _layer(module: str) -> str:
+    top = module.split(".")[0]
+    found = [layer for layer, tops in LAYERS.items() if top in tops]
+    assert found, f"{module} is in no layer: add {top} to LAYERS"
+    return found[0]
+
+
+def test_each_layer_imports_only_the_layers_under_it() -> None:
+    wrong = sorted(
+        f"{module} ({_layer(module)}) imports {dep} ({_layer(dep)})"
+        for module, deps in _graph(typing_too=True).items()
+        for dep in deps
+        if _layer(dep) != _layer(module) and _layer(dep) not in MAY_IMPORT[_layer(module)]
+    )
+    assert not wrong, "\n".join(wrong)
+
+
+def test_each_folder_says_what_it_is() -> None:
+    for folder in PACKAGE.iterdir():
+        if folder.is_dir() and folder.name != "__pycache__":
+            init = folder / "__init__.py"
+            assert init.exists(), f"{folder.name}/ has no __init__.py"
+            doc = ast.get_docstring(ast.parse(init.read_text()))
+            assert doc, f"{folder.name}/__init__.py has no docstring"
+            assert "Import" in doc, f"{folder.name}/__init__.py: say what it imports"
+
+
+def test_importing_the_sdk_loads_no_command_line_cluster_review_or_emulator() -> None:
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys, wavespeed_outpaint; print(*sys.modules)"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout.split()
+    ours = [m.split(".")[1] for m in loaded if m.startswith("wavespeed_outpaint.")]
+    assert not set(ours) & set(NOT_ON_IMPORT), set(ours) & set(NOT_ON_IMPORT)
+    assert "ray" not in loaded
 
 
 def test_the_imports_have_no_cycle() -> None:
-    # Type-only imports (errors name the request type in their signatures) are left out.
-    graph = _graph()
+    graph = _graph(typing_too=True)
     done: set[str] = set()
 
     def visit(module: str, path: list[str]) -> None:

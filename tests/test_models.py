@@ -9,8 +9,8 @@ import pytest
 from conftest import MakeTrack, flac_claiming
 
 from wavespeed_outpaint import OutpaintRequest, Prediction, Status, ValidationError
-from wavespeed_outpaint._audio import DEFAULT_MAX_UPLOAD_BYTES
-from wavespeed_outpaint._identity import FileFacts
+from wavespeed_outpaint._audio.probe import DEFAULT_MAX_UPLOAD_BYTES
+from wavespeed_outpaint._engine.identity import FileFacts
 
 URL = "https://cdn.example.com/song.mp3"
 

@@ -26,9 +26,9 @@ from wavespeed_outpaint import (
     TaskFailedError,
     ValidationError,
 )
-from wavespeed_outpaint._audio import DEFAULT_MAX_UPLOAD_BYTES, AudioProblem, probe_audio
-from wavespeed_outpaint._identity import FileFacts
-from wavespeed_outpaint._plan import PlanError, from_manifest
+from wavespeed_outpaint._audio.probe import DEFAULT_MAX_UPLOAD_BYTES, AudioProblem, probe_audio
+from wavespeed_outpaint._cli.plan import PlanError, from_manifest
+from wavespeed_outpaint._engine.identity import FileFacts
 from wavespeed_outpaint.emulator import Emulator, Faults
 
 URL = "https://cdn.example.com/a.mp3"

@@ -6,8 +6,8 @@ private.
 
 import logging
 
-from ._identity import FileFacts
-from ._pacing import StartPacer
+from ._engine.identity import FileFacts
+from ._engine.pacing import StartPacer
 from ._version import __version__
 from .client import OutpaintClient
 from .errors import (

@@ -26,17 +26,17 @@ if sys.version_info >= (3, 11):
 else:
     from typing_extensions import Unpack
 
-from ._api import WaveSpeedAPI
-from ._batch import feed
-from ._download import output_name
-from ._engine import BatchState, Engine
-from ._files import FileWriter, LocalFolder
-from ._finish import Finisher
-from ._http import Transport
-from ._identity import FileFacts
-from ._journal import Journal
-from ._s3 import ObjectPrefix, ObjectStores, is_object_url
-from ._times import FILE_NAME, TaskTimes, default_state_dir, service_key
+from ._api.download import output_name
+from ._api.endpoints import WaveSpeedAPI
+from ._api.transport import Transport
+from ._engine.batch import feed
+from ._engine.identity import FileFacts
+from ._engine.journal import Journal
+from ._engine.task import BatchState, Engine
+from ._engine.times import FILE_NAME, TaskTimes, default_state_dir, service_key
+from ._outputs.files import FileWriter, LocalFolder
+from ._outputs.finish import Finisher
+from ._outputs.s3 import ObjectPrefix, ObjectStores, is_object_url
 from .errors import ConfigurationError
 from .models import (
     MODEL_ID,

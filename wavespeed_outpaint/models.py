@@ -16,8 +16,8 @@ from urllib.parse import unquote, urlsplit
 import anyio
 import attrs
 
-from ._audio import DEFAULT_MAX_UPLOAD_BYTES, AudioProblem, probe_audio
-from ._formats import OUTPUT_FORMATS
+from ._audio.formats import OUTPUT_FORMATS
+from ._audio.probe import DEFAULT_MAX_UPLOAD_BYTES, AudioProblem, probe_audio
 from ._root_errors import ValidationError
 
 __all__ = [

@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 
 import attrs
 
-from ._audio import DEFAULT_MAX_UPLOAD_BYTES
+from ._audio.probe import DEFAULT_MAX_UPLOAD_BYTES
 from .errors import ValidationError
 
 __all__ = ["DEFAULT_BASE_URL", "ClientOptions", "OptionKeywords"]

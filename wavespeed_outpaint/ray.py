@@ -38,11 +38,11 @@ from typing import Any
 
 import attrs
 
-from ._claims import ObjectClaims
-from ._continuous import ContinuousBatch
-from ._journal import Journal
-from ._pacing import StartPacer
-from ._s3 import ObjectStores
+from ._cluster.claims import ObjectClaims
+from ._cluster.continuous import ContinuousBatch
+from ._engine.journal import Journal
+from ._engine.pacing import StartPacer
+from ._outputs.s3 import ObjectStores
 from .client import OutpaintClient
 from .errors import ConfigurationError
 from .models import REQUEST_FIELDS, ObjectRef, OutpaintRequest, OutpaintResult

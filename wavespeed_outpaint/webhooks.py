@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from ._signing import signature_matches
+from ._api.signing import signature_matches
 from .errors import WebhookVerificationError
 from .models import Prediction
 

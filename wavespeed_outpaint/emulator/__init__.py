@@ -5,7 +5,9 @@
             ...
         emulator.stats()["duplicate_submissions"]
 
-Needs the `emulator` extra (numpy, soundfile).
+Needs the `emulator` extra (numpy, soundfile). Imports the words (`models`) and `_api`
+(webhook signatures), nothing of the client; imported by `testing`, the pytest plugin and
+the command line (`emulator`, `demo`).
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from urllib.parse import quote, unquote, urlsplit
 import aiohttp
 from aiohttp import web
 
-from .._signing import signature
+from .._api.signing import signature
 from ..models import MODEL_ID, is_loopback_host
 from . import _audio
 from ._config import EmulatorConfig

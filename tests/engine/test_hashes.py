@@ -1,0 +1,72 @@
+"""Submitting starts at once: the plan reads no audio, and a resumed batch takes each
+unchanged local file's hash from its journal (kept by the file's path, size, mtime and
+inode) instead of reading the file again."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from conftest import MakeTrack, fast_client
+
+from wavespeed_outpaint import OutpaintRequest
+from wavespeed_outpaint._cli.plan import budget, from_inputs
+from wavespeed_outpaint._engine.identity import FileFacts
+from wavespeed_outpaint.emulator import Emulator
+
+pytestmark = pytest.mark.anyio
+
+
+def library(make_audio: MakeTrack, count: int = 6) -> list[Path]:
+    return [make_audio(f"library/t{i}.wav", seconds=0.5) for i in range(count)]
+
+
+async def run_batch(emu: Emulator, files: FileFacts, tracks: list[Path], journal: Path) -> None:
+    requests = [(OutpaintRequest(t, tags="lofi"), t.stem) for t in tracks]
+    async with fast_client(emu, file_facts=files) as client:
+        results = [
+            r async for r in client.outpaint_many(requests, journal.parent / "out", journal=journal)
+        ]
+    assert all(r.ok for r in results), [r.error for r in results]
+
+
+async def test_a_resumed_batch_reads_no_audio_of_unchanged_files(
+    emulator: Emulator, make_audio: MakeTrack, tmp_path: Path
+) -> None:
+    tracks = library(make_audio)
+    journal = tmp_path / "journal.sqlite"
+    first = FileFacts()
+    await run_batch(emulator, first, tracks, journal)
+    assert first.files_read == 6
+
+    resumed = FileFacts()  # a new process: nothing in memory
+    await run_batch(emulator, resumed, tracks, journal)
+    assert resumed.files_read == 0
+
+    # An edited file is a new version: read again (and only it).
+    tracks[0].write_bytes(tracks[1].read_bytes())
+    os.utime(tracks[0], ns=(1, 1))
+    edited = FileFacts()
+    await run_batch(emulator, edited, tracks, journal)
+    assert edited.files_read == 1
+    assert emulator.stats()["duplicate_submissions"] == 0
+
+
+async def test_the_plan_reads_no_audio_and_knows_what_was_paid(
+    emulator: Emulator, make_audio: MakeTrack, tmp_path: Path
+) -> None:
+    tracks = library(make_audio)
+    journal = tmp_path / "journal.sqlite"
+    files = FileFacts()
+    plan = budget(from_inputs([str(tracks[0].parent)], files, tags="lofi"), journal, None, files)
+    # A first run: nothing to compare with, so nothing is read before the first submit.
+    assert (files.files_read, plan.to_run, plan.paid_before) == (0, 6, 0)
+
+    await run_batch(emulator, FileFacts(), tracks, journal)
+    files = FileFacts()
+    planned = from_inputs([str(tracks[0].parent)], files, tags="lofi")
+    plan = budget(planned, journal, max_cost=0.0, files=files)
+    # Every task was paid for: known from the journal's hashes, with no file read, and
+    # none of them counts against --max-cost.
+    assert (files.files_read, plan.paid_before, plan.held_back, plan.to_run) == (0, 6, 0, 6)
