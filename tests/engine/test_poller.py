@@ -17,7 +17,8 @@ import attrs
 import pytest
 
 from wavespeed_outpaint import Prediction, Status
-from wavespeed_outpaint._engine.poller import PollOptions, SharedPoller, Survival
+from wavespeed_outpaint._engine.estimates import Survival
+from wavespeed_outpaint._engine.poller import PollOptions, SharedPoller
 from wavespeed_outpaint.errors import NotFoundError
 
 pytestmark = pytest.mark.anyio

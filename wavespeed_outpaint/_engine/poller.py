@@ -3,10 +3,10 @@
 With several tasks in flight it asks the list endpoint, which answers for many tasks at
 once (status `completed`, filtered to a creation window, up to 100 items a page). The
 tasks in flight, in creation order, are cut into *windows* that each fit one page of
-the finished predictions around them (`_windows`), and each window is looked at when
+the finished predictions around them (`windows.py`), and each window is looked at when
 the lag its unseen finished tasks have probably run up outweighs the price of a request
 (`_plan`). What "probably" means is learned from the tasks that already finished:
-the chance that a task of a given age is still running (`Survival`), with no model of
+the chance that a task of a given age is still running (`estimates.Survival`), with no model of
 the service's times built in, so a heavy tail, a queue at the service or a long fixed
 start cost change how often a window is looked at, not whether a late task is found.
 Before anything has ended, every task is looked at, each gap a little longer than the
@@ -47,22 +47,16 @@ from ..errors import (
     ProtocolError,
 )
 from ..models import CREATED_AT_RESOLUTION, Prediction, Status, _parse_time
+from .estimates import FinishEstimator, Survival
 from .signal import Signal
 from .times import KEPT, generated_key
+from .windows import PAGE_ITEMS, ROOM_LOOKS, ListedItems, cut_windows
 
 log = logging.getLogger("wavespeed_outpaint.poller")
 
 EARLY_DELIVERIES_KEPT = 10_000
 # Answers that break the protocol this many times in a row are not asked again.
 PROTOCOL_STRIKES = 3
-# Items one list page shows, and the room a window keeps in its page for what its look
-# finds beyond what it holds (see `SharedPoller._windows`): at most this many of its own
-# tasks, and this many of anyone else's.
-PAGE_ITEMS = 100
-ROOM_ITEMS = 20
-OTHERS_ITEMS = 2
-# Looks whose finds set that room.
-ROOM_LOOKS = 20
 # The planning pass over every task costs CPU: at most this share of the loop's time.
 PLANNING_SHARE = 0.05
 # An end seen within this long (or this share of the task's age) of the last look that
@@ -167,119 +161,6 @@ class PollOptions:
     webhook_grace: float | None = None
 
 
-class FinishEstimator:
-    """Predicts when a task finishes, from the work per generated second seen so far
-    (for per-task GETs, where one look at the wrong moment costs a request)."""
-
-    def __init__(self, initial: float) -> None:
-        self._samples: collections.deque[float] = collections.deque(maxlen=256)
-        self._initial = initial
-        self._sorted: list[float] | None = None
-
-    def observe(self, generated: float, seconds: float) -> None:
-        if generated > 0:
-            self._samples.append(max(0.0, seconds) / generated)
-            self._sorted = None
-
-    @property
-    def has_samples(self) -> bool:
-        return bool(self._samples)
-
-    def work_per_second(self, quantile: float) -> float:
-        """Seconds of work per generated second that `quantile` of finished tasks beat."""
-        if not self._samples:
-            return self._initial
-        if self._sorted is None:
-            self._sorted = sorted(self._samples)
-        return self._sorted[min(len(self._sorted) - 1, math.ceil(quantile * len(self._sorted)) - 1)]
-
-    def finish(self, created: float, generated: float, quantile: float = 0.75) -> float:
-        return created + self.work_per_second(quantile) * generated
-
-
-class Survival:
-    """How long tasks take from creation to their end: the chance that a task is still
-    running at a given age, estimated (Kaplan-Meier) from a cohort of recent tasks, the
-    finished ones with the time they took and the running ones with their age so far.
-    Counting the running ones matters: at the start of a batch only the quick tasks have
-    finished, and from them alone every task would look overdue. Past the oldest age seen,
-    the chance decays with the mean time (a tail not seen yet is not ruled out)."""
-
-    def __init__(self) -> None:
-        self._ages: list[float] = []  # ages at which tasks were seen to end, ascending
-        self._running: list[float] = []  # the chance of still running just after each
-        self.mean = 0.0  # of the times seen
-        self._seen_until = 0.0  # the oldest age any task of the cohort reached
-        self.nearly_all = 0.0  # 99% of tasks end by this age (or the last end seen)
-
-    @property
-    def has_samples(self) -> bool:
-        return bool(self._ages)
-
-    def estimate(self, took: list[float], ages: list[float]) -> None:
-        """From the times finished tasks took and the ages at which others were last
-        seen running."""
-        if not took:
-            self._ages, self._running = [], []
-            return
-        at_risk = len(took) + len(ages)
-        still = 1.0
-        self._ages, self._running = [], []
-        events = sorted(took)
-        censored = sorted(ages)
-        j = 0
-        for age in events:
-            # Tasks still running at a younger age than this left the count unseen.
-            while j < len(censored) and censored[j] < age:
-                j += 1
-                at_risk -= 1
-            still *= 1 - 1 / at_risk
-            at_risk -= 1
-            self._ages.append(age)
-            self._running.append(still)
-        self.mean = max(1e-3, sum(events) / len(events))
-        self._seen_until = max(events[-1], censored[-1] if censored else 0.0)
-        cut = next((i for i, s in enumerate(self._running) if s <= 0.01), len(events) - 1)
-        self.nearly_all = self._ages[cut]
-
-    def running(self, age: float) -> float:
-        """The chance that a task is still running at `age` seconds (1 with no samples)."""
-        ages = self._ages
-        if not ages:
-            return 1.0
-        i = bisect.bisect_right(ages, age)
-        if i < len(ages) or age <= self._seen_until:
-            return self._running[i - 1] if i else 1.0
-        last = self._running[-1] or 0.5 / len(ages)
-        return last * math.exp(-(age - self._seen_until) / self.mean)
-
-
-class _Items:
-    """Predictions of one status the list has shown (anyone's), by creation time: how
-    many items a window will hold. Only the span of the tasks in flight is kept."""
-
-    def __init__(self) -> None:
-        self.created: list[float] = []  # sorted
-        self._ids: dict[str, float] = {}
-
-    def __contains__(self, prediction_id: str) -> bool:
-        return prediction_id in self._ids
-
-    def add(self, prediction_id: str, created: float) -> None:
-        if prediction_id not in self._ids:
-            self._ids[prediction_id] = created
-            bisect.insort(self.created, created)
-
-    def forget_before(self, oldest: float) -> None:
-        """Items created before every task in flight no longer fall in any window
-        (forgotten in bulk, when they are half of what is kept)."""
-        cut = bisect.bisect_left(self.created, oldest - 1.0)
-        if cut > 1000 and cut > len(self.created) // 2:
-            limit = self.created[cut - 1]
-            del self.created[:cut]
-            self._ids = {i: c for i, c in self._ids.items() if c > limit}
-
-
 @attrs.define(eq=False)
 class _Watch:
     id: str
@@ -338,8 +219,8 @@ class SharedPoller:
         self._list_lies = 0
         # Tasks for the list, in creation order (settled ones are dropped when planning).
         self._order: list[_Watch] = []
-        self._finished = _Items()
-        self._failed = _Items()
+        self._finished = ListedItems()
+        self._failed = ListedItems()
         self._was_listing = False
         # The last blind looks (see `_plan_blind`): for completed tasks, for failed ones.
         self._blind_looked = 0.0
@@ -702,7 +583,7 @@ class SharedPoller:
         failed_rate = 0.0
         price = self._price(len(order))
         overdue_age = self._overdue_age()
-        for window in self._windows(order, self._finished.created):
+        for window in cut_windows(order, self._finished.created, self._found):
             if any(w.asking for w in window):
                 continue  # its look is under way; its answer wakes the loop
             lag = rate = 0.0
@@ -748,7 +629,7 @@ class SharedPoller:
         self._failed_lag += failed_rate * elapsed
         if self._failed_lag >= price and not self._asking_failed:
             self._failed_lag = 0.0
-            sweeps += [(w, "failed") for w in self._windows(order, self._failed.created)]
+            sweeps += [(w, "failed") for w in cut_windows(order, self._failed.created, self._found)]
         elif failed_rate:
             next_plan = min(next_plan, now + (price - self._failed_lag) / failed_rate)
         # The chances grow between plans (a projection at today's rate comes too late):
@@ -821,46 +702,15 @@ class SharedPoller:
         if now < self._blind_looked + gap:
             return [], self._blind_looked + gap
         self._blind_looked = now
-        sweeps = [(w, "completed") for w in self._windows(order, self._finished.created)]
+        sweeps = [(w, "completed") for w in cut_windows(order, self._finished.created, self._found)]
         failed_gap = min(opts.max_check_interval, max(floor, FAILED_GROWTH * age))
         if now >= self._blind_failed_looked + failed_gap and not self._asking_failed:
             # A task may fail as early as it may complete (when every task failed at once,
             # only a GET at `blind_overdue_after` found them), but failures are the rarer
             # end: looked for less often.
-            sweeps += [(w, "failed") for w in self._windows(order, self._failed.created)]
+            sweeps += [(w, "failed") for w in cut_windows(order, self._failed.created, self._found)]
             self._blind_failed_looked = now
         return sweeps, now + gap
-
-    def _windows(self, order: list[_Watch], finished: list[float]) -> list[list[_Watch]]:
-        """The tasks in creation order, cut where a window's page would run over: the
-        predictions already finished in its span, and room for what its look finds (two
-        items of anyone else's, and its own tasks that end before it: no more than it
-        has, nor than the most any of the last looks found). A long run of finished
-        predictions between two tasks in flight is skipped, not read.
-
-        A page that runs over costs a second request at that look; a window cut too
-        short, one at each of its looks. With room for 20 in all whatever was found, a
-        heavy tail's stragglers were cut off in a window of their own a look in four at
-        64 in flight, where looks found 12 at most: 0.30 requests a task, 0.28 to 0.29 now
-        for the same lag. Past 20 found the room stays: at 1,000 in flight, where what a
-        look finds comes in waves, room for the most found cut windows short after each
-        wave (base-dominated: 0.036 requests a task became 0.045)."""
-        windows: list[list[_Watch]] = []
-        window: list[_Watch] = []
-        start = 0
-        found = min(ROOM_ITEMS, max(self._found, default=ROOM_ITEMS))
-        for w in order:
-            if window:
-                held = bisect.bisect_right(finished, w.created + w.margin) - start
-                if held + OTHERS_ITEMS + min(found, len(window) + 1) > PAGE_ITEMS:
-                    windows.append(window)
-                    window = []
-            if not window:
-                start = bisect.bisect_left(finished, w.created - w.margin)
-            window.append(w)
-        if window:
-            windows.append(window)
-        return windows
 
     # -- asking ---------------------------------------------------------------------------
 
@@ -925,7 +775,7 @@ class SharedPoller:
                 w.looked = w.swept = w.last_seen_unfinished = started
                 w.lag = 0.0
 
-    def _settle_item(self, item: dict[str, Any], seen: _Items) -> bool:
+    def _settle_item(self, item: dict[str, Any], seen: ListedItems) -> bool:
         """Settle what a list item shows; whether it was new to the looks."""
         item_id = item["id"]
         watch = self._watches.get(item_id)
