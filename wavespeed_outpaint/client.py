@@ -32,7 +32,8 @@ from ._api.transport import Transport
 from ._engine.batch import feed
 from ._engine.identity import FileFacts
 from ._engine.journal import Journal
-from ._engine.task import BatchState, Engine
+from ._engine.state import BatchState
+from ._engine.task import Engine
 from ._engine.times import FILE_NAME, TaskTimes, default_state_dir, service_key
 from ._outputs.files import FileWriter, LocalFolder
 from ._outputs.finish import Finisher
@@ -343,7 +344,7 @@ class OutpaintClient:
 
     async def upload(self, path: str | os.PathLike[str]) -> str:
         """Upload a local MP3 / WAV / FLAC file; returns the URL to send as `audio`."""
-        return await self._running_engine().upload(expand_path(path))
+        return await self._running_engine().inputs.upload(expand_path(path))
 
     async def submit(
         self,

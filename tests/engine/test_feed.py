@@ -16,7 +16,8 @@ import pytest
 from wavespeed_outpaint import OutpaintRequest, OutpaintResult, Status
 from wavespeed_outpaint._engine.batch import feed
 from wavespeed_outpaint._engine.journal import Journal
-from wavespeed_outpaint._engine.task import BatchState, Engine
+from wavespeed_outpaint._engine.state import BatchState
+from wavespeed_outpaint._engine.task import Engine
 from wavespeed_outpaint.options import ClientOptions
 
 pytestmark = pytest.mark.anyio

@@ -16,7 +16,8 @@ from anyio.streams.memory import MemoryObjectSendStream
 from ..errors import OutpaintError, ValidationError
 from ..models import BatchInput, OutpaintRequest, OutpaintResult, Status
 from ..options import ClientOptions
-from .task import BatchState, Engine
+from .state import BatchState
+from .task import Engine
 from .taskset import TaskSet
 
 # Requests read ahead per parallel submit: enough that a submitter never waits for one.

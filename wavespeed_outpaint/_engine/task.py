@@ -13,11 +13,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Generic, TypeVar
 
 import anyio
 import attrs
@@ -39,10 +37,8 @@ from ..errors import (
     TaskFailedError,
     TransportError,
     UnknownSubmissionError,
-    ValidationError,
 )
 from ..models import (
-    BatchProgress,
     ObjectRef,
     OutpaintRequest,
     OutpaintResult,
@@ -52,25 +48,22 @@ from ..models import (
 )
 from ..options import ClientOptions
 from ..seams import (
-    FileVersion,
     OutputMark,
     OutputSink,
-    SharedTaskStore,
     StartLimiter,
     State,
     TaskRow,
     TaskStore,
 )
-from .identity import FileFacts, file_version, fingerprint
+from .identity import FileFacts, fingerprint
+from .inputs import Inputs
 from .pacing import StartPacer
 from .poller import PollOptions, SharedPoller
 from .settle import OpenSubmit, Outcome, Settler, unsigned
 from .signal import Signal
+from .state import BatchState
 
 log = logging.getLogger("wavespeed_outpaint.engine")
-
-K = TypeVar("K")
-V = TypeVar("V")
 
 # How long past a claimed submit's read time-out its record may take to be written, and
 # how often another worker's record is read meanwhile.
@@ -81,86 +74,9 @@ MAX_LOST_SUBMITS = 5
 
 
 @attrs.define
-class BatchState:
-    """What one batch (or one outpaint() call) decides and shares across its tasks."""
-
-    journal: TaskStore
-    # Where outputs go; None: results carry the output URLs, nothing is downloaded.
-    sink: OutputSink | None
-    resubmit_unknown: bool = False
-    retry_failed: bool = False
-    # Why submitting stopped: the account cannot pay, the key was refused, bad input.
-    fatal: BaseException | None = None
-    # Content hashes whose upload URL this batch's journal already holds, and local
-    # file versions whose hash it holds.
-    uploads_recorded: set[str] = attrs.field(factory=set)
-    hashes_recorded: set[FileVersion] = attrs.field(factory=set)
-    progress: BatchProgress = attrs.field(factory=BatchProgress)
-    # For a store kept only while tasks run (outpaint() calls): drops a finished task's
-    # record, so a long-lived client does not grow with every task it ever ran.
-    forget: Callable[[str], None] | None = None
-    # Why a task of this batch did not succeed, by fingerprint, until its result is out.
-    exceptions: dict[str, BaseException] = attrs.field(factory=dict)
-    # The journal again, when other processes share it (a claim before every submit).
-    # Asked once: a runtime protocol check costs some 17 us, too much for every submit.
-    shared: SharedTaskStore | None = attrs.field(init=False)
-
-    def __attrs_post_init__(self) -> None:
-        self.shared = self.journal if isinstance(self.journal, SharedTaskStore) else None
-
-    def failed(self, row: TaskRow, exc: BaseException, **fields: Any) -> TaskRow:
-        """Record the task's failure: its text in the journal, the exception itself
-        for the result."""
-        self.exceptions[row.fingerprint] = exc
-        return self.journal.update(row, error=str(exc), **fields)
-
-    @property
-    def stopped(self) -> bool:
-        return self.fatal is not None
-
-
-@attrs.define
 class _Shared:
     done: Signal = attrs.field(factory=Signal)
     result: OutpaintResult | None = None
-
-
-class _OncePerKey(Generic[K, V]):
-    """Work done once per key, however many tasks ask for it at the same moment: the
-    first does it, the others wait for it (and, if it failed, try it themselves).
-    Results are kept in `done`, unless `known` finds them in a cache of their own."""
-
-    def __init__(self, known: Callable[[K], V | None] | None = None, keep: int = 10_000) -> None:
-        # The most recently used `keep` results, when there is no cache of their own.
-        self.done: OrderedDict[K, V] = OrderedDict()
-        self._keep = keep if known is None else 0
-        self._known = self._recall if known is None else known
-        self._running: dict[K, Signal] = {}
-
-    def _recall(self, key: K) -> V | None:
-        value = self.done.get(key)
-        if value is not None:
-            self.done.move_to_end(key)
-        return value
-
-    async def get(self, key: K, work: Callable[[], Awaitable[V]]) -> V:
-        while (value := self._known(key)) is None:
-            running = self._running.get(key)
-            if running is not None:
-                await running.wait()
-                continue
-            finished = self._running[key] = Signal()
-            try:
-                value = await work()
-            finally:
-                del self._running[key]
-                finished.set()
-            if self._keep:
-                self.done[key] = value
-                if len(self.done) > self._keep:
-                    self.done.popitem(last=False)
-            return value
-        return value
 
 
 class Engine:
@@ -178,7 +94,7 @@ class Engine:
         opts = options
         self._api = api
         self.finisher = finisher
-        self.objects = objects if objects is not None else ObjectStores()
+        self.inputs = Inputs(api, opts, files, objects or ObjectStores())
         self.options = opts
         self.poller = SharedPoller(
             api,
@@ -201,18 +117,8 @@ class Engine:
         self.in_flight = asyncio.Semaphore(opts.max_in_flight)
         self._submits = asyncio.Semaphore(opts.parallel_submits)
         self._downloads = asyncio.Semaphore(opts.parallel_downloads)
-        # Local files are read and uploaded a few at a time, first come first served: all
-        # at once, 100 files of 40 MB sent their first task after 12.8 s
-        # (benchmarks/first_submit.py).
-        self._reading = anyio.CapacityLimiter(opts.parallel_uploads)
-        self._uploads = asyncio.Semaphore(opts.parallel_uploads)
         self._serial = asyncio.Lock()
         self._careful_until = 0.0
-        # Thousands of tasks of one file ask at once: one check and hash, one upload, not
-        # thousands. Hashes are kept by `files` (bounded, shared with the command line's plan).
-        self.files = files
-        self._hashes = _OncePerKey[FileVersion, str](known=self._checked_hash)
-        self._upload_urls = _OncePerKey[str, str]()
         self._on_the_wire: dict[str, OpenSubmit] = {}
         self._journals: list[TaskStore] = []
         # Tasks being driven now, so a second caller with the same request shares it.
@@ -255,100 +161,6 @@ class Engine:
         )
         return OpenSubmit(row.fingerprint, row.request, row.sent_at, ends_at)
 
-    # -- identity and uploads ----------------------------------------------------------
-
-    def _checked_hash(self, version: FileVersion) -> str | None:
-        if not self.files.checked(version, self.options.max_upload_bytes):
-            return None
-        return self.files.known_hash(version)
-
-    async def content_hash(self, path: Path, batch: BatchState | None = None) -> str:
-        """The file's SHA-256 once it is checked as audio the model takes (else
-        `ValidationError`), once per version of it (a new size or mtime: again). With a
-        batch, the hash its journal holds for this version is taken without reading the
-        file, and one read is recorded there for the next run."""
-
-        def check_and_hash() -> str:
-            self.files.check(path, self.options.max_upload_bytes)
-            return self.files.sha256(path)
-
-        # (A store kept only while tasks run, outpaint() calls', keeps no hashes.)
-        kept = batch if batch is not None and batch.forget is None else None
-        try:
-            version = file_version(path)
-            if kept is not None:
-                self._recall_hash(version, kept)
-            digest = await self._hashes.get(
-                version, lambda: anyio.to_thread.run_sync(check_and_hash, limiter=self._reading)
-            )
-        except OSError as exc:
-            raise ValidationError(
-                "audio", str(path), f"the file disappeared or cannot be read ({exc.strerror})"
-            ) from None
-        if kept is not None and version not in kept.hashes_recorded:
-            kept.journal.remember_file_hash(version, digest)
-            kept.hashes_recorded.add(version)
-        return digest
-
-    def _recall_hash(self, version: FileVersion, batch: BatchState) -> None:
-        """The hash the batch's journal holds for this version of a file, if any, taken
-        as if the file had been read."""
-        if self.files.known_hash(version) is not None:
-            return
-        recorded = batch.journal.file_hash(version)
-        if recorded is not None:
-            self.files.remember_hash(version, recorded)
-            batch.hashes_recorded.add(version)
-
-    async def upload(self, path: Path) -> str:
-        """Check a local file (off the event loop; remembered per version) and upload it."""
-        info = await anyio.to_thread.run_sync(self.files.check, path, self.options.max_upload_bytes)
-        async with self._uploads:
-            return await self._api.upload(path, info)
-
-    async def _audio_url(
-        self, request: OutpaintRequest, content_hash: str | None, batch: BatchState
-    ) -> str:
-        """The URL to submit: the user's, one signed for an object, or one upload per
-        file content."""
-        if request.is_object:
-            ref = ObjectRef.parse(str(request.audio))
-            if not self.options.upload_inputs:
-                return await self.objects.presign(ref, self.options.presign_seconds)
-            # For a store the service cannot reach: through the client, once per object
-            # version (its identity), streamed.
-            facts = await self.objects.check(ref)
-            if facts.info.size > self.options.max_upload_bytes:
-                raise ValidationError(
-                    "audio",
-                    str(ref),
-                    f"the object is {facts.info.size / 1e6:.1f} MB, over max_upload_bytes; "
-                    "let the service fetch it (no --upload-inputs) or raise the limit",
-                )
-            return await self._upload_urls.get(
-                facts.identity,
-                lambda: self._api.upload(self.objects.upload_source(ref), facts.info),
-            )
-        if not isinstance(request.audio, Path):
-            return request.audio
-        assert content_hash is not None
-        path = request.audio
-
-        async def upload() -> str:
-            if await self.content_hash(path) != content_hash:
-                raise ValidationError(
-                    "audio", str(path), "the file changed after it was checked; run again"
-                )
-            return await self.upload(path)
-
-        url = self._upload_urls.done.get(content_hash) or batch.journal.upload_url(content_hash)
-        if url is None:
-            url = await self._upload_urls.get(content_hash, upload)
-        if batch.forget is None and content_hash not in batch.uploads_recorded:
-            batch.journal.remember_upload(content_hash, url)
-            batch.uploads_recorded.add(content_hash)
-        return url
-
     # -- one task ----------------------------------------------------------------------
 
     async def run(
@@ -363,12 +175,12 @@ class Engine:
         journal = batch.journal
         content_hash = identity = None
         if isinstance(request.audio, Path):
-            content_hash = await self.content_hash(request.audio, batch)
+            content_hash = await self.inputs.content_hash(request.audio, batch)
             identity = "sha256:" + content_hash
         elif request.is_object:
             # Checked from the object (ranged reads), known by its version: signing the
             # URL anew on every run changes nothing of the task's identity.
-            identity = (await self.objects.check(ObjectRef.parse(request.audio))).identity
+            identity = (await self.inputs.objects.check(ObjectRef.parse(request.audio))).identity
         fp = fingerprint(request, identity)
         running = self._driving.get(fp)
         if running is not None:
@@ -508,7 +320,7 @@ class Engine:
         """Send the task; returns its row SUBMITTED, FAILED, UNKNOWN, or PENDING if stopped."""
         journal, fp = batch.journal, row.fingerprint
         try:
-            url = await self._audio_url(request, content_hash, batch)
+            url = await self.inputs.audio_url(request, content_hash, batch)
         except OutpaintError as exc:
             return batch.failed(row, exc, state=State.FAILED, status=Status.FAILED.value)
         payload = request.payload(url)
