@@ -285,7 +285,7 @@ async def test_the_key_appears_nowhere(
 
 
 def test_the_key_is_not_in_the_command_lines_output(make_audio: MakeTrack, tmp_path: Path) -> None:
-    from test_crash import emulator_process_at
+    from support.processes import emulator_process_at
 
     make_audio("in/a.wav")
     with emulator_process_at(time_scale=0.01) as url:

@@ -36,7 +36,7 @@ from ._engine.state import BatchState
 from ._engine.task import Engine
 from ._engine.times import FILE_NAME, TaskTimes, default_state_dir, service_key
 from ._outputs.files import FileWriter, LocalFolder
-from ._outputs.finish import Finisher
+from ._outputs.finish import Finisher, check_can_finish
 from ._outputs.s3 import ObjectPrefix, ObjectStores, is_object_url
 from .errors import ConfigurationError
 from .models import (
@@ -254,6 +254,8 @@ class OutpaintClient:
         engine = self._running_engine()
         assert self._journal is not None
         batch = BatchState(self._journal, await self._sink(out_dir), forget=self._journal.forget)
+        if batch.sink is not None:
+            check_can_finish(request)
         result = await engine.run(request, None, batch)
         if result is None:
             assert batch.fatal is not None

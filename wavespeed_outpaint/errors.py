@@ -3,6 +3,7 @@
     OutpaintError
     ├── ValidationError            bad input, refused before anything is sent or charged
     ├── ConfigurationError         no API key, a refused base URL
+    │   └── MissingExtraError          an optional part not installed (also an ImportError)
     ├── APIError                   the service answered and said no (status, code, message)
     │   ├── BadRequestError            400: the service refused the input
     │   ├── AuthenticationError        401 / 403: wrong, inactive or suspended key
@@ -38,6 +39,7 @@ __all__ = [
     "DeadlineError",
     "InsufficientBalanceError",
     "JournalError",
+    "MissingExtraError",
     "NotFoundError",
     "OutpaintError",
     "OutputError",
@@ -54,6 +56,17 @@ __all__ = [
 
 class ConfigurationError(OutpaintError):
     """The client cannot work as configured (no API key, a refused base URL)."""
+
+
+class MissingExtraError(ConfigurationError, ImportError):
+    """A feature needs an optional part of the package that is not installed; the message
+    says which extra to install. Raised before anything is sent or charged. (An
+    `ImportError` too, for code that imports optional parts in a `try`.)"""
+
+    def __init__(self, feature: str, extra: str, instead: str | None = None) -> None:
+        self.extra = extra
+        text = f"{feature} needs the {extra} extra: pip install 'wavespeed-outpaint[{extra}]'"
+        super().__init__(text + (f", or {instead}" if instead else ""))
 
 
 class APIError(OutpaintError):

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 from conftest import CLEAN_ENV, RATE, MakeTrack, against, run_cli
-from test_crash import emulator_process_at, stats
+from support.processes import emulator_process_at, stats
 
 from wavespeed_outpaint._audio.tags import read_tags
 
@@ -296,7 +296,7 @@ def test_the_emulator_refuses_an_unknown_fault_kind(tmp_path: Path) -> None:
 
 
 def test_the_demo_with_numpy_missing_says_what_to_install(tmp_path: Path) -> None:
-    # numpy made unimportable, as in an environment a dependency was removed from.
+    # numpy made unimportable, as in an install without the audio extra.
     code = (
         "import sys; sys.modules['numpy'] = None; "
         "from wavespeed_outpaint._cli.main import main; sys.exit(main(['demo']))"
@@ -310,7 +310,7 @@ def test_the_demo_with_numpy_missing_says_what_to_install(tmp_path: Path) -> Non
         env=CLEAN_ENV,
     )
     assert done.returncode == 2
-    assert "pip install --force-reinstall wavespeed-outpaint" in done.stderr
+    assert "pip install 'wavespeed-outpaint[audio]'" in done.stderr
     assert "Traceback" not in done.stderr
 
 

@@ -9,35 +9,16 @@ import os
 import signal
 import subprocess
 import sys
-import urllib.request
 from collections.abc import Iterator
-from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
 import soundfile as sf
 from conftest import CLEAN_ENV, RATE, MakeTrack, against
+from support.processes import emulator_process_at, stats
 from support.s3server import S3Server
 
-from wavespeed_outpaint.emulator._process import emulator_process as spawn_emulator
-
 HERE = Path(__file__).parent
-
-
-def emulator_process_at(
-    *, time_scale: float, balance: float = 1000.0
-) -> AbstractContextManager[str]:
-    """The emulator as its own process (tasks of `time_scale` s per generated second)."""
-    return spawn_emulator(
-        "--time-scale",
-        str(time_scale),
-        "--base-seconds",
-        "0.05",
-        "--jitter",
-        "0.3",
-        "--balance",
-        str(balance),
-    )
 
 
 @pytest.fixture
@@ -54,11 +35,6 @@ def journal_states(tmp: Path) -> dict[str, int]:
         return dict(db.execute("SELECT state, COUNT(*) FROM tasks GROUP BY state").fetchall())
     finally:
         db.close()
-
-
-def stats(base_url: str) -> dict[str, int]:
-    with urllib.request.urlopen(base_url + "/_emulator/stats", timeout=5) as response:
-        return json.loads(response.read())  # type: ignore[no-any-return]
 
 
 def run_batch(

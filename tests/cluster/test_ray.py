@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 import soundfile as sf
 from conftest import RATE
+from support.processes import emulator_process_at, stats
 from support.s3server import S3Server
-from test_crash import emulator_process_at, stats
 
 from wavespeed_outpaint.emulator._audio import encode, make_track
 from wavespeed_outpaint.emulator._process import emulator_process as spawn_emulator

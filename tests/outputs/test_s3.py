@@ -27,8 +27,8 @@ from conftest import (
     run_cli,
     serving,
 )
+from support.processes import stats
 from support.s3server import S3Server, StoreProxy
-from test_crash import stats
 
 from wavespeed_outpaint import OutpaintRequest, OutpaintResult, OutputError, ValidationError
 from wavespeed_outpaint._cli.plan import budget, from_inputs
@@ -381,7 +381,7 @@ def test_two_machines_on_one_output_prefix_pay_for_each_task_once(
     (two state folders, so two journals): every task was created twice, both runs exit
     0. The claims now live under the output prefix (`_tasks/`), as on Ray: each task is
     sent once, and the other run collects it."""
-    from test_crash import emulator_process_at
+    from support.processes import emulator_process_at
 
     bucket = new_bucket(s3)
     for i in range(8):

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .._audio.formats import OUTPUT_FORMATS
-from ..errors import OutpaintError
+from ..errors import MissingExtraError, OutpaintError
 from ..models import expand_path
 
 
@@ -338,9 +338,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# What only the emulator (and so `demo` and `run --emulator`) imports.
-AUDIO_LIBRARIES = {"numpy", "soundfile"}
-
 COMMANDS = {
     "run": _run_run,
     "status": _run_status,
@@ -357,21 +354,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger("stamina").setLevel(logging.ERROR)
     try:
         return COMMANDS[args.command](args)
+    except MissingExtraError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except OutpaintError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except ModuleNotFoundError as exc:
-        if exc.name not in AUDIO_LIBRARIES:
-            raise
-        print(
-            f"error: {exc.name} is missing, though wavespeed-outpaint depends on it; "
-            "install the package again: pip install --force-reinstall wavespeed-outpaint",
-            file=sys.stderr,
-        )
-        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

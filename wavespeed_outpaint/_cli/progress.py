@@ -1,4 +1,5 @@
-"""What a batch run shows while it works: a live bar on a terminal, plain lines otherwise."""
+"""What a batch run shows while it works: a live bar on a terminal (with the `cli` extra,
+rich), plain lines otherwise."""
 
 from __future__ import annotations
 
@@ -7,17 +8,8 @@ import time
 from typing import TextIO
 
 import anyio
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-from rich.table import Column
 
+from .._audio.extras import CLI_EXTRA, installed
 from ..models import BatchProgress
 
 PLAIN_EVERY = 5.0  # seconds between lines when the output is not a terminal
@@ -54,10 +46,25 @@ async def show(
     if quiet:
         await anyio.sleep_forever()
     started = time.monotonic()
-    if not out.isatty():
+    if not out.isatty() or not installed(CLI_EXTRA):
         while True:
             await anyio.sleep(PLAIN_EVERY)
             print(_summary(progress, total, started), file=out, flush=True)
+    await _live_bar(progress, total, out)
+
+
+async def _live_bar(progress: BatchProgress, total: int, out: TextIO) -> None:
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+    from rich.table import Column
+
     console = Console(file=out)
     # The other columns keep their width (about 46 columns); the counts get what is left,
     # their end cut on a narrow terminal (the times were cut to "0:0…" at 100 columns).

@@ -25,6 +25,7 @@ from .run import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     UsageError,
+    check_extras,
     check_money,
     connection,
     default_journal,
@@ -48,6 +49,7 @@ def command(args: argparse.Namespace) -> int:
 
 
 def run_on_ray(args: argparse.Namespace) -> int:
+    check_extras(args)
     check_usage(args)
     planned = asyncio.run(prepare(args))
     if planned is None:

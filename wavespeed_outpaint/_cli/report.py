@@ -6,9 +6,7 @@ import json
 from collections.abc import Mapping
 from typing import Any, TextIO
 
-from rich.console import Console
-from rich.table import Table
-
+from .._audio.extras import CLI_EXTRA, installed
 from ..models import OutpaintResult, Status
 
 
@@ -110,29 +108,31 @@ def print_json(doc: dict[str, Any], out: TextIO) -> None:
     out.write(json.dumps(doc, indent=2) + "\n")
 
 
+# A table: its title, its column names (None: no header row), its rows.
+Section = tuple[str, tuple[str, ...] | None, list[tuple[str, ...]]]
+
+
 def print_table(doc: dict[str, Any], out: TextIO) -> None:
-    console = Console(file=out)
+    """The report as tables: drawn by rich (the `cli` extra), else as plain columns."""
+    draw = _draw_rich if installed(CLI_EXTRA) else _draw_plain
+    for section in _sections(doc):
+        draw(section, out)
+
+
+def _sections(doc: dict[str, Any]) -> list[Section]:
+    sections: list[Section] = []
     problems = [item for item in doc["items"] if item["status"] != "completed"]
     if problems:
-        table = Table(title="Not completed", show_lines=False)
-        for column in ("input", "status", "prediction", "error"):
-            table.add_column(column, overflow="fold")
-        for item in problems:
-            table.add_row(
-                item["input"], item["status"], item["prediction_id"] or "-", item["error"] or ""
-            )
-        console.print(table)
+        failures: list[tuple[str, ...]] = [
+            (item["input"], item["status"], item["prediction_id"] or "-", item["error"] or "")
+            for item in problems
+        ]
+        sections.append(("Not completed", ("input", "status", "prediction", "error"), failures))
     if doc["left_out"]:
-        left = Table(title="Left out (--skip-bad-inputs)", show_header=False)
-        left.add_column("input and why", overflow="fold")
-        for problem in doc["left_out"]:
-            left.add_row(problem)
-        console.print(left)
+        left: list[tuple[str, ...]] = [(problem,) for problem in doc["left_out"]]
+        sections.append(("Left out (--skip-bad-inputs)", None, left))
     # A row per figure: eight columns side by side do not fit an 80-column terminal.
-    summary = Table(title="Summary", show_header=False)
-    summary.add_column("figure")
-    summary.add_column("value", justify="right")
-    for label, value in (
+    figures: list[tuple[str, ...]] = [
         ("tasks", str(doc["total"])),
         ("completed", str(doc["completed"])),
         ("failed", str(doc["failed"])),
@@ -143,8 +143,33 @@ def print_table(doc: dict[str, Any], out: TextIO) -> None:
         ("in the service's format (not converted)", str(doc["format_kept"])),
         ("seconds generated", f"{doc['generated_seconds']:g}"),
         ("charged", f"${doc['cost_usd']:.4f}"),
-    ):
-        summary.add_row(label, value)
+    ]
     if doc["sent_by_another_run"]:
-        summary.add_row("sent by another run (collected)", str(doc["sent_by_another_run"]))
-    console.print(summary)
+        figures.append(("sent by another run (collected)", str(doc["sent_by_another_run"])))
+    sections.append(("Summary", None, figures))
+    return sections
+
+
+def _draw_rich(section: Section, out: TextIO) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    title, header, rows = section
+    table = Table(title=title, show_header=header is not None)
+    for i, column in enumerate(header or ("",) * len(rows[0])):
+        # The summary's figures line up on the right; long texts fold, never cut.
+        right = header is None and i == 1
+        table.add_column(column, justify="right" if right else "left", overflow="fold")
+    for row in rows:
+        table.add_row(*row)
+    Console(file=out).print(table)
+
+
+def _draw_plain(section: Section, out: TextIO) -> None:
+    title, header, rows = section
+    lines = [header, *rows] if header else rows
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+    print(title, file=out)
+    for line in lines:
+        cells = [cell.ljust(width) for cell, width in zip(line, widths, strict=True)]
+        print("  " + "  ".join(cells).rstrip(), file=out)

@@ -22,6 +22,7 @@ from typing import Any
 import anyio
 import attrs
 
+from .._audio.extras import AUDIO_EXTRA, installed
 from .._cluster.claims import ObjectClaims
 from .._engine.identity import FileFacts
 from .._engine.journal import Journal
@@ -35,6 +36,7 @@ from ..errors import (
     AuthenticationError,
     ConfigurationError,
     JournalError,
+    MissingExtraError,
     OutpaintError,
     OutputError,
     ValidationError,
@@ -369,7 +371,27 @@ async def run_with_interrupts(args: argparse.Namespace) -> int:
 
 
 def command(args: argparse.Namespace) -> int:
-    return exit_code(lambda: asyncio.run(run_with_interrupts(args)))
+    def run() -> int:
+        check_extras(args)
+        return asyncio.run(run_with_interrupts(args))
+
+    return exit_code(run)
+
+
+def check_extras(args: argparse.Namespace) -> None:
+    """Refuse, before anything is read or sent, what needs the `audio` extra without it."""
+    if installed(AUDIO_EXTRA):
+        return
+    if args.output_format != "service":
+        raise MissingExtraError(
+            f"--format {args.output_format} (converting the outputs)",
+            "audio",
+            "--format service (the service's files as they are)",
+        )
+    if args.report:
+        raise MissingExtraError("--report (the review page)", "audio")
+    if args.emulator:
+        raise MissingExtraError("--emulator (it makes real audio)", "audio")
 
 
 def exit_code(run: Callable[[], int]) -> int:

@@ -13,7 +13,8 @@ from collections.abc import AsyncIterable, AsyncIterator
 import anyio
 from anyio.streams.memory import MemoryObjectSendStream
 
-from ..errors import OutpaintError, ValidationError
+from .._outputs.finish import check_can_finish
+from ..errors import MissingExtraError, OutpaintError, ValidationError
 from ..models import BatchInput, OutpaintRequest, OutpaintResult, Status
 from ..options import ClientOptions
 from .state import BatchState
@@ -90,8 +91,11 @@ async def feed(
                         break
                     try:
                         request, stem = _unpack(item)
-                    except ValidationError as exc:
-                        # Not a request at all: stop submitting, collect what runs.
+                        if batch.sink is not None:
+                            check_can_finish(request)
+                    except (ValidationError, MissingExtraError) as exc:
+                        # Not a request at all, or one whose outputs cannot be made
+                        # here: stop submitting, collect what runs.
                         batch.fatal = batch.fatal or exc
                         break
                     await admission.acquire()

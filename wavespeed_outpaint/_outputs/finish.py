@@ -24,6 +24,7 @@ import anyio
 import attrs
 
 from .._api.download import output_name
+from .._audio.extras import AUDIO_EXTRA, installed
 from .._audio.formats import (
     SUFFIX_FORMATS,
     SUFFIXES,
@@ -34,6 +35,7 @@ from .._audio.formats import (
     target_format,
 )
 from .._audio.tags import MAX_COVER_BYTES, TrackTags, read_tags, tags_span, write_tags
+from ..errors import MissingExtraError
 from ..models import ObjectRef, OutpaintRequest
 from ..seams import OutputMark, OutputSink
 from .files import FileWriter, LocalFolder, made_in_thread
@@ -52,6 +54,17 @@ AUDIO_AFTER_TAGS = 64 * 1024
 # nothing), and each holds its input's cover a few times over while its tags are read and
 # written: 16 MP3s with an 11 MB cover each, all at once, took 649 MB more than untagged.
 FINISHING_AT_ONCE = 4
+
+
+def check_can_finish(request: OutpaintRequest) -> None:
+    """Refuse, before anything is sent, outputs that need converting where nothing can
+    convert them (the `audio` extra is not installed)."""
+    if request.output_format != "service" and not installed(AUDIO_EXTRA):
+        raise MissingExtraError(
+            f"output_format={request.output_format!r} (converting the outputs)",
+            "audio",
+            "output_format='service' (the service's file as it is)",
+        )
 
 
 def input_format(request: OutpaintRequest) -> str | None:

@@ -19,16 +19,21 @@ import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 import anyio
 import attrs
 
+from .._audio.extras import AUDIO_EXTRA, installed
 from .._engine.journal import Journal
 from .._outputs.files import write_whole_file
+from ..errors import MissingExtraError
 from ..models import OutpaintResult, Status, expand_path
 from ..seams import State
-from .scores import TrackView, analyse
+
+if TYPE_CHECKING:
+    from .scores import TrackView
 
 # Seconds of audio each seam player plays on either side of its seam.
 SEAM_CONTEXT = 5.0
@@ -123,6 +128,8 @@ async def write_review_page(
     given = [source for source in (journal, results, items) if source is not None]
     if len(given) != 1:
         raise ValueError("give one of journal=, results= or items=")
+    if not installed(AUDIO_EXTRA):
+        raise MissingExtraError("the review page (waveforms, seam scores)", "audio")
     if journal is not None:
         rows = items_from_journal(journal)
     elif results is not None:
@@ -146,6 +153,8 @@ def _write(page: Path, items: list[ReviewItem], wall_seconds: float | None, work
 
 def _view(item: ReviewItem) -> TrackView | str:
     """The track's waveform and seams, or why its file cannot be read (a row too)."""
+    from .scores import analyse  # (numpy: the audio extra, checked by write_review_page)
+
     try:
         return analyse(item.files[0], item.before, item.after)
     except Exception as exc:  # noqa: BLE001 - libsndfile's and the OS's errors alike
@@ -160,7 +169,7 @@ def _render(
 ) -> str:
     def score(i: int) -> float:
         view = views.get(i)
-        return view.score if isinstance(view, TrackView) else float("inf")
+        return float("inf") if view is None or isinstance(view, str) else view.score
 
     done = [i for i, item in enumerate(items) if item.status == "completed"]
     done.sort(key=score, reverse=True)
@@ -223,7 +232,7 @@ def _href(folder: Path, file: Path) -> str:
 
 def _row(folder: Path, item: ReviewItem, view: TrackView | str | None) -> str:
     name = html.escape(item.input)
-    if not isinstance(view, TrackView):
+    if view is None or isinstance(view, str):
         where = ", ".join(item.locations) or "nowhere"
         why = view if isinstance(view, str) else "not on this machine"
         return (

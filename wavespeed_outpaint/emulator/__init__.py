@@ -5,9 +5,9 @@
             ...
         emulator.stats()["duplicate_submissions"]
 
-Needs the `emulator` extra (numpy, soundfile). Imports the words (`models`) and `_api`
-(webhook signatures), nothing of the client; imported by `testing`, the pytest plugin and
-the command line (`emulator`, `demo`).
+Needs the `audio` extra (numpy, soundfile; the `emulator` extra names it too). Imports
+the words (`models`) and `_api` (webhook signatures), nothing of the client; imported by
+`testing`, the pytest plugin and the command line (`emulator`, `demo`, `run --emulator`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,13 @@ from typing import Any
 
 from aiohttp import web
 
-from ._app import EmulatorApp
+from .._audio.extras import AUDIO_EXTRA, installed
+from ..errors import MissingExtraError
+
+if not installed(AUDIO_EXTRA):
+    raise MissingExtraError("the emulator (it makes real audio)", "audio")
+
+from ._app import EmulatorApp  # (after the check, which says what is missing)
 from ._config import (
     DEFAULT_API_KEY,
     DEFAULT_WEBHOOK_SECRET,
