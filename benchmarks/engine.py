@@ -3,6 +3,7 @@
     python benchmarks/engine.py                  # 5, 1,000 and 10,000 tasks
     python benchmarks/engine.py --sizes 20       # the CI smoke size
     python benchmarks/engine.py --workdir /dev/shm   # outputs on a RAM disk
+    python benchmarks/engine.py --telemetry --sizes 1000   # OpenTelemetry on, and off
 
 Per size: wall time and its ratio to the emulator's last completion (1.0 is the limit),
 status requests per task, mean and p95 detection lag, client CPU ms per task, peak RSS,
@@ -16,6 +17,10 @@ the client's own cost can be told from the cost of being safe. The kernel's shar
 each CPU figure is printed too: most of it is the file system's cost of creating the
 output files, which `--workdir` on a RAM disk takes out of the picture; and what writing
 one output file costs there by itself (a loop of plain writes and renames).
+
+With `--telemetry`: the client with OpenTelemetry's SDK as the global providers (every
+span ended and handed to an exporter that drops it; metrics aggregated, never exported)
+against the client with `telemetry=False`, each in a child of its own, side by side.
 """
 
 from __future__ import annotations
@@ -50,7 +55,9 @@ MODEL = TimeModel(time_scale=1.0, base_seconds=0.5, jitter=0.2)
 GENERATED = 2.0
 
 
-async def run_size(base_url: str, count: int, workdir: Path) -> dict[str, Any]:
+async def run_size(
+    base_url: str, count: int, workdir: Path, *, telemetry: bool = True
+) -> dict[str, Any]:
     from wavespeed_outpaint import OutpaintClient, OutpaintRequest
 
     source = make_source(workdir / "source.wav")
@@ -60,7 +67,11 @@ async def run_size(base_url: str, count: int, workdir: Path) -> dict[str, Any]:
     )
     completed = 0
     async with OutpaintClient(
-        api_key="emulator-key", base_url=base_url, max_in_flight=10_000, connection_limit=200
+        api_key="emulator-key",
+        base_url=base_url,
+        max_in_flight=10_000,
+        connection_limit=200,
+        telemetry=telemetry,
     ) as client:
         with Meter() as meter:
             async for result in client.outpaint_many(requests, workdir / "out"):
@@ -87,12 +98,39 @@ async def run_safe_floor(base_url: str, count: int, workdir: Path) -> dict[str, 
     return {"safe_floor_cpu_ms_per_task": 1000 * meter.cpu / count}
 
 
+async def run_untraced(base_url: str, count: int, workdir: Path) -> dict[str, Any]:
+    row = await run_size(base_url, count, workdir, telemetry=False)
+    return {"tasks": count, "untraced_cpu_ms_per_task": row["cpu_ms_per_task"]}
+
+
+async def run_traced(base_url: str, count: int, workdir: Path) -> dict[str, Any]:
+    from collections.abc import Sequence
+
+    from opentelemetry import metrics, trace
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
+
+    class Dropped(SpanExporter):
+        def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    tracing = TracerProvider()
+    tracing.add_span_processor(SimpleSpanProcessor(Dropped()))
+    trace.set_tracer_provider(tracing)
+    metrics.set_meter_provider(MeterProvider(metric_readers=[InMemoryMetricReader()]))
+    row = await run_size(base_url, count, workdir)
+    return {"traced_cpu_ms_per_task": row["cpu_ms_per_task"], "traced_completed": row["completed"]}
+
+
 RUNS = {"client": run_size, "floor": run_floor, "safe": run_safe_floor}
+TELEMETRY_RUNS = {"untraced": run_untraced, "traced": run_traced}
 
 
 def child(count: int, run: str, workdir: str | None) -> None:
     with emulator_process(MODEL) as base_url, tempfile.TemporaryDirectory(dir=workdir) as tmp:
-        row = asyncio.run(RUNS[run](base_url, count, Path(tmp)))
+        row = asyncio.run({**RUNS, **TELEMETRY_RUNS}[run](base_url, count, Path(tmp)))
     print(json.dumps(row))
 
 
@@ -138,11 +176,19 @@ def main() -> None:
     parser.add_argument(
         "--workdir", help="where the outputs are written (default: the system's temp folder)"
     )
+    parser.add_argument(
+        "--telemetry", action="store_true", help="the client's CPU with OpenTelemetry on and off"
+    )
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--run", choices=RUNS, default="client", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--run", choices=[*RUNS, *TELEMETRY_RUNS], default="client", help=argparse.SUPPRESS
+    )
     args = parser.parse_args()
     if args.child:
         child(args.child, args.run, args.workdir)
+        return
+    if args.telemetry:
+        telemetry_figures(args)
         return
     rows = []
     for size in (int(s) for s in args.sizes.split(",")):
@@ -157,6 +203,30 @@ def main() -> None:
     print(f"\n{platform.node()} {platform.machine()} Python {platform.python_version()}")
     if not args.no_save:
         print(write_results("engine", rows, COLUMNS).read_text())
+
+
+TELEMETRY_COLUMNS = [
+    ("tasks", "tasks"),
+    ("untraced_cpu_ms_per_task", "CPU ms / task, telemetry=False"),
+    ("traced_cpu_ms_per_task", "CPU ms / task, traced (exporter drops)"),
+    ("traced_over_untraced", "traced / untraced"),
+]
+
+
+def telemetry_figures(args: argparse.Namespace) -> None:
+    rows = []
+    for size in (int(s) for s in args.sizes.split(",")):
+        # Alternated, so that the machine's drift falls on both alike.
+        row: dict[str, Any] = {}
+        for run in TELEMETRY_RUNS:
+            row |= in_child(size, args.workdir, run)
+        row["traced_over_untraced"] = (
+            row["traced_cpu_ms_per_task"] / row["untraced_cpu_ms_per_task"]
+        )
+        rows.append(row)
+        print(f"{size} tasks: {row}", flush=True)
+    if not args.no_save:
+        print(write_results("engine-telemetry", rows, TELEMETRY_COLUMNS).read_text())
 
 
 if __name__ == "__main__":

@@ -43,18 +43,15 @@ def closure(name: str, extras: tuple[str, ...]) -> set[str]:
     while todo:
         dist_name, wanted = todo.pop()
         dist = metadata.distribution(dist_name)
-        key = _key(dist.metadata["Name"])
-        again = key in found
-        found.add(key)
+        found.add(_key(dist.metadata["Name"]))
         for text in dist.requires or ():
             req = Requirement(text)
-            markers_hold = req.marker is None or any(
+            needed = req.marker is None or any(
                 req.marker.evaluate({"extra": extra}) for extra in (*wanted, "")
             )
-            # A distribution's own requirements once; those of an extra each time it is asked.
-            if markers_hold and (not again or (req.marker and "extra" in str(req.marker))):
-                if _key(req.name) not in found or req.extras:
-                    todo.append((req.name, tuple(req.extras)))
+            # A distribution once; again when asked for with extras (theirs are new).
+            if needed and (_key(req.name) not in found or req.extras):
+                todo.append((req.name, tuple(req.extras)))
     return found
 
 

@@ -17,6 +17,7 @@ PACKAGE = Path(wavespeed_outpaint.__file__).parent
 # imports only the layers it names here (type-only imports too). The public modules sit
 # in the layer of what they front: `ray` over `_cluster/`, `review` over `_review/`.
 LAYERS: dict[str, tuple[str, ...]] = {
+    "telemetry": ("_telemetry",),
     "audio": ("_audio",),
     "words": ("_root_errors", "errors", "models", "options", "seams", "_version"),
     "api": ("_api",),
@@ -28,17 +29,18 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "emulator": ("emulator", "testing", "pytest_plugin"),
     "cli": ("_cli", "__main__"),
 }
-BELOW_CLIENT = {"engine", "outputs", "api", "words", "audio"}
+BELOW_CLIENT = {"engine", "outputs", "api", "words", "audio", "telemetry"}
 MAY_IMPORT: dict[str, set[str]] = {
+    "telemetry": set(),
     "audio": set(),
     "words": {"audio"},
-    "api": {"words", "audio"},
-    "outputs": {"api", "words", "audio"},
-    "engine": {"outputs", "api", "words", "audio"},
+    "api": {"words", "audio", "telemetry"},
+    "outputs": {"api", "words", "audio", "telemetry"},
+    "engine": {"outputs", "api", "words", "audio", "telemetry"},
     "client": BELOW_CLIENT,
     "cluster": {"client", *BELOW_CLIENT},
-    "review": {"engine", "outputs", "words", "audio"},
-    "emulator": {"api", "words", "audio"},
+    "review": {"engine", "outputs", "words", "audio", "telemetry"},
+    "emulator": {"api", "words", "audio", "telemetry"},
     "cli": set(LAYERS) - {"cli"},
 }
 # What `import wavespeed_outpaint` must leave unloaded: an SDK user gets none of it.

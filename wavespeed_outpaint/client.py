@@ -38,6 +38,8 @@ from ._engine.times import FILE_NAME, TaskTimes, default_state_dir, service_key
 from ._outputs.files import FileWriter, LocalFolder
 from ._outputs.finish import Finisher, check_can_finish
 from ._outputs.s3 import ObjectPrefix, ObjectStores, is_object_url
+from ._telemetry import telemetry
+from ._version import __version__
 from .errors import ConfigurationError
 from .models import (
     MODEL_ID,
@@ -111,6 +113,7 @@ class OutpaintClient:
         )
         self._api_key = api_key or os.environ.get("WAVESPEED_API_KEY") or None
         self._transport = Transport(self.base_url, self._api_key, options)
+        self._transport.telemetry = telemetry(options.telemetry, __version__)
         self._api = WaveSpeedAPI(self._transport)
         self._limiter = limiter
         self._files = file_facts if file_facts is not None else FileFacts()

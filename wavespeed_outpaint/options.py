@@ -118,6 +118,9 @@ class ClientOptions:
     # ~/.local/state/wavespeed-outpaint.
     remember_task_times: bool = True
     state_dir: str | None = None
+    # Spans and metrics through OpenTelemetry's global providers, when opentelemetry-api
+    # is installed (the `otel` extra); False: none, even then.
+    telemetry: bool = True
     # An unknown submit counts as "no task created" only if the list still shows none
     # this long after its window closed.
     settle_grace: float = attrs.field(default=15.0, validator=_positive)
@@ -174,6 +177,7 @@ class OptionKeywords(TypedDict, total=False):
     initial_work_per_second: float
     remember_task_times: bool
     state_dir: str | None
+    telemetry: bool
     settle_grace: float
     clock_skew: float
     serial_submits_after_loss: float

@@ -17,6 +17,7 @@ from urllib.parse import unquote, urlsplit
 
 import aiohttp
 
+from .._telemetry import HttpSpan
 from .transport import Policy, Transport
 
 # asyncio's own time-out: a timer on the loop, where anyio's cancel scope costs a measurable
@@ -66,35 +67,14 @@ async def download(
     """Fetch `url` into `sink` as `name`, marked with `mark`; returns where it landed. The
     output appears whole or not at all: a failed attempt's part is aborted before the next."""
     check_output_url(url)
-    cap = transport.options.max_download_bytes
 
     async def once() -> str:
         part = await sink.open_part(name, mark)
         try:
             # No auth headers: output hosts never see the API key.
-            async with transport.session.get(
-                url, timeout=transport.timeout(transport.options.download_read_timeout)
-            ) as response:
-                if response.status != 200:
-                    raise _status_error(transport, response.status, url)
-                expected = response.content_length
-                if expected is not None and expected > cap:
-                    raise ProtocolError(
-                        f"output is {expected} bytes, over max_download_bytes={cap}"
-                    )
-                started = time.monotonic()
-                allowed = transport.options.download_read_timeout
-                if expected is not None and expected <= SMALL_OUTPUT:
-                    # Small and of known length: one read, no chunk loop (aiohttp raises
-                    # if the connection ends before the Content-Length).
-                    async with deadline(allowed + expected / MIN_DOWNLOAD_RATE):
-                        body = await response.read()
-                    received = len(body)
-                    await part.write(body)
-                else:
-                    received = await _receive(response, part, expected, cap, started, allowed)
-            if expected is not None and received != expected:
-                raise TransportError(f"download cut short: {received} of {expected} bytes")
+            with transport.telemetry.http("GET", url, "download") as span:
+                received = await _fetch(transport, url, part, span)
+            transport.telemetry.downloaded(received)
             return await part.commit()
         except (aiohttp.ClientError, asyncio.TimeoutError, TimeoutError) as exc:
             await part.abort()
@@ -106,6 +86,34 @@ async def download(
             raise
 
     return await transport.retrying(Policy.IDEMPOTENT, f"download of {name}", once)
+
+
+async def _fetch(transport: Transport, url: str, part: OutputPart, span: HttpSpan) -> int:
+    """GET `url` into `part`, whole (its Content-Length, within the cap); the bytes."""
+    cap = transport.options.max_download_bytes
+    async with transport.session.get(
+        url, timeout=transport.timeout(transport.options.download_read_timeout)
+    ) as response:
+        span.answered(response.status)
+        if response.status != 200:
+            raise _status_error(transport, response.status, url)
+        expected = response.content_length
+        if expected is not None and expected > cap:
+            raise ProtocolError(f"output is {expected} bytes, over max_download_bytes={cap}")
+        started = time.monotonic()
+        allowed = transport.options.download_read_timeout
+        if expected is not None and expected <= SMALL_OUTPUT:
+            # Small and of known length: one read, no chunk loop (aiohttp raises if the
+            # connection ends before the Content-Length).
+            async with deadline(allowed + expected / MIN_DOWNLOAD_RATE):
+                body = await response.read()
+            received = len(body)
+            await part.write(body)
+        else:
+            received = await _receive(response, part, expected, cap, started, allowed)
+    if expected is not None and received != expected:
+        raise TransportError(f"download cut short: {received} of {expected} bytes")
+    return received
 
 
 async def _receive(

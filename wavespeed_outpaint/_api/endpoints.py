@@ -72,7 +72,7 @@ class WaveSpeedAPI:
         }
         try:
             ticket = await self.transport.call(
-                "POST", "/api/v3/media/uploads", json_body=ticket_body
+                "POST", "/api/v3/media/uploads", json_body=ticket_body, operation="upload"
             )
         except APIError as exc:
             if exc.status not in (404, 405):
@@ -95,15 +95,19 @@ class WaveSpeedAPI:
         async def put_once() -> None:
             try:
                 # The ticket's URL is pre-signed storage: it gets no Authorization header.
-                async with transport.session.put(
-                    put_url,
-                    data=source.chunks(),
-                    headers=put_headers,
-                    timeout=transport.timeout(),
-                ) as response:
-                    if not 200 <= response.status < 300:
-                        text = (await response.content.read(500)).decode("utf-8", "replace")
-                        raise transport.error_for(response.status, f"upload PUT refused: {text}")
+                with transport.telemetry.http("PUT", put_url, "upload") as span:
+                    async with transport.session.put(
+                        put_url,
+                        data=source.chunks(),
+                        headers=put_headers,
+                        timeout=transport.timeout(),
+                    ) as response:
+                        span.answered(response.status)
+                        if not 200 <= response.status < 300:
+                            text = (await response.content.read(500)).decode("utf-8", "replace")
+                            raise transport.error_for(
+                                response.status, f"upload PUT refused: {text}"
+                            )
             except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
                 raise TransportError(f"upload PUT failed: {type(exc).__name__}") from None
 
@@ -119,7 +123,9 @@ class WaveSpeedAPI:
             form.add_field("file", source.chunks(), filename=source.name, content_type=content_type)
             yield form
 
-        data = await self.transport.call("POST", "/api/v3/media/upload/binary", form=file_form)
+        data = await self.transport.call(
+            "POST", "/api/v3/media/upload/binary", form=file_form, operation="upload"
+        )
         if not isinstance(data, dict) or not isinstance(data.get("download_url"), str):
             raise ProtocolError("the upload answer lacks download_url")
         return str(data["download_url"])
@@ -152,6 +158,7 @@ class WaveSpeedAPI:
                 json_body=body,
                 params=params,
                 retry_rate_limits=not pooled,
+                operation="submit",
             )
             return _prediction(data)
         except NotSent as exc:
@@ -173,7 +180,7 @@ class WaveSpeedAPI:
         # Whatever the service calls its ids, they go into the path escaped (a `/`, `?` or
         # `#` in one must not change which URL is asked).
         path = f"/api/v3/predictions/{quote(prediction_id, safe='')}/result"
-        data = await self.transport.call("GET", path, prediction_id=prediction_id)
+        data = await self.transport.call("GET", path, prediction_id=prediction_id, operation="get")
         return _prediction(data)
 
     async def list_pages(
@@ -231,13 +238,15 @@ class WaveSpeedAPI:
     async def _list_page(self, query: dict[str, Any]) -> Any:
         if self._list_method == "POST":
             try:
-                return await self.transport.call("POST", LIST_PATH, json_body=query)
+                return await self.transport.call(
+                    "POST", LIST_PATH, json_body=query, operation="list"
+                )
             except APIError as exc:
                 if exc.status not in (404, 405):
                     raise
                 self._list_method = "GET"
         params = {k: str(v) for k, v in query.items()}
-        return await self.transport.call("GET", LIST_PATH, params=params)
+        return await self.transport.call("GET", LIST_PATH, params=params, operation="list")
 
     # -- account -----------------------------------------------------------------------
 

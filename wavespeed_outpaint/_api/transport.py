@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 import aiohttp
 import stamina
 
+from .._telemetry import Telemetry
 from .._version import __version__
 from ..errors import (
     APIError,
@@ -119,6 +120,9 @@ class Transport:
         # Built once: every call of a busy client would otherwise build its own.
         self._headers: dict[str, str] | None = None
         self._timeouts: dict[float | None, aiohttp.ClientTimeout] = {}
+        # Spans and metrics of every request (`_telemetry`: nothing, unless the client
+        # turns OpenTelemetry on).
+        self.telemetry = Telemetry()
 
     def __repr__(self) -> str:
         return f"Transport(base_url={self.base_url!r})"
@@ -198,6 +202,7 @@ class Transport:
             verdict = decide(exc)
             if verdict is not False:
                 log.info("retrying %s after: %s", what, exc)
+                self.telemetry.retried()
             return verdict
 
         return hook
@@ -248,15 +253,20 @@ class Transport:
         params: dict[str, str] | None = None,
         prediction_id: str | None = None,
         retry_rate_limits: bool = True,
+        operation: str = "call",
     ) -> Any:
         """One API call with retries; returns the envelope's `data`. `form` makes a
-        fresh multipart body for each attempt (a file in it is read again)."""
+        fresh multipart body for each attempt (a file in it is read again). `operation`
+        names it in its spans (submit, get, list ...)."""
         url = self.base_url + path
         headers = self.auth_headers()
 
         async def once() -> Any:
             try:
-                with form() if form is not None else contextlib.nullcontext() as data:
+                with (
+                    form() if form is not None else contextlib.nullcontext() as data,
+                    self.telemetry.http(method, url, operation) as span,
+                ):
                     sent = time.time()
                     async with self.session.request(
                         method,
@@ -267,6 +277,7 @@ class Transport:
                         headers=headers,
                         timeout=self.timeout(),
                     ) as response:
+                        span.answered(response.status)
                         date = response.headers.get("Date")
                         if date is not None and self.on_date is not None:
                             self.on_date(sent, time.time(), date)

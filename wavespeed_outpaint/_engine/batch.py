@@ -50,6 +50,7 @@ async def feed(
     # the poller weighs its last tasks' lag by the batch they hold up.
     not_sent = 0
     all_read = draining = False
+    telemetry = engine.telemetry
 
     def drain_once_all_sent() -> None:
         nonlocal draining
@@ -66,6 +67,7 @@ async def feed(
                 waiting = False
                 unsent.release()
                 not_sent -= 1
+                telemetry.queued(-1)
                 drain_once_all_sent()
 
         try:
@@ -101,6 +103,7 @@ async def feed(
                     await admission.acquire()
                     await unsent.acquire()
                     not_sent += 1
+                    telemetry.queued(1)
                     tasks.start(one(request, stem))
                 else:  # every request read (not stopped)
                     all_read = True

@@ -38,6 +38,7 @@ import anyio
 import anyio.abc
 import attrs
 
+from .._telemetry import Telemetry
 from ..errors import (
     APIError,
     AuthenticationError,
@@ -188,9 +189,12 @@ class _Watch:
 class SharedPoller:
     """Owned by the engine; `run()` lives in the client's task group."""
 
-    def __init__(self, api: StatusAPI, options: PollOptions) -> None:
+    def __init__(
+        self, api: StatusAPI, options: PollOptions, telemetry: Telemetry | None = None
+    ) -> None:
         self._api = api
         self.options = options
+        self._telemetry = telemetry or Telemetry()
         self.estimator = FinishEstimator(options.initial_work_per_second)
         self.survival = Survival()
         # The tasks seen to end lately, that `survival` is estimated from with the ones
@@ -406,6 +410,7 @@ class SharedPoller:
                 self._looked_up += 1
                 # A look only bounds when it ended: after the last look that saw it running.
                 since = max(watch.last_seen_unfinished, watch.created)
+                self._telemetry.detection_gap(now - since)
             # The end is placed early in the span it lies in: a guess too late is never
             # corrected (every task is then found in one look long after its end), one too
             # early is (the next looks bracket the ends closely).

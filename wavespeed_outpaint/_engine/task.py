@@ -16,6 +16,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import anyio
 import attrs
@@ -39,6 +40,7 @@ from ..errors import (
     UnknownSubmissionError,
 )
 from ..models import (
+    MODEL_ID,
     ObjectRef,
     OutpaintRequest,
     OutpaintResult,
@@ -96,6 +98,7 @@ class Engine:
         self.finisher = finisher
         self.inputs = Inputs(api, opts, files, objects or ObjectStores())
         self.options = opts
+        self.telemetry = api.transport.telemetry
         self.poller = SharedPoller(
             api,
             PollOptions(
@@ -108,6 +111,7 @@ class Engine:
                 webhook_grace=opts.webhook_grace if api.webhook_url else None,
                 blind_overdue_after=opts.webhook_blind_wait,
             ),
+            self.telemetry,
         )
         self.pacer = limiter if limiter is not None else StartPacer(opts.starts_per_minute)
         # asyncio's own primitives, not anyio's, on every task's path: a free slot is
@@ -197,7 +201,15 @@ class Engine:
                 stems = (wanted, f"{wanted}-{fp[:8]}")
             payload = request.payload("") | {"audio": None}
             row = journal.add(fp, payload, str(request.audio), request.cost_usd, stems)
-            shared.result = await self._drive(request, row, content_hash, batch, sent)
+            started = {
+                "outpaint.model": MODEL_ID,
+                "outpaint.generated_seconds": request.generated_seconds,
+                "outpaint.cost_usd": request.cost_usd,
+            }
+            with self.telemetry.task(started) as span:
+                shared.result = await self._drive(request, row, content_hash, batch, sent)
+                if shared.result is not None:
+                    span.ended(self._ended(shared.result))
             if shared.result is not None and stems and row.output_stem not in stems:
                 # The journal's record is another input's (the same audio by another name).
                 return await self._twin(request, stem, fp, shared.result, batch)
@@ -207,6 +219,17 @@ class Engine:
             shared.done.set()
             if batch.forget is not None:
                 self._forget(batch.forget, fp, shared.result)
+
+    def _ended(self, result: OutpaintResult) -> dict[str, Any]:
+        """What a task's span says of its end; its time, to the task time histogram."""
+        if not result.skipped and result.submitted_at and result.finished_at:
+            self.telemetry.task_time(result.finished_at - result.submitted_at)
+        return {
+            "outpaint.prediction_id": result.prediction_id or "",
+            "outpaint.status": result.outcome,
+            "outpaint.delivered_by": result.delivered_by or "",
+            "outpaint.skipped": result.skipped,
+        }
 
     async def _twin(
         self,
@@ -299,7 +322,7 @@ class Engine:
             return await self._download(request, row, batch)
         if batch.stopped:
             return None
-        async with self.in_flight:
+        async with self.in_flight, self._counted_in_flight():
             if row.state in (State.SUBMITTING, State.UNKNOWN):
                 row = await self._settle(row, batch)
             if row.state in (State.PENDING, State.FAILED):
@@ -313,6 +336,14 @@ class Engine:
         if row.state == State.COMPLETED and batch.sink is not None:
             return await self._download(request, row, batch)
         return self._result(request, row, batch)
+
+    @contextlib.asynccontextmanager
+    async def _counted_in_flight(self) -> AsyncIterator[None]:
+        self.telemetry.in_flight(1)
+        try:
+            yield
+        finally:
+            self.telemetry.in_flight(-1)
 
     async def _submit(
         self, request: OutpaintRequest, row: TaskRow, content_hash: str | None, batch: BatchState
@@ -424,6 +455,7 @@ class Engine:
         batch.exceptions.pop(row.fingerprint, None)  # a lost answer, found again
         batch.progress.submitted += 1
         batch.progress.charged_usd += row.cost_usd
+        self.telemetry.started(row.cost_usd)
         row = batch.journal.update(
             row,
             state=State.SUBMITTED,

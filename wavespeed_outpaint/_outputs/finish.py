@@ -170,10 +170,11 @@ class Finisher:
         """`converted`: the service's file `made` in `fmt` with the input's tags; what of
         the tags was left out. (The tags, a cover among them, are let go on return.)"""
         async with self._finishing:
-            source, tags = await self._describe_input(request)
-            await anyio.to_thread.run_sync(
-                _finish, made, converted, fmt, source, tags, marker, request.title_suffix
-            )
+            with self._api.transport.telemetry.finishing(fmt):
+                source, tags = await self._describe_input(request)
+                await anyio.to_thread.run_sync(
+                    _finish, made, converted, fmt, source, tags, marker, request.title_suffix
+                )
         return _left_out(tags)
 
     async def _describe_input(self, request: OutpaintRequest) -> tuple[SourceAudio, TrackTags]:
