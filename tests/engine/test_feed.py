@@ -18,6 +18,7 @@ from wavespeed_outpaint._engine.batch import feed
 from wavespeed_outpaint._engine.journal import Journal
 from wavespeed_outpaint._engine.state import BatchState
 from wavespeed_outpaint._engine.task import Engine
+from wavespeed_outpaint._telemetry import Telemetry
 from wavespeed_outpaint.options import ClientOptions
 
 pytestmark = pytest.mark.anyio
@@ -28,6 +29,7 @@ class StandInEngine:
 
     def __init__(self) -> None:
         self.poller = self
+        self.telemetry = Telemetry()
         self.sent = 0
         self.drained_at: list[int] = []
         self.ended_draining = 0
