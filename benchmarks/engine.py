@@ -29,6 +29,7 @@ import argparse
 import asyncio
 import json
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -179,6 +180,7 @@ def main() -> None:
     parser.add_argument(
         "--telemetry", action="store_true", help="the client's CPU with OpenTelemetry on and off"
     )
+    parser.add_argument("--repeat", type=int, default=5, help="pairs per size (--telemetry)")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     parser.add_argument(
         "--run", choices=[*RUNS, *TELEMETRY_RUNS], default="client", help=argparse.SUPPRESS
@@ -207,24 +209,39 @@ def main() -> None:
 
 TELEMETRY_COLUMNS = [
     ("tasks", "tasks"),
-    ("untraced_cpu_ms_per_task", "CPU ms / task, telemetry=False"),
-    ("traced_cpu_ms_per_task", "CPU ms / task, traced (exporter drops)"),
-    ("traced_over_untraced", "traced / untraced"),
+    ("pairs", "pairs"),
+    ("untraced_cpu_ms_per_task", "CPU ms / task, telemetry=False (median)"),
+    ("traced_cpu_ms_per_task", "CPU ms / task, traced, exporter drops (median)"),
+    ("traced_over_untraced", "traced / untraced (median of the pairs)"),
+    ("ratios", "each pair's ratio"),
 ]
 
 
 def telemetry_figures(args: argparse.Namespace) -> None:
+    """Pairs of children, traced and untraced, `--repeat` times per size: the machine's
+    CPU figures swing by a fifth from one child to the next, so one pair proves little;
+    the median of the pairs' ratios is the figure."""
     rows = []
     for size in (int(s) for s in args.sizes.split(",")):
-        # Alternated, so that the machine's drift falls on both alike.
-        row: dict[str, Any] = {}
-        for run in TELEMETRY_RUNS:
-            row |= in_child(size, args.workdir, run)
-        row["traced_over_untraced"] = (
-            row["traced_cpu_ms_per_task"] / row["untraced_cpu_ms_per_task"]
-        )
+        ratios, untraced, traced = [], [], []
+        for _ in range(args.repeat):
+            pair: dict[str, Any] = {}
+            for run in TELEMETRY_RUNS:
+                pair |= in_child(size, args.workdir, run)
+            untraced.append(pair["untraced_cpu_ms_per_task"])
+            traced.append(pair["traced_cpu_ms_per_task"])
+            ratios.append(traced[-1] / untraced[-1])
+            print(f"{size} tasks: {pair}", flush=True)
+        row = {
+            "tasks": size,
+            "pairs": args.repeat,
+            "untraced_cpu_ms_per_task": statistics.median(untraced),
+            "traced_cpu_ms_per_task": statistics.median(traced),
+            "traced_over_untraced": statistics.median(ratios),
+            "ratios": " ".join(f"{r:.2f}" for r in sorted(ratios)),
+        }
         rows.append(row)
-        print(f"{size} tasks: {row}", flush=True)
+        print(row, flush=True)
     if not args.no_save:
         print(write_results("engine-telemetry", rows, TELEMETRY_COLUMNS).read_text())
 

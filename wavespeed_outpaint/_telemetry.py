@@ -200,8 +200,9 @@ class OpenTelemetry(Telemetry):
                 yield task
             finally:
                 self._task.reset(token)
-                span.set_attribute("outpaint.retries", task.retries)
-                span.set_attribute("outpaint.bytes", task.bytes)
+                span.set_attributes(
+                    {"outpaint.retries": task.retries, "outpaint.bytes": task.bytes}
+                )
 
     @contextlib.contextmanager
     def http(self, method: str, url: str, operation: str) -> Iterator[HttpSpan]:
@@ -209,7 +210,7 @@ class OpenTelemetry(Telemetry):
         attributes: dict[str, Any] = {
             "http.request.method": method,
             # Without its query: an output host's signature lives there.
-            "url.full": parts._replace(query="", fragment="").geturl(),
+            "url.full": url.partition("?")[0].partition("#")[0],
             "server.address": parts.hostname or "",
             "server.port": parts.port or (443 if parts.scheme == "https" else 80),
             "outpaint.operation": operation,
