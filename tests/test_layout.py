@@ -159,9 +159,10 @@ def test_the_public_surface_is_exactly_all_and_each_name_is_documented() -> None
         and name not in {"annotations", "logging"}
     }
     assert set(wavespeed_outpaint.__all__) - {"__version__"} == public
-    readme = (PACKAGE.parent / "README.md").read_text()
+    root = PACKAGE.parent
+    docs = "\n".join(p.read_text() for p in [root / "README.md", *sorted(root.glob("docs/*.md"))])
     for name in wavespeed_outpaint.__all__:
         value = getattr(wavespeed_outpaint, name)
-        assert re.search(rf"\b{re.escape(name)}\b", readme), f"{name} is not in the README"
+        assert re.search(rf"\b{re.escape(name)}\b", docs), f"{name} is in no page of the docs"
         if inspect.isclass(value) or inspect.isfunction(value):
             assert inspect.getdoc(value), f"{name} has no docstring"
