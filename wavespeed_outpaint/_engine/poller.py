@@ -652,8 +652,8 @@ class SharedPoller:
         at 0.1 s of lag: at a fixed 0.5, the first-in first-out queue at 1,000 sat on its
         edge (0.100 requests a task at 0.060 s), and at 0.80 took 0.077 to 0.086 at 0.065
         to 0.072 s; at 0.45 the current model at 64 left the edge of its lag (0.087 to
-        0.092 s at 0.24 requests a task). docs/benchmarks.md: the matrix, and what it costs a heavy
-        tail at 1,000 in flight.
+        0.092 s at 0.24 requests a task). docs/benchmarks.md: the matrix, and what it
+        costs a heavy tail at 1,000 in flight.
 
         While a batch drains, a second of its last tasks' lag holds up all its results:
         a look costs less, by the square root of the tasks left over those in flight
