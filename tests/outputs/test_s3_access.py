@@ -10,6 +10,8 @@ from pathlib import Path
 
 import anyio
 import pytest
+
+pytest.importorskip("obstore", reason="the s3 extra (obstore 0.12 needs Python 3.11+)")
 from conftest import MakeTrack, fast_client, fast_config, run_cli
 from support.s3server import GuardedS3, S3Server, guarded_s3_server
 

@@ -15,11 +15,12 @@ import time
 import urllib.request
 from collections.abc import AsyncIterator, Iterator, Mapping
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
-import obstore
-from obstore.store import S3Store
+
+if TYPE_CHECKING:
+    from obstore.store import S3Store
 
 # moto checks signatures and IAM policies only when told to, after this many requests
 # without: exactly the three that make the admin user (with the health check a plain
@@ -60,6 +61,8 @@ class S3Server:
             return response.read()  # type: ignore[no-any-return]
 
     def _store(self, bucket: str) -> S3Store:
+        from obstore.store import S3Store
+
         return S3Store(
             bucket,
             endpoint=self.endpoint,
@@ -73,12 +76,18 @@ class S3Server:
         self._call("PUT", f"/{bucket}")
 
     def put(self, bucket: str, key: str, data: bytes) -> None:
+        import obstore
+
         obstore.put(self._store(bucket), key, data)
 
     def get(self, bucket: str, key: str) -> bytes:
+        import obstore
+
         return bytes(obstore.get(self._store(bucket), key).bytes())
 
     def keys(self, bucket: str) -> list[str]:
+        import obstore
+
         return [m["path"] for batch in obstore.list(self._store(bucket)) for m in batch]
 
     def open_uploads(self, bucket: str) -> int:

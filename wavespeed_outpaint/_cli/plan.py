@@ -17,8 +17,8 @@ from .._audio.probe import DEFAULT_MAX_UPLOAD_BYTES
 from .._engine.identity import FileFacts, file_version, fingerprint
 from .._engine.journal import Journal
 from .._outputs.naming import checked_stem, default_stem
-from .._outputs.s3 import MissingExtraError, ObjectStores, audio_keys, audio_objects
-from ..errors import ValidationError
+from .._outputs.s3 import ObjectStores, audio_keys, audio_objects
+from ..errors import ConfigurationError, ValidationError
 from ..models import OBJECT_SCHEME, REQUEST_FIELDS, ObjectRef, OutpaintRequest, expand_path
 from ..seams import State
 
@@ -116,7 +116,7 @@ def from_inputs(
                     except ValidationError as exc:
                         problems.append(f"{ref}: {exc}")
                     count += 1
-            except (ValidationError, MissingExtraError) as exc:
+            except (ValidationError, ConfigurationError) as exc:
                 problems.append(
                     f"{text}: {exc.problem if isinstance(exc, ValidationError) else exc}"
                 )

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import os
 import posixpath
+import sys
 from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -28,7 +29,7 @@ import attrs
 
 from .._api.endpoints import UploadSource
 from .._audio.probe import CONTENT_TYPES, AudioInfo, AudioProblem, probe_window
-from ..errors import ConfigurationError, OutputError, ValidationError
+from ..errors import ConfigurationError, MissingExtraError, OutputError, ValidationError
 from ..models import OBJECT_SCHEME as SCHEME
 from ..models import ObjectRef, is_loopback_host
 from ..options import ClientOptions
@@ -61,10 +62,6 @@ CREDENTIAL_SOURCES = ("/latest/api/token", "/latest/meta-data/", "169.254.169.25
 MAX_CHECKED = 65_536
 
 
-class MissingExtraError(ConfigurationError):
-    """An s3:// location was given, but the `[s3]` extra is not installed."""
-
-
 def is_object_url(value: object) -> bool:
     return isinstance(value, str) and value.startswith(SCHEME)
 
@@ -78,12 +75,13 @@ class ObjectFacts:
 
 
 def _obstore() -> Any:
+    if sys.version_info < (3, 11):
+        # (obstore 0.12, the oldest these calls work with, is built for 3.11 and later.)
+        raise ConfigurationError("s3:// locations need Python 3.11 or later (obstore 0.12)")
     try:
         import obstore
     except ImportError:
-        raise MissingExtraError(
-            "s3:// locations need the s3 extra: pip install 'wavespeed-outpaint[s3]'"
-        ) from None
+        raise MissingExtraError("s3:// locations", "s3") from None
     return obstore
 
 
@@ -217,7 +215,7 @@ def audio_keys(stores: ObjectStores, prefix: ObjectRef) -> Iterator[ObjectRef]:
     try:
         for page in obstore.list(stores.store(prefix.bucket), prefix.key or None, chunk_size=1000):
             yield from _audio_refs(prefix, page)
-    except (MissingExtraError, ValidationError):
+    except (ConfigurationError, ValidationError):
         raise
     except Exception as exc:  # noqa: BLE001
         raise ValidationError("input", str(prefix), _why(exc)) from None
@@ -232,7 +230,7 @@ async def audio_objects(stores: ObjectStores, prefix: ObjectRef) -> AsyncIterato
         async for page in pages:
             for ref in _audio_refs(prefix, page):
                 yield ref
-    except (MissingExtraError, ValidationError):
+    except (ConfigurationError, ValidationError):
         raise
     except Exception as exc:  # noqa: BLE001
         raise ValidationError("input", str(prefix), _why(exc)) from None
@@ -313,7 +311,7 @@ class ObjectPrefix:
             self._was_empty = not await _holds_any(store, self.prefix.key)
             await obstore.put_async(store, probe, b"")
             await obstore.delete_async(store, probe)
-        except MissingExtraError:
+        except ConfigurationError:
             raise
         except Exception as exc:  # noqa: BLE001
             raise OutputError(str(self.prefix), _why(exc)) from None
