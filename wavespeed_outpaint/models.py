@@ -33,7 +33,9 @@ __all__ = [
 ]
 
 MODEL_ID = "wavespeed-ai/ace-step/audio-outpaint"
+"""The model's id, as the API's paths and the list endpoint name it."""
 PRICE_PER_SECOND_USD = 0.0002
+"""What the service charges per generated second (`OutpaintRequest.cost_usd`)."""
 MAX_EXTEND_SECONDS = 240
 MAX_SEED = 2_147_483_647
 # A prediction's `created_at` carries milliseconds: a time read from it is this close.

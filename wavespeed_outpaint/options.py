@@ -15,6 +15,7 @@ from .errors import ValidationError
 __all__ = ["DEFAULT_BASE_URL", "ClientOptions", "OptionKeywords"]
 
 DEFAULT_BASE_URL = "https://api.wavespeed.ai"
+"""The service's own address; `WAVESPEED_BASE_URL` or `base_url=` names another."""
 
 
 def _positive(inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
