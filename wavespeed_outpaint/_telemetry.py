@@ -42,13 +42,7 @@ FINISH_SPAN = "outpaint.finish"
 
 
 class TaskSpan:
-    """What a task's span is told as the task goes (nothing, here)."""
-
-    def retried(self) -> None:
-        pass
-
-    def downloaded(self, size: int) -> None:
-        pass
+    """What a task's span is told at its end (nothing, here)."""
 
     def ended(self, attributes: dict[str, Any]) -> None:
         pass
@@ -112,14 +106,9 @@ def telemetry(enabled: bool, version: str) -> Telemetry:
 class _OpenTask(TaskSpan):
     def __init__(self, span: Any) -> None:
         self.span = span
+        # Counted by the requests made under the task's span (see `OpenTelemetry._task`).
         self.retries = 0
         self.bytes = 0
-
-    def retried(self) -> None:
-        self.retries += 1
-
-    def downloaded(self, size: int) -> None:
-        self.bytes += size
 
     def ended(self, attributes: dict[str, Any]) -> None:
         self.span.set_attributes(attributes)
@@ -238,7 +227,7 @@ class OpenTelemetry(Telemetry):
         self._retries.add(1)
         task = self._task.get()
         if task is not None:
-            task.retried()
+            task.retries += 1
 
     def in_flight(self, change: int) -> None:
         self._in_flight.add(change)
@@ -260,4 +249,4 @@ class OpenTelemetry(Telemetry):
         self._downloaded.add(size)
         task = self._task.get()
         if task is not None:
-            task.downloaded(size)
+            task.bytes += size
