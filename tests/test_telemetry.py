@@ -150,6 +150,30 @@ async def test_429s_and_requests_sent_again_are_counted(
     assert all((s.attributes or {})["error.type"] in ("429", "500", "502", "503") for s in errors)
 
 
+async def test_a_download_cut_short_is_an_error_span_named_by_what_broke_it(
+    otel: Telemetry, make_audio: MakeTrack, tmp_path: Path
+) -> None:
+    exporter, _ = otel
+    faults = Faults({"truncated_download": 0.5}, seed=3)
+    requests = [OutpaintRequest(make_audio(f"{i}.wav"), tags="x") for i in range(4)]
+    async with Emulator(fast_config(faults=faults)) as emu, fast_client(emu) as client:
+        results = [r async for r in client.outpaint_many(requests, tmp_path / "out")]
+        cut = emu.stats()["faults_injected"]["truncated_download"]
+    assert all(r.ok for r in results)
+    downloads = [
+        s
+        for s in exporter.get_finished_spans()
+        if (s.attributes or {}).get("outpaint.operation") == "download"
+    ]
+    broken = [s for s in downloads if s.status.status_code is trace.StatusCode.ERROR]
+    assert cut >= 1
+    assert len(broken) == cut
+    # The answer was a 200; what failed is the body, and the span says so by its class.
+    assert all((s.attributes or {})["http.response.status_code"] == 200 for s in broken)
+    assert all(not str((s.attributes or {})["error.type"]).isdigit() for s in broken)
+    assert all(s.end_time is not None for s in downloads)
+
+
 async def test_a_conversion_is_a_span_of_its_own_and_telemetry_off_records_nothing(
     otel: Telemetry, make_audio: MakeTrack, tmp_path: Path
 ) -> None:
