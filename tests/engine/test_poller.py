@@ -359,6 +359,24 @@ async def test_recalled_times_stand_in_for_a_first_wave_until_it_ends() -> None:
     assert poller._prior == []  # the wave's own ends replaced every recalled time
 
 
+async def test_recalled_times_with_a_gap_leave_no_stretch_unlooked_at() -> None:
+    """An earlier process found its first ends late, in one look, and placed them at one
+    moment; its next ends came much later. Between the two, the chance of a task ending
+    was a flat step: a second run's first wave, ending in that gap, was not looked for
+    until its end (64 tasks of +240 s: the ends of 192 to 200 s found at 203.6 s, 8.8 s
+    late at p95, where the first run had found its own 7.2 s late). Now the chance falls
+    between the ends it was learned from."""
+    service = FakeService()
+    poller = SharedPoller(service, PollOptions())
+    poller.recall({2.0: [1.0] * 8 + [3.0 + 0.05 * i for i in range(24)]})
+    tasks = [service.add(1.2 + 1.6 * i / 31) for i in range(32)]
+    await watch_all(service, tasks, poller)
+    lags = sorted(t.seen_final_at - t.ends for t in tasks if t.seen_final_at is not None)
+    assert len(lags) == 32
+    assert lags[-2] < 0.6, str([round(x, 2) for x in lags])  # before: up to 1.6 s, the gap's length
+    assert poller.counts["list_requests"] <= 2 * len(tasks)
+
+
 @pytest.mark.parametrize("speed", [0.3, 3.0])
 async def test_recalled_times_from_a_service_of_another_speed_are_dropped(speed: float) -> None:
     """The service is now three times faster (or slower) than the recalled times say:

@@ -85,12 +85,24 @@ class Survival:
         self.nearly_all = self._ages[cut]
 
     def running(self, age: float) -> float:
-        """The chance that a task is still running at `age` seconds (1 with no samples)."""
+        """The chance that a task is still running at `age` seconds (1 with no samples).
+
+        Between two ends seen it falls in a straight line, not in a step at the second:
+        the ends are a sample, and a gap between two of them is no stretch where tasks
+        cannot end. (As steps, times recalled from a run that found its first ends late,
+        all at one moment, left the next run's first wave unlooked for from there to
+        the next recalled end: 64 tasks of +240 s found up to 11 s late.)"""
         ages = self._ages
         if not ages:
             return 1.0
         i = bisect.bisect_right(ages, age)
-        if i < len(ages) or age <= self._seen_until:
-            return self._running[i - 1] if i else 1.0
+        if i < len(ages):
+            if not i:
+                return 1.0
+            before, after = ages[i - 1], ages[i]
+            share = (age - before) / (after - before)
+            return self._running[i - 1] + share * (self._running[i] - self._running[i - 1])
+        if age <= self._seen_until:
+            return self._running[-1]
         last = self._running[-1] or 0.5 / len(ages)
         return last * math.exp(-(age - self._seen_until) / self.mean)
