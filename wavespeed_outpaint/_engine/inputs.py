@@ -10,7 +10,6 @@ resumed batch reads no audio it has read before.
 
 from __future__ import annotations
 
-import asyncio
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -82,9 +81,10 @@ class Inputs:
         self.objects = objects
         # Local files are read and uploaded a few at a time, first come first served: all
         # at once, 100 files of 40 MB sent their first task after 12.8 s
-        # (benchmarks/first_submit.py).
-        self._reading = anyio.CapacityLimiter(options.parallel_uploads)
-        self._uploads = asyncio.Semaphore(options.parallel_uploads)
+        # (benchmarks/first_submit.py). One at a time until the first is uploaded: the
+        # first task waits for nothing but its own file.
+        self._reading = anyio.CapacityLimiter(1)
+        self._uploads = anyio.CapacityLimiter(1)
         self._hashes = OncePerKey[FileVersion, str](known=self._checked_hash)
         self._upload_urls = OncePerKey[str, str]()
 
@@ -135,7 +135,12 @@ class Inputs:
         """Check a local file (off the event loop; remembered per version) and upload it."""
         info = await anyio.to_thread.run_sync(self.files.check, path, self.options.max_upload_bytes)
         async with self._uploads:
-            return await self._api.upload(path, info)
+            try:
+                return await self._api.upload(path, info)
+            finally:
+                # The first upload is over: the others go `parallel_uploads` at a time.
+                self._reading.total_tokens = self.options.parallel_uploads
+                self._uploads.total_tokens = self.options.parallel_uploads
 
     async def audio_url(
         self, request: OutpaintRequest, content_hash: str | None, batch: BatchState
