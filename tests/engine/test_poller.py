@@ -15,6 +15,8 @@ from typing import Any
 import anyio
 import attrs
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from wavespeed_outpaint import Prediction, Status
 from wavespeed_outpaint._engine.estimates import Survival
@@ -298,6 +300,27 @@ def test_survival_counts_the_tasks_still_running() -> None:
     assert survival.running(2.0) == pytest.approx(0.9)
     # Past the last end seen, the chance decays rather than drops to nothing.
     assert 0 < survival.running(8.0) < survival.running(6.0) < 0.9
+
+
+times = st.lists(st.floats(0.01, 300.0), max_size=40)
+
+
+@given(took=times.filter(bool), ages=times)
+@example(took=[1.0, 2.0], ages=[1.9])
+def test_the_chance_of_still_running_never_rises_with_age(
+    took: list[float], ages: list[float]
+) -> None:
+    """Whatever was seen, an older task is no likelier to be running than a younger one.
+    When the last end seen leaves nobody at risk, the chance there is 0, and past the
+    oldest age seen it decays from a floor above 0: in a straight line to 0 first, it rose
+    again past it, so the chance of having ended since a look came out negative and
+    the last two tasks of a wave (+240 s, times recalled) went unlooked for 27 s."""
+    survival = Survival()
+    survival.estimate(took, ages)
+    grid = sorted({*took, *ages, *(a + d for a in took for d in (-1e-3, 1e-3)), 0.0, 400.0})
+    chances = [survival.running(age) for age in grid if age >= 0]
+    assert all(0.0 <= c <= 1.0 for c in chances)
+    assert all(later <= earlier + 1e-12 for earlier, later in itertools.pairwise(chances))
 
 
 async def test_a_task_past_its_overdue_time_is_looked_for_whatever_the_odds_say() -> None:

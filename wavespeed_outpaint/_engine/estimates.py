@@ -83,6 +83,11 @@ class Survival:
         self._seen_until = max(events[-1], censored[-1] if censored else 0.0)
         cut = next((i for i, s in enumerate(self._running) if s <= 0.01), len(events) - 1)
         self.nearly_all = self._ages[cut]
+        # The last ends seen may leave nobody at risk (a chance of 0); a tail not seen
+        # yet is not ruled out: the chance stops at a floor, from which it decays past
+        # the oldest age seen. Never above an earlier chance, so it never rises with age.
+        floor = min([0.5 / len(events), *(s for s in self._running if s > 0)])
+        self._running = [max(s, floor) for s in self._running]
 
     def running(self, age: float) -> float:
         """The chance that a task is still running at `age` seconds (1 with no samples).
@@ -104,5 +109,4 @@ class Survival:
             return self._running[i - 1] + share * (self._running[i] - self._running[i - 1])
         if age <= self._seen_until:
             return self._running[-1]
-        last = self._running[-1] or 0.5 / len(ages)
-        return last * math.exp(-(age - self._seen_until) / self.mean)
+        return self._running[-1] * math.exp(-(age - self._seen_until) / self.mean)
