@@ -104,7 +104,11 @@ async def run_untraced(base_url: str, count: int, workdir: Path) -> dict[str, An
     return {"tasks": count, "untraced_cpu_ms_per_task": row["cpu_ms_per_task"]}
 
 
-async def run_traced(base_url: str, count: int, workdir: Path) -> dict[str, Any]:
+async def run_traced(
+    base_url: str, count: int, workdir: Path, *, spans: bool = True, metrics_on: bool = True
+) -> dict[str, Any]:
+    """The SDK's tracer provider (every span dropped at export) and meter provider (an
+    in-memory reader, never read), or one of them: which part costs what."""
     from collections.abc import Sequence
 
     from opentelemetry import metrics, trace
@@ -117,16 +121,35 @@ async def run_traced(base_url: str, count: int, workdir: Path) -> dict[str, Any]
         def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
             return SpanExportResult.SUCCESS
 
-    tracing = TracerProvider()
-    tracing.add_span_processor(SimpleSpanProcessor(Dropped()))
-    trace.set_tracer_provider(tracing)
-    metrics.set_meter_provider(MeterProvider(metric_readers=[InMemoryMetricReader()]))
+    if spans:
+        tracing = TracerProvider()
+        tracing.add_span_processor(SimpleSpanProcessor(Dropped()))
+        trace.set_tracer_provider(tracing)
+    if metrics_on:
+        metrics.set_meter_provider(MeterProvider(metric_readers=[InMemoryMetricReader()]))
     row = await run_size(base_url, count, workdir)
-    return {"traced_cpu_ms_per_task": row["cpu_ms_per_task"], "traced_completed": row["completed"]}
+    name = "traced" if spans and metrics_on else "spans" if spans else "metrics"
+    return {
+        f"{name}_cpu_ms_per_task": row["cpu_ms_per_task"],
+        f"{name}_completed": row["completed"],
+    }
+
+
+async def run_spans(base_url: str, count: int, workdir: Path) -> dict[str, Any]:
+    return await run_traced(base_url, count, workdir, metrics_on=False)
+
+
+async def run_metrics(base_url: str, count: int, workdir: Path) -> dict[str, Any]:
+    return await run_traced(base_url, count, workdir, spans=False)
 
 
 RUNS = {"client": run_size, "floor": run_floor, "safe": run_safe_floor}
-TELEMETRY_RUNS = {"untraced": run_untraced, "traced": run_traced}
+TELEMETRY_RUNS = {
+    "untraced": run_untraced,
+    "traced": run_traced,
+    "spans": run_spans,
+    "metrics": run_metrics,
+}
 
 
 def child(count: int, run: str, workdir: str | None) -> None:
@@ -214,31 +237,38 @@ TELEMETRY_COLUMNS = [
     ("traced_cpu_ms_per_task", "CPU ms / task, traced, exporter drops (median)"),
     ("traced_over_untraced", "traced / untraced (median of the pairs)"),
     ("ratios", "each pair's ratio"),
+    ("spans_over_untraced", "spans only / untraced (median)"),
+    ("metrics_over_untraced", "metrics only / untraced (median)"),
 ]
 
 
 def telemetry_figures(args: argparse.Namespace) -> None:
     """Pairs of children, traced and untraced, `--repeat` times per size: the machine's
     CPU figures swing by a fifth from one child to the next, so one pair proves little;
-    the median of the pairs' ratios is the figure."""
+    the median of the pairs' ratios is the figure. Beside each pair, a child with spans
+    only and one with metrics only, each against the pair's untraced child."""
     rows = []
     for size in (int(s) for s in args.sizes.split(",")):
-        ratios, untraced, traced = [], [], []
+        ratios: dict[str, list[float]] = {"traced": [], "spans": [], "metrics": []}
+        untraced, traced = [], []
         for _ in range(args.repeat):
             pair: dict[str, Any] = {}
             for run in TELEMETRY_RUNS:
                 pair |= in_child(size, args.workdir, run)
             untraced.append(pair["untraced_cpu_ms_per_task"])
             traced.append(pair["traced_cpu_ms_per_task"])
-            ratios.append(traced[-1] / untraced[-1])
+            for name, kept in ratios.items():
+                kept.append(pair[f"{name}_cpu_ms_per_task"] / untraced[-1])
             print(f"{size} tasks: {pair}", flush=True)
         row = {
             "tasks": size,
             "pairs": args.repeat,
             "untraced_cpu_ms_per_task": statistics.median(untraced),
             "traced_cpu_ms_per_task": statistics.median(traced),
-            "traced_over_untraced": statistics.median(ratios),
-            "ratios": " ".join(f"{r:.2f}" for r in sorted(ratios)),
+            "traced_over_untraced": statistics.median(ratios["traced"]),
+            "ratios": " ".join(f"{r:.2f}" for r in sorted(ratios["traced"])),
+            "spans_over_untraced": statistics.median(ratios["spans"]),
+            "metrics_over_untraced": statistics.median(ratios["metrics"]),
         }
         rows.append(row)
         print(row, flush=True)
