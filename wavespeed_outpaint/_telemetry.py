@@ -221,9 +221,9 @@ class OpenTelemetry(Telemetry):
             "server.port": parts.port or (443 if parts.scheme == "https" else 80),
             "outpaint.operation": operation,
         }
-        kind = self._request_kinds.get(operation)
-        if kind is not None:
-            self._status_requests.add(1, kind)
+        request_kind = self._request_kinds.get(operation)
+        if request_kind is not None:
+            self._status_requests.add(1, request_kind)
         span = self._tracer.start_span(method, kind=self._client, attributes=attributes)
         return _OpenHttp(span, self)
 
