@@ -20,7 +20,8 @@ one output file costs there by itself (a loop of plain writes and renames).
 
 With `--telemetry`: the client with OpenTelemetry's SDK as the global providers (every
 span ended and handed to an exporter that drops it; metrics aggregated, never exported)
-against the client with `telemetry=False`, each in a child of its own, side by side.
+against the client with `telemetry=False`, each in a child of its own, side by side;
+and beside each pair, the tracer provider alone and the meter provider alone.
 """
 
 from __future__ import annotations
