@@ -177,11 +177,13 @@ def requests_for(make_audio: MakeTrack, count: int) -> list[OutpaintRequest]:
 async def test_webhooks_replace_polling(make_audio: MakeTrack, tmp_path: Path) -> None:
     async with Emulator(fast_config(time_scale=0.02)) as emu:
         # The poller looks for lost deliveries once tasks have probably ended unseen for
-        # `max_sweep_gap`; on a loaded machine the emulator's own deliveries can take
-        # longer than the default 0.5 s, and a look then finds a task first (1 run in 3
-        # of the whole suite). With more patience, every delivery arrives first.
+        # `max_sweep_gap`, and asks for a task whose delivery is `webhook_grace` late; on
+        # a loaded machine the emulator's own deliveries can take longer than the default
+        # 0.5 s and the tests' 0.3 s, and a look then finds a task first (1 run in 3 of
+        # the whole suite; in CI, with two Pythons' suites at once: 1 GET in 30
+        # tasks). With more patience, every delivery arrives first.
         results, receiver = await run_with_webhooks(
-            emu, requests_for(make_audio, 30), tmp_path, max_sweep_gap=5.0
+            emu, requests_for(make_audio, 30), tmp_path, max_sweep_gap=5.0, webhook_grace=5.0
         )
         stats = emu.stats()
     assert all(r.ok for r in results)
