@@ -81,8 +81,9 @@ class Inputs:
         self.objects = objects
         # Local files are read and uploaded a few at a time, first come first served: all
         # at once, 100 files of 40 MB sent their first task after 12.8 s
-        # (benchmarks/first_submit.py). One at a time until the first is uploaded: the
-        # first task waits for nothing but its own file.
+        # (benchmarks/first_submit.py). Each starts with one at a time, and takes its
+        # `parallel_uploads` once its first is done: the first task's file is read, then
+        # uploaded, with nothing else read beside it.
         self._reading = anyio.CapacityLimiter(1)
         self._uploads = anyio.CapacityLimiter(1)
         self._hashes = OncePerKey[FileVersion, str](known=self._checked_hash)
@@ -112,6 +113,7 @@ class Inputs:
             digest = await self._hashes.get(
                 version, lambda: anyio.to_thread.run_sync(check_and_hash, limiter=self._reading)
             )
+            self._reading.total_tokens = self.options.parallel_uploads  # see __init__
         except OSError as exc:
             raise ValidationError(
                 "audio", str(path), f"the file disappeared or cannot be read ({exc.strerror})"
@@ -138,9 +140,7 @@ class Inputs:
             try:
                 return await self._api.upload(path, info)
             finally:
-                # The first upload is over: the others go `parallel_uploads` at a time.
-                self._reading.total_tokens = self.options.parallel_uploads
-                self._uploads.total_tokens = self.options.parallel_uploads
+                self._uploads.total_tokens = self.options.parallel_uploads  # see __init__
 
     async def audio_url(
         self, request: OutpaintRequest, content_hash: str | None, batch: BatchState
