@@ -180,8 +180,7 @@ async def test_webhooks_replace_polling(make_audio: MakeTrack, tmp_path: Path) -
         # `max_sweep_gap`, and asks for a task whose delivery is `webhook_grace` late; on
         # a loaded machine the emulator's own deliveries can take longer than the default
         # 0.5 s and the tests' 0.3 s, and a look then finds a task first (1 run in 3 of
-        # the whole suite; in CI, with two Pythons' suites at once: 1 GET in 30
-        # tasks). With more patience, every delivery arrives first.
+        # the whole suite). With more patience, every delivery arrives first.
         results, receiver = await run_with_webhooks(
             emu, requests_for(make_audio, 30), tmp_path, max_sweep_gap=5.0, webhook_grace=5.0
         )
