@@ -175,14 +175,23 @@ def requests_for(make_audio: MakeTrack, count: int) -> list[OutpaintRequest]:
 
 @pytest.mark.anyio
 async def test_webhooks_replace_polling(make_audio: MakeTrack, tmp_path: Path) -> None:
-    async with Emulator(fast_config(time_scale=0.02)) as emu:
-        # The poller looks for lost deliveries once tasks have probably ended unseen for
-        # `max_sweep_gap`, and asks for a task whose delivery is `webhook_grace` late; on
-        # a loaded machine the emulator's own deliveries can take longer than the default
-        # 0.5 s and the tests' 0.3 s, and a look then finds a task first (1 run in 3 of
-        # the whole suite). With more patience, every delivery arrives first.
+    # Every delivery comes late, as on a loaded machine (CI, with two suites at once,
+    # saw a look in 2 runs of 3): with the patience to wait for them, nothing is asked.
+    # Patience is each of: `webhook_blind_wait` (the list is looked at when no delivery
+    # has come at all: the tests' 1 s is what a late first delivery ran into), the
+    # price of a look in seconds of lag (deliveries later than the ones before are
+    # thought lost at a small rate: the default price was reached in 1 run of 16 with
+    # two busy cores), `max_sweep_gap` and `webhook_grace`.
+    faults = Faults({"webhook_late": 1.0}, seed=1, webhook_late_seconds=1.5)
+    async with Emulator(fast_config(time_scale=0.02, faults=faults)) as emu:
         results, receiver = await run_with_webhooks(
-            emu, requests_for(make_audio, 30), tmp_path, max_sweep_gap=5.0, webhook_grace=5.0
+            emu,
+            requests_for(make_audio, 30),
+            tmp_path,
+            max_sweep_gap=5.0,
+            webhook_grace=5.0,
+            webhook_blind_wait=10.0,
+            request_price=30.0,
         )
         stats = emu.stats()
     assert all(r.ok for r in results)
@@ -195,6 +204,21 @@ async def test_webhooks_replace_polling(make_audio: MakeTrack, tmp_path: Path) -
         sqlite3.connect(tmp_path / "j.sqlite").execute("SELECT delivered_by FROM tasks").fetchall()
     )
     assert rows == [("webhook",)] * 30
+
+
+@pytest.mark.anyio
+async def test_no_delivery_by_webhook_blind_wait_starts_looking_at_the_list(
+    make_audio: MakeTrack, tmp_path: Path
+) -> None:
+    faults = Faults({"webhook_late": 1.0}, seed=1, webhook_late_seconds=1.5)
+    async with Emulator(fast_config(time_scale=0.02, faults=faults)) as emu:
+        results, _ = await run_with_webhooks(
+            emu, requests_for(make_audio, 30), tmp_path, webhook_blind_wait=0.5
+        )
+        stats = emu.stats()
+    assert all(r.ok for r in results)
+    assert {r.delivered_by for r in results} == {"list"}
+    assert stats["status_requests"] >= 1
 
 
 @pytest.mark.anyio
