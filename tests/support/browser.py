@@ -105,6 +105,10 @@ class Page:
 @contextlib.asynccontextmanager
 async def chromium(executable: str) -> AsyncIterator[Page]:
     profile = Path(tempfile.mkdtemp(prefix="outpaint-chromium-"))
+    # Chromium keeps its single-instance socket in a folder of its own under TMPDIR and
+    # leaves it behind when stopped: under the profile, it goes with it.
+    scratch = profile / "tmp"
+    scratch.mkdir()
     process = await asyncio.create_subprocess_exec(
         executable,
         *FLAGS,
@@ -112,6 +116,7 @@ async def chromium(executable: str) -> AsyncIterator[Page]:
         "about:blank",
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        env={**os.environ, "TMPDIR": str(scratch)},
     )
     try:
         port_file = profile / "DevToolsActivePort"
