@@ -248,6 +248,25 @@ async def test_a_warm_pollers_lone_task_is_found_soon_from_the_list() -> None:
     assert service.gets + service.list_requests - asked <= 8
 
 
+async def test_a_lone_task_is_not_looked_for_while_it_has_little_chance_of_an_end() -> None:
+    """A look for a task alone is likely wasted while few of its kind end by its age: none
+    comes before the age by which an eighth of them ended (tasks have taken 1 to 2 s,
+    evenly). Before, the rule that bounds the lag of a few slow tasks (`STALE_CHANCE`)
+    looked from the age by which a twentieth had (here at 1.09 to 1.11 s): a web
+    backend's lone caller spent a request a call there, most finding nothing (4.55
+    status requests a call against 3.80, `benchmarks/poller.py --cells backend`)."""
+    service = FakeService()
+    poller = SharedPoller(service, PollOptions())
+    poller.recall({2.0: [1.0 + i / 63 for i in range(64)]})
+    await watch_all(service, [service.add(1.5)], poller)  # an end seen: no more blind looks
+    for _ in range(3):
+        lone = service.add(1.9)
+        looked = len(service.looks)
+        await watch_all(service, [lone], poller)
+        ages = [at - lone.created for at, _ in service.looks[looked:]]
+        assert min(ages) >= 1.125, [round(a, 2) for a in ages]
+
+
 def test_a_request_is_worth_more_lag_beyond_a_page_of_tasks_in_flight() -> None:
     # The account's status requests a second grow with its tasks in flight: beyond a
     # page's worth, each look waits for more lag (the fourth root of the pages' worth).

@@ -71,8 +71,11 @@ EARLY_IN_SPAN = 0.25
 # of their share of them (see `SharedPoller._price`).
 PRICE_GROWTH = 0.25
 FEW_TASKS = 64
-# See `PollOptions.max_sweep_gap`.
-STALE_CHANCE = 0.05
+# See `PollOptions.max_sweep_gap`. At 0.05, a web backend's lone task was looked for
+# where a twentieth of its kind had ended, a look that mostly found nothing, in every
+# call (4.55 status requests a call at 0.22 to 0.26 s of lag; 3.80 at 0.22 to 0.25 s
+# now); the matrix's cells, the one-wave cells and 1,000 in flight were unchanged.
+STALE_CHANCE = 0.15
 # The longest wait between two plans while tasks are in flight (seconds).
 PLAN_EVERY = 0.1
 # How often the chance of a task still running is estimated anew (seconds), and from how
