@@ -73,8 +73,8 @@ PRICE_GROWTH = 0.25
 FEW_TASKS = 64
 # See `PollOptions.max_sweep_gap`. At 0.05, a web backend's lone task was looked for
 # where a twentieth of its kind had ended, a look that mostly found nothing, in every
-# call (4.55 status requests a call at 0.22 to 0.26 s of lag; 3.80 at 0.22 to 0.25 s
-# now); the matrix's cells, the one-wave cells and 1,000 in flight were unchanged.
+# call (4.45 to 4.60 status requests a call at 0.21 to 0.26 s of lag; 3.80 to 4.00 at
+# 0.22 to 0.26 s now); the batch cells were unchanged (docs/benchmarks.md).
 STALE_CHANCE = 0.15
 # The longest wait between two plans while tasks are in flight (seconds).
 PLAN_EVERY = 0.1
