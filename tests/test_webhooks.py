@@ -217,7 +217,9 @@ async def test_no_delivery_by_webhook_blind_wait_starts_looking_at_the_list(
         )
         stats = emu.stats()
     assert all(r.ok for r in results)
-    assert {r.delivered_by for r in results} == {"list"}
+    # The list finds them before their deliveries (all of them on a quiet machine; a
+    # loaded one may let a delivery come first).
+    assert "list" in {r.delivered_by for r in results}
     assert stats["status_requests"] >= 1
 
 
