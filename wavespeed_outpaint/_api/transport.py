@@ -56,7 +56,7 @@ SIGNED_QUERY = re.compile(
 # A quick look for them in an answer's bytes, before its text is scrubbed: every name
 # above ends in one of these. A case-blind regex of the same names took 1.25 ms a page of
 # the list (38 KB), ten times its JSON parsing and a tenth of the client's CPU a task at
-# 1,000 in flight; substring searches take 80 us, and 2 us where the page holds no "=".
+# 1,000 in flight; substring searches take 80 us, and 0.4 us where the page holds no "=".
 SIGNED_NAME_ENDS = (b"signature=", b"credential=", b"security-token=", b"sig=", b"awsaccesskeyid=")
 
 
